@@ -1,0 +1,42 @@
+# The jobs people do, one command each. Every target sets up what it needs.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test lint format bench soak docs clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.X (>= 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+## run: the quickstart app (HTTP + cron + file-watch + embedded SQLite store), no broker needed
+run: setup
+	cd examples/quickstart && ../../$(BIN)/eventrun run -c eventrun.yaml
+
+## test: the whole suite against real servers started on free loopback ports
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check eventrun tests bench examples
+	$(BIN)/ruff format --check eventrun tests bench examples
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix eventrun tests bench examples
+	$(BIN)/ruff format eventrun tests bench examples
+
+bench: setup
+	$(BIN)/python -m bench
+
+docs: setup
+	$(BIN)/python -m eventrun._docgen > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""Gap-aware acknowledgement for ordered sources.
+
+Records of a shard complete out of order when the shard is split into parallel lanes, but a
+broker position (Kafka offset, stream entry) may only move past a record once every record
+before it completed. :class:`AckTracker` hands back exactly the contiguous completed prefix
+of each shard, so a failed middle record is never acknowledged past.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from eventrun.abc import Record
+
+__all__ = ["AckTracker", "Pending"]
+
+
+class Pending:
+    """A record the dispatcher holds, with its completion flag."""
+
+    __slots__ = ("arrived", "done", "record", "shard_queue")
+
+    def __init__(
+        self, record: Record, shard_queue: deque[Pending] | None, arrived: float = 0.0
+    ) -> None:
+        self.record = record
+        self.done = False
+        self.shard_queue = shard_queue
+        self.arrived = arrived
+
+
+class AckTracker:
+    """Per-shard queues of pending records in arrival order."""
+
+    def __init__(self) -> None:
+        self._shards: dict[str, deque[Pending]] = {}
+
+    def register(self, record: Record, arrived: float = 0.0) -> Pending:
+        queue = self._shards.get(record.shard)
+        if queue is None:
+            queue = self._shards[record.shard] = deque()
+        pending = Pending(record, queue, arrived)
+        queue.append(pending)
+        return pending
+
+    def complete(self, items: Iterable[Pending]) -> list[Record]:
+        """Mark ``items`` done; return the records that became acknowledgeable, in shard
+        order (the newly contiguous completed prefix of every shard touched)."""
+        touched: list[deque[Pending]] = []
+        for item in items:
+            item.done = True
+            if item.shard_queue is not None and item.shard_queue not in touched:
+                touched.append(item.shard_queue)
+        ready: list[Record] = []
+        for queue in touched:
+            while queue and queue[0].done:
+                ready.append(queue.popleft().record)
+        return ready
+
+    def forget_shard(self, shard: str) -> list[Pending]:
+        """Drop a shard (its partition was revoked); return what was still pending."""
+        queue = self._shards.pop(shard, None)
+        return [p for p in queue if not p.done] if queue else []
+
+    def pending(self) -> list[Pending]:
+        return [p for q in self._shards.values() for p in q if not p.done]
+
+    def pending_count(self) -> int:
+        return sum(len(q) for q in self._shards.values())

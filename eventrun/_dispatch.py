@@ -1,0 +1,635 @@
+"""The dispatcher: Lambda's event-source-mapping contract for one poller trigger.
+
+One :class:`TriggerDispatcher` drives one :class:`~eventrun.abc.Poller`. It is the single
+shared polling loop (backoff and reconnect written once) and everything after it:
+
+* **Lanes.** Ordered pollers (streams): each shard is a lane, split into
+  ``parallelization_factor`` lanes by ``zlib.crc32(record.key)``; a lane runs one batch at a
+  time, so order holds per shard (per key with lanes). Unordered pollers (queues): a pool of
+  lanes shares the records; records with a ``shard`` (SQS FIFO groups) are pinned to one
+  lane by ``crc32(shard)`` so a group stays in order.
+* **Batching.** A lane flushes at ``batch_size`` records, the 6 MB payload limit, or
+  ``maximum_batching_window`` after its first record arrived.
+* **Outcomes.** Streams: a failing batch blocks its lane and is retried with exponential
+  backoff and jitter; ``bisect_batch_on_function_error`` splits it (splits do not count as
+  retries); after ``maximum_retry_attempts`` or ``maximum_record_age`` the records go to
+  ``on_failure`` with Lambda's failure record and are then acknowledged. Partial failures
+  resume from the lowest failed item. Queues: failed records are released back to the
+  broker after a backoff (only the listed ones with partial failures; a FIFO failure also
+  releases the rest of its group in the batch), and after ``max_receive_count`` receives
+  go to ``on_failure``.
+* **Acknowledgement.** Nothing is acknowledged before its handler succeeded or it reached
+  ``on_failure``. Ordered pollers get only the contiguous completed prefix of each shard
+  (:class:`~eventrun._acks.AckTracker`).
+* **Backpressure.** At most ``buffer_records`` records are held (buffered or in flight);
+  when full, the loop stops polling. Function concurrency is enforced by the invoker, so a
+  saturated function stops intake here.
+* **Shutdown.** :meth:`TriggerDispatcher.shutdown` stops polling, lets lanes finish their
+  current batch within the grace period, and releases everything unsettled.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from eventrun._acks import AckTracker, Pending
+from eventrun._backoff import Backoff
+from eventrun._filters import RecordFilter
+from eventrun._records import stream_failure_record
+from eventrun.abc import Clock, OutMessage, Poller, Record
+from eventrun.exceptions import SourceError, WorkerError
+
+__all__ = ["DispatchSettings", "InvokeResultLike", "Publisher", "TriggerDispatcher"]
+
+log = structlog.get_logger("eventrun.dispatch")
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
+class InvokeResultLike(Protocol):
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def error_type(self) -> str | None: ...
+
+
+Invoke = Callable[[bytes], Awaitable[InvokeResultLike]]
+
+
+class Publisher(Protocol):
+    """Where failure records and pipeline outputs go; retries until delivered."""
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class DispatchSettings:
+    """The trigger's event-source-mapping parameters, in seconds and counts."""
+
+    function: str
+    trigger: str
+    batch_size: int = 100
+    window_s: float = 0.0
+    parallelization_factor: int = 1
+    bisect: bool = False
+    max_retry_attempts: int = -1
+    max_record_age_s: float = -1.0
+    report_batch_item_failures: bool = False
+    filter: RecordFilter | None = None
+    max_receive_count: int | None = None
+    queue_lanes: int = 4
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    backoff: Backoff = field(default_factory=Backoff)
+    poll_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.2, cap_s=10.0))
+    buffer_records: int = 0
+    region: str = "us-east-1"
+
+    @property
+    def buffer_limit(self) -> int:
+        if self.buffer_records:
+            return self.buffer_records
+        return max(self.batch_size * 2, 200) * max(self.parallelization_factor, 1)
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    polled: int = 0
+    filtered: int = 0
+    invocations: int = 0
+    invoke_errors: int = 0
+    succeeded: int = 0
+    acked: int = 0
+    released: int = 0
+    retries: int = 0
+    bisects: int = 0
+    failed_to_destination: int = 0
+    poll_errors: int = 0
+    buffered: int = 0
+    in_flight: int = 0
+
+
+class _Lane:
+    __slots__ = ("items", "wake")
+
+    def __init__(self) -> None:
+        self.items: deque[Pending] = deque()
+        self.wake = anyio.Event()
+
+    def notify(self) -> None:
+        self.wake.set()
+
+
+class TriggerDispatcher:
+    """Runs one poller trigger: poll, filter, lane, batch, invoke, settle."""
+
+    def __init__(
+        self,
+        poller: Poller,
+        settings: DispatchSettings,
+        invoke: Invoke,
+        *,
+        clock: Clock,
+        on_failure: Publisher | None = None,
+        on_success: Publisher | None = None,
+    ) -> None:
+        self._poller = poller
+        self._s = settings
+        self._invoke = invoke
+        self._clock = clock
+        self._on_failure = on_failure
+        self._on_success = on_success
+        self._ordered = bool(poller.ordered)
+        self._tracker = AckTracker()
+        self._lanes: dict[Any, _Lane] = {}
+        self._unsettled: set[Pending] = set()
+        self._space = anyio.Event()
+        self._draining = False
+        self._busy = 0
+        self._idle = anyio.Event()
+        self._done = anyio.Event()
+        self._intake = anyio.CancelScope()
+        self._tg: TaskGroup | None = None
+        self.stats = DispatchStats()
+        self._log = log.bind(function=settings.function, trigger=settings.trigger)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`shutdown` finished draining (or until cancelled)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if not self._ordered:
+                    shared = self._lanes["shared"] = _Lane()
+                    for _ in range(max(1, self._s.queue_lanes)):
+                        tg.start_soon(self._lane_loop, shared)
+                tg.start_soon(self._poll_loop)
+                task_status.started()
+                await self._done.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                await self._release_unsettled()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop polling, finish in-flight batches within ``grace_s``, release the rest."""
+        self._draining = True
+        self._intake.cancel()
+        for lane in self._lanes.values():
+            lane.notify()
+        if self._busy:
+            with anyio.move_on_after(grace_s) as scope:
+                await self._idle.wait()
+            if scope.cancelled_caught:
+                self._log.warning("shutdown.grace_exceeded", in_flight=self.stats.in_flight)
+        self._done.set()
+
+    def _held(self) -> int:
+        """Records held in memory: buffered, in flight, or completed behind a gap."""
+        return self._tracker.pending_count() if self._ordered else len(self._unsettled)
+
+    def statistics(self) -> dict[str, float]:
+        self.stats.buffered = len(self._unsettled)
+        return {k: float(getattr(self.stats, k)) for k in self.stats.__dataclass_fields__}
+
+    # -- intake --------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        limit = self._s.buffer_limit
+        failures = 0
+        with self._intake:
+            while True:
+                free = limit - self._held()
+                if free <= 0:
+                    self._space = anyio.Event()
+                    await self._space.wait()
+                    continue
+                try:
+                    records = await self._poller.poll(min(free, max(self._s.batch_size, 100)))
+                except SourceError as exc:
+                    failures += 1
+                    self.stats.poll_errors += 1
+                    delay = self._s.poll_backoff.delay(failures)
+                    self._log.warning(
+                        "source.poll_failed", error=str(exc), retry_in_s=round(delay, 3)
+                    )
+                    await anyio.sleep(delay)
+                    continue
+                failures = 0
+                if records:
+                    await self._accept(records)
+
+    async def _accept(self, records: Sequence[Record]) -> None:
+        self.stats.polled += len(records)
+        now = self._clock.monotonic()
+        flt = self._s.filter
+        filtered: list[Pending] = []
+        touched: set[_Lane] = set()
+        for record in records:
+            if self._ordered:
+                pending = self._tracker.register(record, now)
+            else:
+                pending = Pending(record, None, now)
+            self._unsettled.add(pending)
+            if flt is not None and not flt.matches_record(
+                record.event, record.data_key, record.data
+            ):
+                filtered.append(pending)
+                continue
+            lane = self._lane_for(record)
+            lane.items.append(pending)
+            touched.add(lane)
+        for lane in touched:
+            lane.notify()
+        if filtered:
+            self.stats.filtered += len(filtered)
+            await self._complete(filtered)
+
+    def _lane_for(self, record: Record) -> _Lane:
+        factor = self._s.parallelization_factor
+        if self._ordered:
+            sub = zlib.crc32(record.key.encode()) % factor if factor > 1 and record.key else 0
+            key: Any = (record.shard, sub)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane()
+                assert self._tg is not None
+                self._tg.start_soon(self._lane_loop, lane)
+            return lane
+        if not record.shard:
+            return self._lanes["shared"]
+        key = ("fifo", zlib.crc32(record.shard.encode()) % max(1, self._s.queue_lanes))
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+            assert self._tg is not None
+            self._tg.start_soon(self._lane_loop, lane)
+        return lane
+
+    # -- lanes ---------------------------------------------------------------------
+
+    async def _lane_loop(self, lane: _Lane) -> None:
+        while True:
+            batch = await self._collect(lane)
+            if batch is None:
+                if self._draining:
+                    return
+                continue
+            self._busy += 1
+            self.stats.in_flight += len(batch)
+            try:
+                if self._ordered:
+                    await self._run_stream_batch(batch)
+                else:
+                    await self._run_queue_batch(batch)
+            finally:
+                self._busy -= 1
+                self.stats.in_flight -= len(batch)
+                if self._draining and not self._busy:
+                    self._idle.set()
+
+    async def _wait(self, lane: _Lane, deadline: float | None = None) -> None:
+        """Wait until the lane is notified, or until monotonic ``deadline``."""
+        if lane.wake.is_set():
+            lane.wake = anyio.Event()
+        if deadline is None:
+            await lane.wake.wait()
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def _timer() -> None:
+                await self._clock.sleep_until(deadline)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(_timer)
+            await lane.wake.wait()
+            tg.cancel_scope.cancel()
+
+    async def _collect(self, lane: _Lane) -> list[Pending] | None:
+        """The next batch of a lane, or None when there is nothing (draining or idle queue
+        lane woken for a shared lane)."""
+        size_limit = self._s.batch_size
+        if not lane.items:
+            if self._draining:
+                return None
+            await self._wait(lane)
+            if not lane.items:
+                return None
+        if self._s.window_s > 0 and len(lane.items) < size_limit:
+            deadline = lane.items[0].arrived + self._s.window_s
+            while (
+                len(lane.items) < size_limit
+                and not self._draining
+                and self._clock.monotonic() < deadline
+            ):
+                await self._wait(lane, deadline)
+        if self._draining or not lane.items:
+            return None
+        batch: list[Pending] = []
+        payload = 0
+        limit = self._s.max_payload_bytes
+        items = lane.items
+        while items and len(batch) < size_limit:
+            size = items[0].record.size
+            if batch and payload + size > limit:
+                break
+            batch.append(items.popleft())
+            payload += size
+        if items:
+            lane.notify()
+        return batch
+
+    # -- invocation ----------------------------------------------------------------
+
+    async def _call(self, batch: Sequence[Pending]) -> tuple[InvokeResultLike, list[int] | None]:
+        """Invoke the function with a batch; return the result and the failed indexes
+        (None = the whole batch failed, [] = every record succeeded)."""
+        records = [p.record for p in batch]
+        payload = _ENCODER.encode(self._poller.batch_event(records))
+        self.stats.invocations += 1
+        try:
+            result: InvokeResultLike = await self._invoke(payload)
+        except WorkerError as exc:
+            self._log.error("invoke.failed", error=str(exc))
+            result = _RuntimeFailure(str(exc))
+        if not result.ok:
+            self.stats.invoke_errors += 1
+            return result, None
+        if not self._s.report_batch_item_failures:
+            return result, []
+        return result, _failed_indexes(result.payload, records)
+
+    async def _run_stream_batch(self, batch: list[Pending]) -> None:
+        work: deque[tuple[list[Pending], int]] = deque([(batch, 0)])
+        invoke_count = 0
+        while work:
+            items, attempts = work.popleft()
+            items = await self._expire_old(items, invoke_count)
+            if not items:
+                continue
+            if sum(p.record.size for p in items) > self._s.max_payload_bytes:
+                await self._fail(items, "MaximumPayloadSizeExceeded", invoke_count, None, "")
+                continue
+            result, failed = await self._call(items)
+            invoke_count += 1
+            if failed == []:
+                await self._succeed(items, result.payload)
+                continue
+            if failed:
+                first = min(failed)
+                if first:
+                    await self._succeed(items[:first], result.payload)
+                items = items[first:]
+            if self._s.bisect and len(items) > 1:
+                self.stats.bisects += 1
+                half = len(items) // 2
+                work.extendleft([(items[half:], attempts), (items[:half], attempts)])
+                continue
+            attempts += 1
+            limit = self._s.max_retry_attempts
+            if limit >= 0 and attempts > limit:
+                await self._fail(
+                    items,
+                    "RetryAttemptsExhausted",
+                    invoke_count,
+                    result.error_type,
+                    result.request_id,
+                )
+                continue
+            if self._draining:
+                return  # left unsettled: released, redelivered later
+            self.stats.retries += 1
+            delay = self._s.backoff.delay(attempts)
+            self._log.info(
+                "batch.retry", size=len(items), attempt=attempts, retry_in_s=round(delay, 3)
+            )
+            await self._clock.sleep_until(self._clock.monotonic() + delay)
+            work.appendleft((items, attempts))
+
+    async def _expire_old(self, items: list[Pending], invoke_count: int) -> list[Pending]:
+        max_age = self._s.max_record_age_s
+        if max_age < 0:
+            return items
+        now = self._clock.time()
+        expired = [p for p in items if now - p.record.timestamp > max_age]
+        if not expired:
+            return items
+        await self._fail(expired, "RecordAgeExceeded", invoke_count, None, "")
+        return [p for p in items if not p.done]
+
+    async def _run_queue_batch(self, batch: list[Pending]) -> None:
+        async with anyio.create_task_group() as tg:
+            extend = getattr(self._poller, "extend", None)
+            interval = getattr(self._poller, "heartbeat_interval_s", None)
+            if extend is not None and interval:
+                tg.start_soon(self._heartbeat, [p.record for p in batch], extend, interval)
+            result, failed = await self._call(batch)
+            tg.cancel_scope.cancel()
+        if failed == []:
+            await self._succeed(batch, result.payload)
+            return
+        failed_set = set(range(len(batch))) if failed is None else set(failed)
+        # FIFO: a failed record also fails the rest of its group in this batch.
+        broken_groups = {batch[i].record.shard for i in failed_set if batch[i].record.shard}
+        for i, pending in enumerate(batch):
+            if pending.record.shard in broken_groups and any(
+                j in failed_set and batch[j].record.shard == pending.record.shard for j in range(i)
+            ):
+                failed_set.add(i)
+        good = [p for i, p in enumerate(batch) if i not in failed_set]
+        bad = [p for i, p in enumerate(batch) if i in failed_set]
+        if good:
+            await self._succeed(good, result.payload)
+        cap = self._s.max_receive_count
+        exhausted = [p for p in bad if cap is not None and p.record.attempt >= cap]
+        if exhausted:
+            await self._fail(
+                exhausted,
+                "RetryAttemptsExhausted",
+                max(p.record.attempt for p in exhausted),
+                result.error_type,
+                result.request_id,
+            )
+        retry = [p for p in bad if not p.done]
+        if retry:
+            delay = self._s.backoff.delay(max(p.record.attempt for p in retry))
+            self.stats.retries += len(retry)
+            await self._release(retry, delay)
+
+    async def _heartbeat(
+        self,
+        records: list[Record],
+        extend: Callable[[Sequence[Record], float], Awaitable[None]],
+        interval: float,
+    ) -> None:
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await extend(records, interval * 3)
+            except SourceError as exc:
+                self._log.warning("source.extend_failed", error=str(exc))
+
+    # -- settling ------------------------------------------------------------------
+
+    async def _succeed(self, items: list[Pending], result_payload: bytes) -> None:
+        self.stats.succeeded += len(items)
+        if self._on_success is not None:
+            messages = _outputs(result_payload, [p.record for p in items])
+            if messages:
+                await self._on_success.publish(messages)
+        await self._complete(items)
+
+    async def _fail(
+        self,
+        items: list[Pending],
+        condition: str,
+        invoke_count: int,
+        function_error: str | None,
+        request_id: str,
+    ) -> None:
+        records = [p.record for p in items]
+        self.stats.failed_to_destination += len(items)
+        self._log.warning(
+            "batch.failed", condition=condition, size=len(items), invoke_count=invoke_count
+        )
+        if self._on_failure is not None:
+            doc = stream_failure_record(
+                request_id=request_id,
+                function=self._s.function,
+                condition=condition,
+                invoke_count=invoke_count,
+                function_error=function_error,
+                batch_info=self._poller.batch_info(records),
+                payload=self._poller.batch_event(records),
+                region=self._s.region,
+            )
+            key = records[0].key or records[0].shard or None
+            await self._on_failure.publish([OutMessage(payload=_ENCODER.encode(doc), key=key)])
+        await self._complete(items)
+
+    async def _complete(self, items: list[Pending]) -> None:
+        if self._ordered:
+            ready = self._tracker.complete(items)
+        else:
+            for p in items:
+                p.done = True
+            ready = [p.record for p in items]
+        for p in items:
+            self._unsettled.discard(p)
+        self._space.set()
+        if ready:
+            await self._ack(ready)
+
+    async def _ack(self, records: list[Record]) -> None:
+        for attempt in range(1, 6):
+            try:
+                await self._poller.ack(records)
+                self.stats.acked += len(records)
+                return
+            except SourceError as exc:
+                self._log.warning("source.ack_failed", error=str(exc), attempt=attempt)
+                await anyio.sleep(self._s.poll_backoff.delay(attempt))
+        self._log.error("source.ack_abandoned", size=len(records))
+
+    async def _release(self, items: list[Pending], delay_s: float) -> None:
+        for p in items:
+            self._unsettled.discard(p)
+            p.done = not self._ordered
+        self._space.set()
+        try:
+            await self._poller.release([p.record for p in items], delay_s)
+            self.stats.released += len(items)
+        except SourceError as exc:
+            self._log.warning("source.release_failed", error=str(exc), size=len(items))
+
+    async def _release_unsettled(self) -> None:
+        left = [p for p in self._unsettled if not p.done]
+        self._unsettled.clear()
+        if left:
+            self._log.info("dispatch.released_unfinished", size=len(left))
+            await self._release(left, 0.0)
+
+
+@dataclass(slots=True, frozen=True)
+class _RuntimeFailure:
+    """An invocation that could not run at all (the worker pool failed)."""
+
+    message: str
+    request_id: str = ""
+    ok: bool = False
+    error_type: str | None = "Runtime.Unknown"
+
+    @property
+    def payload(self) -> bytes:
+        doc = {"errorMessage": self.message, "errorType": "Runtime.Unknown"}
+        return _ENCODER.encode(doc)
+
+
+def _id_key(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+    return str(value)
+
+
+def _failed_indexes(payload: bytes, records: Sequence[Record]) -> list[int] | None:
+    """Indexes named in ``batchItemFailures``; None when the response is malformed (the
+    whole batch failed, as Lambda treats an unknown or empty identifier)."""
+    try:
+        doc = _DECODER.decode(payload)
+    except msgspec.DecodeError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    failures = doc.get("batchItemFailures")
+    if not failures:
+        return []
+    if not isinstance(failures, list):
+        return None
+    index = {_id_key(r.item_id): i for i, r in enumerate(records)}
+    failed: list[int] = []
+    for entry in failures:
+        if not isinstance(entry, dict):
+            return None
+        ident = entry.get("itemIdentifier")
+        if ident in (None, "") or _id_key(ident) not in index:
+            return None
+        failed.append(index[_id_key(ident)])
+    return sorted(set(failed))
+
+
+def _outputs(result_payload: bytes, records: Sequence[Record]) -> list[OutMessage]:
+    """Pipeline outputs of a successful batch: the return value, or each item of
+    ``{"records": [...]}``, keyed like the input (item i of a same-length list is keyed like
+    record i, otherwise like the last record)."""
+    try:
+        value = _DECODER.decode(result_payload)
+    except msgspec.DecodeError:
+        return []
+    if value is None:
+        return []
+    items = value["records"] if isinstance(value, dict) and "records" in value else [value]
+    if isinstance(value, dict) and "batchItemFailures" in value and "records" not in value:
+        return []
+    keys = [r.key or r.shard or None for r in records]
+    messages = []
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        key = keys[i] if len(items) == len(records) else (keys[-1] if keys else None)
+        messages.append(OutMessage(payload=_ENCODER.encode(item), key=key))
+    return messages

@@ -1,0 +1,74 @@
+"""A fake clock for deterministic tests of time-driven behaviour."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["FakeClock"]
+
+
+class FakeClock:
+    """A clock that only moves when told to.
+
+    ``sleep_until`` parks the caller until :meth:`advance` moves monotonic time past its
+    deadline. Wall time moves in step with monotonic time from ``start``.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._wall0 = start
+        self._now = 0.0
+        self._seq = itertools.count()
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._parked = anyio.Event()
+
+    def time(self) -> float:
+        return self._wall0 + self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks are parked in :meth:`sleep_until` right now."""
+        return len(self._sleepers)
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        entry = (deadline, next(self._seq), event)
+        heapq.heappush(self._sleepers, entry)
+        self._parked.set()
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking every sleeper whose deadline has passed, in order.
+
+        Yields to the event loop after each wake-up so woken tasks run before time moves on.
+        """
+        target = self._now + seconds
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, event = heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            event.set()
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+        self._now = target
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+
+    async def wait_for_sleepers(self, n: int = 1) -> None:
+        """Wait (cooperatively) until at least ``n`` tasks sleep on this clock."""
+        while len(self._sleepers) < n:
+            self._parked = anyio.Event()
+            await self._parked.wait()
