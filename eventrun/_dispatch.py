@@ -146,8 +146,10 @@ class TriggerDispatcher:
         clock: Clock,
         on_failure: Publisher | None = None,
         on_success: Publisher | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._poller = poller
+        self._on_batch = on_batch
         self._s = settings
         self._invoke = invoke
         self._clock = clock
@@ -362,6 +364,8 @@ class TriggerDispatcher:
         records = [p.record for p in batch]
         payload = _ENCODER.encode(self._poller.batch_event(records))
         self.stats.invocations += 1
+        if self._on_batch is not None:
+            self._on_batch(len(records))
         try:
             result: InvokeResultLike = await self._invoke(payload)
         except WorkerError as exc:

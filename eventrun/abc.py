@@ -211,6 +211,8 @@ class Route:
     methods: tuple[str, ...]
     endpoint: Callable[..., Awaitable[Any]]
     """A Starlette-style ``async def endpoint(request) -> Response``."""
+    auth: bool = True
+    """Require the server's bearer token (False only for ``auth: none`` triggers)."""
 
 
 class Clock(Protocol):

@@ -1,0 +1,3 @@
+from eventrun.cli import main
+
+main()

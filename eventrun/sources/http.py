@@ -1,0 +1,210 @@
+"""The ``http`` trigger: a Lambda function URL on the daemon's server.
+
+Requests become API Gateway HTTP API / Function URL payload format 2.0 events; the
+handler's return value maps back to an HTTP response exactly as Function URLs do:
+
+* a JSON object with ``statusCode`` -> that status, ``headers``, ``body`` (base64-decoded
+  when ``isBase64Encoded``), each ``cookies`` entry as a ``set-cookie`` header;
+* anything else (the shortcut) -> 200, ``content-type: application/json``, the body being
+  the JSON serialisation of the return value (a returned string keeps its quotes);
+* a handler error -> 502 ``{"Message": "Internal Server Error"}``; a saturated function ->
+  429 ``{"Message": "Too Many Requests"}``.
+
+Request bodies are passed as text when their content type is textual (text/*, JSON, XML,
+form, JavaScript) and base64 with ``isBase64Encoded: true`` otherwise. CORS follows the
+Function URL settings (``allow_origins``, ``allow_methods``...), answering preflights
+without invoking the function.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from eventrun.abc import Route, SourceContext, SourceSpec
+from eventrun.exceptions import FunctionSaturated
+
+__all__ = ["HttpSource", "build_event", "create", "map_response"]
+
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
+_TEXT_SUFFIXES = ("+json", "+xml", "x-www-form-urlencoded")
+
+
+def create(spec: SourceSpec) -> HttpSource:
+    return HttpSource(spec)
+
+
+def _is_text(content_type: str) -> bool:
+    ct = content_type.split(";", 1)[0].strip().lower()
+    return ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES)
+
+
+def build_event(request: Request, body: bytes) -> dict[str, Any]:
+    """The payload-format-2.0 event for a request."""
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for raw_name, raw_value in request.headers.raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    query: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        query[key] = f"{query[key]},{value}" if key in query else value
+    now = time.time()
+    client = request.client
+    host = headers.get("host", "localhost")
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": request.url.path,
+        "rawQueryString": request.url.query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "eventrun",
+            "domainName": host,
+            "domainPrefix": host.split(".", 1)[0],
+            "http": {
+                "method": request.method,
+                "path": request.url.path,
+                "protocol": f"HTTP/{request.scope.get('http_version', '1.1')}",
+                "sourceIp": client.host if client else "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if request.path_params:
+        event["pathParameters"] = {k: str(v) for k, v in request.path_params.items()}
+    if body:
+        if _is_text(headers.get("content-type", "")):
+            try:
+                event["body"] = body.decode()
+            except UnicodeDecodeError:
+                event["body"] = base64.b64encode(body).decode()
+                event["isBase64Encoded"] = True
+        else:
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+    return event
+
+
+def map_response(payload: bytes) -> Response:
+    """Map a handler's JSON return value to a response, as Function URLs do."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or "statusCode" not in value:
+        return Response(payload, status_code=200, media_type="application/json")
+    status = int(value.get("statusCode") or 200)
+    body = value.get("body")
+    content: bytes
+    if body is None:
+        content = b""
+    elif value.get("isBase64Encoded"):
+        content = base64.b64decode(body)
+    elif isinstance(body, str):
+        content = body.encode()
+    else:
+        content = json.dumps(body).encode()
+    headers = {str(k): str(v) for k, v in (value.get("headers") or {}).items()}
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["content-type"] = "application/json"
+    response = Response(content, status_code=status, headers=headers)
+    for cookie in value.get("cookies") or []:
+        response.raw_headers.append((b"set-cookie", str(cookie).encode("latin-1")))
+    return response
+
+
+class HttpSource:
+    """Mounts one function URL route; ``serve`` only registers it and waits."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        cfg = spec.config
+        self.path: str = cfg.path
+        self.methods: tuple[str, ...] = tuple(m.upper() for m in cfg.methods)
+        self.auth = cfg.auth != "none"
+        self.cors = getattr(cfg, "cors", None)
+
+    async def serve(
+        self, ctx: SourceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async def endpoint(request: Request) -> Response:
+            if request.method == "OPTIONS" and self.cors is not None:
+                return self._preflight(request)
+            body = await request.body()
+            if len(body) > 6 * 1024 * 1024:
+                return JSONResponse({"Message": "Request Entity Too Large"}, status_code=413)
+            try:
+                outcome = await ctx.invoke(build_event(request, body))
+            except FunctionSaturated:
+                return JSONResponse({"Message": "Too Many Requests"}, status_code=429)
+            if not outcome.ok:
+                response: Response = JSONResponse(
+                    {"Message": "Internal Server Error"}, status_code=502
+                )
+            else:
+                response = map_response(outcome.payload)
+            response.headers["x-amzn-RequestId"] = outcome.request_id
+            self._cors_headers(request, response)
+            return response
+
+        methods = self.methods
+        if self.cors is not None and "*" not in methods and "OPTIONS" not in methods:
+            methods = (*methods, "OPTIONS")
+        ctx.add_route(Route(self.path, methods, endpoint, auth=self.auth))
+        task_status.started()
+        await anyio.sleep_forever()
+
+    def _allowed_origin(self, request: Request) -> str | None:
+        origin = request.headers.get("origin")
+        if origin is None or self.cors is None:
+            return None
+        allowed = list(self.cors.allow_origins or [])
+        if "*" in allowed:
+            return "*"
+        return origin if origin in allowed else None
+
+    def _cors_headers(self, request: Request, response: Response) -> None:
+        origin = self._allowed_origin(request)
+        if origin is None or self.cors is None:
+            return
+        response.headers["access-control-allow-origin"] = origin
+        if self.cors.allow_credentials:
+            response.headers["access-control-allow-credentials"] = "true"
+        if self.cors.expose_headers:
+            response.headers["access-control-expose-headers"] = ",".join(self.cors.expose_headers)
+
+    def _preflight(self, request: Request) -> Response:
+        response = Response(status_code=200)
+        self._cors_headers(request, response)
+        assert self.cors is not None
+        if self.cors.allow_methods:
+            response.headers["access-control-allow-methods"] = ",".join(self.cors.allow_methods)
+        if self.cors.allow_headers:
+            response.headers["access-control-allow-headers"] = ",".join(self.cors.allow_headers)
+        if self.cors.max_age:
+            response.headers["access-control-max-age"] = str(int(self.cors.max_age))
+        return response
