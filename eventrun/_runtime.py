@@ -154,6 +154,7 @@ class Runtime:
         self.started_at = 0.0
         self.metrics = RuntimeMetrics()
         self.metrics.attach(self)
+        self._serving = False
 
     # -- invocation ---------------------------------------------------------------
 
@@ -242,6 +243,7 @@ class Runtime:
                 await self._start_sources(tg, push_scopes, pollers)
                 if self.serve_http:
                     await tg.start(self._serve_http)
+                self._serving = True
                 self._check_ready()
                 log.info(
                     "runtime.started",
@@ -273,7 +275,11 @@ class Runtime:
         self._check_ready()
 
     def _check_ready(self) -> None:
-        if not self.ready.is_set() and all(s.started for s in self.sources.values()):
+        if (
+            self._serving
+            and not self.ready.is_set()
+            and all(s.started for s in self.sources.values())
+        ):
             self.ready.set()
             log.info("runtime.ready", sources=sorted(self.sources))
 

@@ -1,0 +1,1 @@
+"""Built-in sinks. Each module registers through the ``eventrun.sinks`` entry points."""

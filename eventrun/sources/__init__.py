@@ -1,0 +1,1 @@
+"""Built-in sources. Each module registers through the ``eventrun.sources`` entry points."""

@@ -1,0 +1,137 @@
+"""Run ``eventrun run`` as a real subprocess (for SIGKILL/SIGTERM and end-to-end tests).
+
+The daemon logs JSON lines to stderr; :class:`Daemon` reads them on a thread, so a test
+waits for a log *event* (``runtime.ready``...) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures._ports import free_port
+
+
+class Daemon:
+    """One ``eventrun run`` process and its parsed log lines."""
+
+    def __init__(
+        self, config: Path, *, env: Mapping[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.config = config
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._cond = threading.Condition()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait_ready: bool = True, timeout_s: float = 60) -> Daemon:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "eventrun",
+                "run",
+                "-c",
+                str(self.config),
+                "--port",
+                str(self.port),
+                "--log-format",
+                "json",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd=self.config.parent,
+        )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if wait_ready:
+            self.wait_for(lambda e: e.get("event") == "runtime.ready", timeout_s)
+        return self
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            with self._cond:
+                self.raw.append(line)
+                try:
+                    self.logs.append(json.loads(line))
+                except ValueError:
+                    pass
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+    ) -> dict[str, Any]:
+        """Block until a log line matches ``predicate``; fail with the log tail if the
+        daemon exits or the time runs out."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        with self._cond:
+            while True:
+                for entry in self.logs[seen:]:
+                    if predicate(entry):
+                        return entry
+                seen = len(self.logs)
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"daemon exited with {self.proc.returncode}:\n" + "\n".join(self.raw[-40:])
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for a log event:\n" + "\n".join(self.raw[-40:]))
+                self._cond.wait(min(left, 0.5))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e for e in self.logs if e.get("event") == name]
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, like a crashed host."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        """SIGTERM and wait for a graceful exit; return the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@contextmanager
+def daemon(config: Path, **kwargs: Any) -> Iterator[Daemon]:
+    """A started daemon, stopped (SIGTERM, then SIGKILL) when the block ends."""
+    d = Daemon(config, **kwargs)
+    try:
+        yield d.start()
+    finally:
+        d.stop()
