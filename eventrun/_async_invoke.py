@@ -110,7 +110,7 @@ class AsyncInvoker:
             await self._idle.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        lease_s = self._s.timeout_s + 60.0
+        lease_s = self._s.timeout_s + 5.0
         failures = 0
         async with anyio.create_task_group() as tg:
             task_status.started()

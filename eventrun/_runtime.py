@@ -291,7 +291,7 @@ class Runtime:
             )
             retry_delay = self._retry_delay
             if retry_delay is None:
-                retry_delay = float(getattr(cfg, "retry_delay", 60.0))
+                retry_delay = cfg.retry_delay
             settings = AsyncSettings(
                 function=name,
                 concurrency=cfg.concurrency,

@@ -1,0 +1,138 @@
+"""Asynchronous invocations through a whole runtime: durable queue, retries, destinations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from eventrun._store_open import open_store
+from eventrun.store import Store
+from tests._runtime_kit import running_app, write_app
+
+HANDLERS = """
+import json, os, pathlib
+
+def ok(event, context):
+    return {"echo": event, "request_id": context.aws_request_id}
+
+def flaky(event, context):
+    # fails until the marker file lists `fail_times` attempts
+    marker = pathlib.Path(event["marker"])
+    seen = marker.read_text().count("x") if marker.exists() else 0
+    marker.write_text("x" * (seen + 1))
+    if seen < event["fail_times"]:
+        raise RuntimeError(f"attempt {seen + 1} fails")
+    return {"attempt": seen + 1}
+"""
+
+CONFIG = """
+store: {url: "sqlite:///state.db"}
+functions:
+  ok:
+    handler: handlers:ok
+    destinations: {on_success: "local:ok-success"}
+  flaky:
+    handler: handlers:flaky
+    maximum_retry_attempts: 2
+    destinations: {on_failure: "local:flaky-failed", on_success: "local:flaky-success"}
+"""
+
+
+async def _wait_depth(store: Store, queue: str, depth: int) -> None:
+    with anyio.fail_after(30):
+        while await store.depth(queue) < depth:
+            await anyio.sleep(0.02)
+
+
+async def _entries(store: Store, queue: str) -> list[dict[str, Any]]:
+    return [json.loads(e.payload) for e in await store.peek(queue)]
+
+
+async def test_success_destination_record(tmp_path: Path) -> None:
+    config = write_app(tmp_path, CONFIG, {"handlers.py": HANDLERS})
+    async with running_app(config) as rt:
+        rid = await rt.enqueue("ok", b'{"n": 1}')
+        await _wait_depth(rt.store, "local:ok-success", 1)
+        (record,) = await _entries(rt.store, "local:ok-success")
+    assert record["version"] == "1.0"
+    assert record["requestContext"] == {
+        "requestId": rid,
+        "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:ok:$LATEST",
+        "condition": "Success",
+        "approximateInvokeCount": 1,
+    }
+    assert record["requestPayload"] == {"n": 1}
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
+    assert record["responsePayload"] == {"echo": {"n": 1}, "request_id": rid}
+    assert record["timestamp"].endswith("Z")
+
+
+async def test_retries_then_success(tmp_path: Path) -> None:
+    config = write_app(tmp_path, CONFIG, {"handlers.py": HANDLERS})
+    marker = tmp_path / "m1"
+    async with running_app(config) as rt:
+        await rt.enqueue("flaky", json.dumps({"marker": str(marker), "fail_times": 2}).encode())
+        await _wait_depth(rt.store, "local:flaky-success", 1)
+        (record,) = await _entries(rt.store, "local:flaky-success")
+        assert await rt.store.depth("local:flaky-failed") == 0
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responsePayload"] == {"attempt": 3}
+    assert marker.read_text() == "xxx"
+
+
+async def test_retries_exhausted_goes_to_on_failure(tmp_path: Path) -> None:
+    config = write_app(tmp_path, CONFIG, {"handlers.py": HANDLERS})
+    marker = tmp_path / "m2"
+    event = {"marker": str(marker), "fail_times": 99}
+    async with running_app(config) as rt:
+        rid = await rt.enqueue("flaky", json.dumps(event).encode())
+        await _wait_depth(rt.store, "local:flaky-failed", 1)
+        (record,) = await _entries(rt.store, "local:flaky-failed")
+    assert marker.read_text() == "xxx"  # first attempt + 2 retries
+    assert record["requestContext"]["requestId"] == rid
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["requestPayload"] == event
+    assert record["responseContext"] == {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    }
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
+    assert record["responsePayload"]["errorMessage"] == "attempt 3 fails"
+
+
+async def test_queued_invocations_survive_a_restart(tmp_path: Path) -> None:
+    """Entries a previous daemon queued (and never ran) are delivered by the next one."""
+    config = write_app(tmp_path, CONFIG, {"handlers.py": HANDLERS})
+    async with open_store("sqlite:///state.db", config_dir=tmp_path) as store:
+        await store.put("async:ok", [b'{"n": 1}', b'{"n": 2}'], meta={"request_id": "r-1"})
+    async with running_app(config) as rt:
+        await _wait_depth(rt.store, "local:ok-success", 2)
+        records = await _entries(rt.store, "local:ok-success")
+        assert await rt.store.depth("async:ok") == 0
+    assert sorted(r["requestPayload"]["n"] for r in records) == [1, 2]
+
+
+async def test_expired_events_are_not_invoked(tmp_path: Path) -> None:
+    config = write_app(tmp_path, CONFIG, {"handlers.py": HANDLERS})
+    async with open_store("sqlite:///state.db", config_dir=tmp_path) as store:
+        (entry_id,) = await store.put("async:flaky", [b'{"old": true}'])
+        # pretend it was queued 7 hours ago (older than maximum_event_age 6h)
+        entry = await store.get("async:flaky", entry_id)
+        assert entry is not None
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("UPDATE entries SET enqueued_at = enqueued_at - 25200")
+    db.commit()
+    db.close()
+    async with running_app(config) as rt:
+        await _wait_depth(rt.store, "local:flaky-failed", 1)
+        (record,) = await _entries(rt.store, "local:flaky-failed")
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert "responsePayload" not in record
