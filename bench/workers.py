@@ -1,0 +1,120 @@
+"""Worker pool micro-benchmark: cold start and warm round trip (SPEC §4 targets).
+
+    .venv/bin/python bench/workers.py [--warm N] [--cold N]
+
+Cold start = spawn (fork from the template, or a fresh interpreter) + handler import,
+as reported in ``InvokeResult.init_duration_s``. Warm round trip = ``await
+runner.invoke()`` of a trivial handler, measured by the caller, structlog rendering
+JSON lines to /dev/null (what a daemon with JSON logs pays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import structlog
+
+from eventrun.workers import InlineRunner, ProcessRunner
+
+HANDLER = """
+def handler(event, context):
+    return {"ok": True}
+
+async def ahandler(event, context):
+    return {"ok": True}
+"""
+
+
+@dataclass
+class Settings:
+    handler: str = "bench_app.handler"
+    runtime: Literal["process", "inline"] = "process"
+    timeout: float = 30.0
+    memory_mb: int = 512
+    concurrency: int = 1
+    min_warm: int = 0
+    max_requests: int = 0
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def line(label: str, samples: list[float], unit: float, unit_name: str) -> None:
+    print(
+        f"{label:<34} n={len(samples):<5} p50={pct(samples, 0.5) * unit:8.3f} {unit_name}"
+        f"  p99={pct(samples, 0.99) * unit:8.3f} {unit_name}"
+        f"  mean={statistics.fmean(samples) * unit:8.3f} {unit_name}"
+    )
+
+
+async def cold(root: Path, n: int, fork_server: bool) -> list[float]:
+    settings = Settings(max_requests=1)  # every invocation gets a brand-new worker
+    samples: list[float] = []
+    async with ProcessRunner("bench", settings, config_dir=root, fork_server=fork_server) as r:
+        for _ in range(n):
+            result = await r.invoke(b"{}")
+            if not result.ok or result.init_duration_s is None:
+                raise SystemExit(f"unexpected result: {result}")
+            samples.append(result.init_duration_s)
+    return samples
+
+
+async def warm(root: Path, n: int, fork_server: bool) -> list[float]:
+    samples: list[float] = []
+    settings = Settings(min_warm=1)
+    async with ProcessRunner("bench", settings, config_dir=root, fork_server=fork_server) as r:
+        for _ in range(200):
+            await r.invoke(b"{}")
+        for _ in range(n):
+            started = time.perf_counter()
+            await r.invoke(b'{"k": 1}')
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def warm_inline(root: Path, n: int) -> list[float]:
+    samples: list[float] = []
+    settings = Settings(handler="bench_app.ahandler", runtime="inline")
+    async with InlineRunner("bench", settings, config_dir=root) as r:
+        for _ in range(n):
+            started = time.perf_counter()
+            await r.invoke(b'{"k": 1}')
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def main(args: argparse.Namespace) -> None:
+    devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - lives as long as the process
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(devnull),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "bench_app.py").write_text(HANDLER)
+        print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+        line("cold start, fork server", await cold(root, args.cold, True), 1e3, "ms")
+        line("cold start, fresh interpreter", await cold(root, args.cold // 2, False), 1e3, "ms")
+        line("warm round trip, fork server", await warm(root, args.warm, True), 1e3, "ms")
+        line("warm round trip, fresh interpreter", await warm(root, args.warm, False), 1e3, "ms")
+        line("warm call, inline (async handler)", await warm_inline(root, args.warm), 1e3, "ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warm", type=int, default=5000)
+    parser.add_argument("--cold", type=int, default=40)
+    anyio.run(main, parser.parse_args())

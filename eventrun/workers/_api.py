@@ -1,0 +1,138 @@
+"""The workers package's public shapes: settings it reads, results it returns, runners.
+
+``FunctionSettings`` is structural so that both the config layer's pydantic
+``FunctionConfig`` and a plain test dataclass satisfy it; this package never imports
+``eventrun.config``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
+
+__all__ = [
+    "FunctionRunner",
+    "FunctionSettings",
+    "InvokeResult",
+    "function_environment",
+    "log_stream_name",
+]
+
+
+class FunctionSettings(Protocol):
+    """What a runner needs from a function's config (durations already in seconds)."""
+
+    @property
+    def handler(self) -> str: ...
+    @property
+    def runtime(self) -> Literal["process", "inline"]: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def min_warm(self) -> int: ...
+    @property
+    def max_requests(self) -> int: ...
+    @property
+    def environment(self) -> Mapping[str, str]: ...
+
+
+@dataclass(slots=True, frozen=True)
+class InvokeResult:
+    """The outcome of one invocation. Handler failures are results, never exceptions."""
+
+    request_id: str
+    ok: bool
+    payload: bytes
+    """The return value as JSON bytes (``b"null"`` for None), or Lambda's error JSON."""
+    error_type: str | None
+    """None when ok; the exception class name, or ``Sandbox.Timedout``,
+    ``Runtime.OutOfMemory``, ``Runtime.ExitError``, ``Runtime.ImportModuleError``,
+    ``Runtime.HandlerNotFound``, ``Runtime.MarshalError``..."""
+    logs: str
+    """This invocation's output in Lambda's format (START / output / END / REPORT)."""
+    duration_s: float
+    init_duration_s: float | None
+    """Set when this invocation paid a cold start (spawn + handler import)."""
+
+
+class FunctionRunner(Protocol):
+    """Runs one function's invocations (a process pool, or inline in the daemon)."""
+
+    name: str
+
+    async def __aenter__(self) -> Self:
+        """Start ``min_warm`` initialised workers, then return."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop every worker (SIGTERM, grace, SIGKILL); leave no process or task behind."""
+        ...
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        wait: bool = True,
+        client_context: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> InvokeResult:
+        """Run the handler once on ``payload`` (the event as JSON bytes).
+
+        ``wait=True`` waits for a free concurrency slot; ``wait=False`` raises
+        :class:`~eventrun.exceptions.FunctionSaturated` when every slot is busy.
+        """
+        ...
+
+    def statistics(self) -> Mapping[str, int | float]:
+        """workers, busy, idle, cold_starts, invocations, errors, timeouts, crashes, recycled."""
+        ...
+
+
+def log_stream_name(worker_id: str, now: float | None = None) -> str:
+    """``YYYY/MM/DD/[$LATEST]<hex>``, as Lambda names an execution environment's stream."""
+    import time
+
+    return time.strftime("%Y/%m/%d", time.gmtime(now)) + f"/[$LATEST]{worker_id}"
+
+
+def function_environment(
+    name: str, settings: FunctionSettings, task_root: Path, region: str
+) -> dict[str, str]:
+    """The daemon's environment + ``settings.environment`` + Lambda's reserved variables.
+
+    Reserved variables win, as on Lambda (which refuses to let a function set them).
+    ``AWS_LAMBDA_LOG_STREAM_NAME`` is per worker and set when a worker starts.
+    """
+    env = dict(os.environ)
+    env.update(settings.environment)
+    env.update(
+        {
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(settings.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(max(1, round(settings.timeout)))),
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "",
+            "LAMBDA_TASK_ROOT": str(task_root),
+            "_HANDLER": settings.handler,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
+        }
+    )
+    return env

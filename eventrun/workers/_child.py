@@ -1,0 +1,253 @@
+"""A worker process: init once (import the handler), then serve invocations forever.
+
+Run as ``python -m eventrun.workers._child FD`` (FD = the connected socket) or entered
+from the fork server through :func:`serve`. Everything it needs comes from the
+environment the daemon prepared, as on Lambda: ``_HANDLER``, ``LAMBDA_TASK_ROOT``,
+``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``... and the process cwd
+is the task root.
+
+File descriptors 1 and 2 point at a per-worker memfd shared with the daemon: whatever
+the handler (or a C library, or a subprocess) writes there is read back after each
+invocation, so a daemon that kills a worker can still read what it wrote.
+
+Memory: peak RSS (``VmHWM``) above ``memory_mb`` after an invocation, or a MemoryError
+during it, gives ``Runtime.OutOfMemory`` and the worker exits. The address space is also
+capped, generously (size at start + 2 x ``memory_mb`` + 256 MiB: native libraries reserve
+far more address space than they touch), so a runaway allocation fails fast instead of
+swapping the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import resource
+import socket
+import stat
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, NoReturn
+
+import msgspec
+
+from . import _errors
+from ._context import FunctionInfo, LambdaContext
+from ._handler import HandlerLoadFailure, resolve_handler
+from ._protocol import (
+    ChannelClosed,
+    FrameError,
+    Invoke,
+    Ready,
+    Result,
+    decode_from_daemon,
+    encode,
+    recv_frame_blocking,
+    send_frame_blocking,
+)
+
+__all__ = ["serve"]
+
+_MIB = 1024 * 1024
+_RUNTIME_FILES = frozenset({__file__, asyncio.base_events.__file__, asyncio.events.__file__})
+_LOG_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s"
+
+
+class _RequestIdFilter(logging.Filter):
+    request_id = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.request_id
+        return True
+
+
+_request_filter = _RequestIdFilter()
+
+
+def _install_logging() -> None:
+    """Lambda's root handler: ``[LEVEL]\\t<time>Z\\t<request id>\\t<message>``."""
+    formatter = logging.Formatter(_LOG_FORMAT, "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    handler.addFilter(_request_filter)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    if level:
+        root.setLevel(level.upper())
+
+
+def _apply_memory_limit(memory_mb: int) -> None:
+    with open("/proc/self/statm", "rb") as f:
+        vsz = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = vsz + (2 * memory_mb + 256) * _MIB
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+class _Capture:
+    """Reads back and empties the memfd behind fds 1 and 2."""
+
+    def __init__(self) -> None:
+        self.enabled = stat.S_ISREG(os.fstat(1).st_mode)
+
+    def drain(self) -> bytes:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        if not self.enabled:
+            return b""
+        size = os.fstat(1).st_size
+        if not size:
+            return b""
+        data = os.pread(1, size, 0)
+        os.ftruncate(1, 0)
+        os.lseek(1, 0, os.SEEK_SET)
+        return data
+
+
+def _user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """Skip the runtime's own frames at the top of a handler's traceback."""
+    while tb is not None and tb.tb_frame.f_code.co_filename in _RUNTIME_FILES:
+        tb = tb.tb_next
+    return tb
+
+
+def _decode_event(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)  # NaN/Infinity and huge floats, as Lambda's json.loads
+
+
+class _Worker:
+    def __init__(self, handler: Callable[..., Any], info: FunctionInfo, memory_mb: int) -> None:
+        self.handler = handler
+        self.info = info
+        self.memory_mb = memory_mb
+        self.capture = _Capture()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+
+    def peak_rss_mb(self) -> int:
+        """``VmHWM`` of this process (ru_maxrss would include the pre-exec parent's)."""
+        status = os.pread(self._status_fd, 4096, 0)
+        start = status.find(b"VmHWM:")
+        if start < 0:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        return int(status[start + 6 : status.index(b"kB", start)]) // 1024
+
+    def _await(self, awaitable: Any) -> Any:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(awaitable)
+
+    def invoke(self, msg: Invoke) -> Result:
+        rid = msg.request_id
+        _request_filter.request_id = rid
+        ok, fatal, error_type = False, False, None
+        started = time.perf_counter()
+        try:
+            ctx = LambdaContext(self.info, rid, msg.deadline, msg.client_context, msg.identity)
+            value = self.handler(_decode_event(msg.event), ctx)
+            if inspect.isawaitable(value):
+                value = self._await(value)
+            payload = _errors.marshal(value)
+            ok = True
+        except _errors.MarshalFailure as exc:
+            error_type, payload = "Runtime.MarshalError", _errors.marshal_error(str(exc), rid)
+            print(f"[ERROR] Runtime.MarshalError: {exc}", file=sys.stderr)
+        except MemoryError:
+            fatal, error_type = True, "Runtime.OutOfMemory"
+            payload = _errors.runtime_error(
+                error_type, rid, "Runtime exited with error: signal: killed"
+            )
+        except Exception as exc:
+            tb = _user_traceback(exc.__traceback__)
+            error_type, payload = type(exc).__name__, _errors.handler_error(exc, rid, tb)
+            frames = "".join(traceback.format_list(traceback.extract_tb(tb)))
+            print(
+                f"[ERROR] {error_type}: {exc}\nTraceback (most recent call last):\n{frames}",
+                end="",
+                file=sys.stderr,
+            )
+        duration = time.perf_counter() - started
+        max_rss_mb = self.peak_rss_mb()
+        if max_rss_mb > self.memory_mb and not fatal:
+            ok, fatal, error_type = False, True, "Runtime.OutOfMemory"
+            payload = _errors.runtime_error(
+                error_type, rid, "Runtime exited with error: signal: killed"
+            )
+        if fatal:
+            print(f"eventrun: memory limit of {self.memory_mb} MB exceeded", file=sys.stderr)
+        return Result(
+            rid, ok, payload, error_type, self.capture.drain(), duration, max_rss_mb, fatal
+        )
+
+
+def _init(sock: socket.socket) -> _Worker:
+    started = time.perf_counter()
+    environ = dict(os.environ)
+    memory_mb = int(environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
+    _apply_memory_limit(memory_mb)
+    _install_logging()
+    capture = _Capture()
+    try:
+        handler = resolve_handler(environ["_HANDLER"], environ["LAMBDA_TASK_ROOT"])
+    except HandlerLoadFailure as exc:
+        print(f"[ERROR] {exc.error_type}: {exc.message}", file=sys.stderr)
+        error = _errors.init_error(exc.error_type, exc.message, exc.stack)
+        ready = Ready(
+            os.getpid(), time.perf_counter() - started, capture.drain(), exc.error_type, error
+        )
+        send_frame_blocking(sock, encode(ready))
+        os._exit(0)
+    worker = _Worker(handler, FunctionInfo.from_environ(environ), memory_mb)
+    ready = Ready(os.getpid(), time.perf_counter() - started, capture.drain())
+    send_frame_blocking(sock, encode(ready))
+    return worker
+
+
+def serve(sock: socket.socket) -> NoReturn:
+    """Init, then answer Invoke frames until the daemon closes the socket."""
+    try:
+        worker = _init(sock)
+        while True:
+            try:
+                msg = decode_from_daemon(recv_frame_blocking(sock))
+            except (ChannelClosed, FrameError):
+                os._exit(0)
+            result = worker.invoke(msg)
+            send_frame_blocking(sock, encode(result))
+            if result.fatal:
+                os._exit(1)
+    except (BrokenPipeError, ConnectionResetError):
+        os._exit(0)
+
+
+def set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphaned workers)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main(argv: list[str]) -> NoReturn:
+    set_parent_death_signal()
+    serve(socket.socket(fileno=int(argv[1])))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

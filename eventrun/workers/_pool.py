@@ -1,0 +1,339 @@
+"""One function's pool of worker processes (Lambda's execution environments).
+
+Contract (SPEC §4):
+
+* at most ``concurrency`` invocations run at once (an anyio Semaphore; ``wait=False``
+  raises FunctionSaturated instead of queueing); workers are spawned on demand up to
+  that bound, ``min_warm`` are started (initialised) in ``__aenter__`` and replenished;
+* a worker runs one invocation at a time, is reused warm (LIFO), and is retired after
+  ``max_requests`` invocations (0 = never);
+* timeout -> SIGKILL at the deadline, ``Sandbox.Timedout``; exit/signal -> ``Runtime.ExitError``;
+  memory -> ``Runtime.OutOfMemory``; a garbled frame counts as a crash. The worker is
+  replaced in every case and the result is an :class:`InvokeResult`, never an exception;
+* a cancelled invocation kills its worker (it may be half-way through a frame).
+
+The round trip itself lives in :mod:`._invocation`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import uuid
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from eventrun.exceptions import FunctionSaturated
+
+from ._api import FunctionSettings, InvokeResult, function_environment, log_stream_name
+from ._channel import Channel
+from ._invocation import Worker, init_failure, run_invocation
+from ._launch import ForkServerLauncher, Launcher, SpawnLauncher
+from ._protocol import ChannelClosed, FrameError, Ready, decode_from_worker
+
+__all__ = ["ProcessRunner"]
+
+log = structlog.get_logger("eventrun.workers")
+
+_OUTCOME_COUNTERS = {
+    "error": ("errors",),
+    "timeout": ("errors", "timeouts"),
+    "crash": ("errors", "crashes"),
+    "oom": ("errors", "crashes", "out_of_memory"),
+    "init_error": ("errors",),
+}
+
+
+class ProcessRunner:
+    """A ``runtime: process`` function: a pool of worker processes."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: FunctionSettings,
+        *,
+        config_dir: Path,
+        region: str = "us-east-1",
+        fork_server: bool = True,
+        init_timeout: float = 10.0,
+        stop_grace: float = 2.0,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.task_root = Path(config_dir).resolve()
+        self.env = function_environment(name, settings, self.task_root, region)
+        self.init_timeout = init_timeout
+        self.stop_grace = stop_grace
+        self._fork_server = fork_server
+        self._slots = anyio.Semaphore(max(1, settings.concurrency))
+        self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
+        self._busy = 0
+        self._closing = False
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._launcher: Launcher | None = None
+        self._counts = dict.fromkeys(
+            (
+                "cold_starts",
+                "invocations",
+                "errors",
+                "timeouts",
+                "crashes",
+                "out_of_memory",
+                "recycled",
+            ),
+            0,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._stop)
+            self._launcher = SpawnLauncher(self._tg, self.env, self.task_root)
+            if self._fork_server:
+                launcher = ForkServerLauncher(self._tg, self.env, self.task_root)
+                try:
+                    await launcher.start()
+                except (OSError, TimeoutError, RuntimeError) as exc:
+                    log.warning("forkserver.start_failed", function=self.name, error=repr(exc))
+                    await launcher.aclose()
+                else:
+                    self._launcher = launcher
+            async with anyio.create_task_group() as warm:
+                for _ in range(self._warm_target()):
+                    warm.start_soon(self._add_warm)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def _stop(self) -> None:
+        """SIGTERM every worker, wait ``stop_grace``, SIGKILL the rest, stop the launcher."""
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            workers = list(self._workers)
+            for worker in workers:
+                worker.channel.close()
+                worker.proc.kill(signal.SIGTERM)
+            with anyio.move_on_after(self.stop_grace):
+                for worker in workers:
+                    await worker.proc.exited.wait()
+            for worker in workers:
+                worker.proc.kill()
+                self._forget(worker)
+            if self._launcher is not None:
+                await self._launcher.aclose()
+            with anyio.move_on_after(self.stop_grace):
+                for worker in workers:
+                    await worker.proc.exited.wait()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _warm_target(self) -> int:
+        return min(self.settings.min_warm, max(1, self.settings.concurrency))
+
+    # -- workers -------------------------------------------------------------------
+
+    async def _start_worker(self) -> tuple[Worker, Ready]:
+        """Spawn a worker and wait for its init phase; raises on failure to start."""
+        assert self._launcher is not None
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        memfd = os.memfd_create(f"eventrun-{self.name}", os.MFD_CLOEXEC)
+        started = anyio.current_time()
+        try:
+            proc = await self._launcher.spawn(log_stream_name(secrets.token_hex(16)), theirs, memfd)
+        except BaseException:
+            mine.close()
+            os.close(memfd)
+            raise
+        finally:
+            theirs.close()
+        worker = Worker(proc, Channel(mine), memfd)
+        self._workers.add(worker)
+        try:
+            with anyio.fail_after(self.init_timeout):
+                ready = decode_from_worker(await worker.channel.receive())
+            if not isinstance(ready, Ready):
+                raise FrameError(f"expected ready, got {type(ready).__name__}")
+        except BaseException:
+            self._discard(worker)
+            raise
+        worker.init_duration_s = anyio.current_time() - started
+        worker.init_output = ready.init_output
+        self._counts["cold_starts"] += 1
+        log.info(
+            "worker.cold_start",
+            function=self.name,
+            pid=proc.pid,
+            init_duration_s=round(worker.init_duration_s, 6),
+            ok=ready.error_type is None,
+        )
+        return worker, ready
+
+    async def _add_warm(self) -> None:
+        if self._closing or len(self._workers) >= self._warm_target():
+            return
+        try:
+            worker, ready = await self._start_worker()
+        except (ChannelClosed, FrameError, TimeoutError, OSError) as exc:
+            log.warning("worker.start_failed", function=self.name, error=repr(exc))
+            return
+        if ready.error_type is not None:
+            log.warning("worker.init_failed", function=self.name, error_type=ready.error_type)
+            self._discard(worker)
+            return
+        self._idle.append(worker)
+
+    def _discard(self, worker: Worker) -> None:
+        """Kill a worker now (sync: safe in ``finally`` under cancellation)."""
+        worker.proc.kill()
+        self._forget(worker)
+        self._replenish()
+
+    def _retire(self, worker: Worker) -> None:
+        """Let a healthy worker exit on EOF; SIGKILL it if it lingers."""
+        self._forget(worker)
+        if self._tg is not None:
+            self._tg.start_soon(self._reap_retired, worker)
+        self._replenish()
+
+    async def _reap_retired(self, worker: Worker) -> None:
+        if not await worker.proc.wait(self.stop_grace):
+            worker.proc.kill()
+
+    def _forget(self, worker: Worker) -> None:
+        if worker in self._workers:
+            self._workers.discard(worker)
+            worker.channel.close()
+            os.close(worker.memfd)
+        if worker in self._idle:
+            self._idle.remove(worker)
+
+    def _replenish(self) -> None:
+        if not self._closing and self._tg is not None and len(self._workers) < self._warm_target():
+            self._tg.start_soon(self._add_warm)
+
+    def _checkin(self, worker: Worker) -> None:
+        max_requests = self.settings.max_requests
+        if max_requests and worker.requests >= max_requests:
+            self._counts["recycled"] += 1
+            self._retire(worker)
+        elif self._closing or len(self._workers) > max(1, self.settings.concurrency):
+            self._retire(worker)
+        else:
+            self._idle.append(worker)
+
+    def _checkout(self) -> Worker | None:
+        while self._idle:
+            worker = self._idle.pop()
+            if not worker.proc.exited.is_set():
+                return worker
+            self._discard(worker)
+        return None
+
+    # -- invoke --------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        wait: bool = True,
+        client_context: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> InvokeResult:
+        """See :meth:`FunctionRunner.invoke`."""
+        rid = request_id or str(uuid.uuid4())
+        if wait:
+            await self._slots.acquire()
+        else:
+            try:
+                self._slots.acquire_nowait()
+            except anyio.WouldBlock:
+                raise FunctionSaturated(
+                    f"function {self.name!r}: all {self.settings.concurrency} concurrency slots "
+                    "are busy; retry later or raise its concurrency"
+                ) from None
+        try:
+            self._busy += 1
+            result, outcome = await self._invoke(rid, payload, client_context, identity)
+        finally:
+            self._busy -= 1
+            self._slots.release()
+        self._counts["invocations"] += 1
+        for counter in _OUTCOME_COUNTERS.get(outcome, ()):
+            self._counts[counter] += 1
+        log.info(
+            "invoke.done",
+            function=self.name,
+            request_id=rid,
+            duration_s=round(result.duration_s, 6),
+            outcome=outcome,
+        )
+        return result
+
+    async def _invoke(
+        self,
+        rid: str,
+        payload: bytes,
+        client_context: dict[str, Any] | None,
+        identity: dict[str, Any] | None,
+    ) -> tuple[InvokeResult, str]:
+        worker = self._checkout()
+        init_duration: float | None = None
+        if worker is None:
+            try:
+                worker, ready = await self._start_worker()
+            except (ChannelClosed, FrameError, TimeoutError, OSError) as exc:
+                return init_failure(rid, None, exc, self.settings.memory_mb), "crash"
+            if ready.error_type is not None:
+                self._discard(worker)
+                return init_failure(rid, ready, None, self.settings.memory_mb), "init_error"
+            init_duration = worker.init_duration_s
+        reusable = False
+        try:
+            result, outcome, reusable = await run_invocation(
+                worker,
+                rid,
+                payload,
+                client_context,
+                identity,
+                timeout_s=self.settings.timeout,
+                memory_mb=self.settings.memory_mb,
+                init_duration_s=init_duration,
+            )
+        finally:
+            if reusable:
+                self._checkin(worker)
+            else:
+                self._discard(worker)
+        return result, outcome
+
+    def statistics(self) -> Mapping[str, int | float]:
+        """See :meth:`FunctionRunner.statistics`."""
+        return {
+            "workers": len(self._workers),
+            "busy": self._busy,
+            "idle": len(self._idle),
+            **self._counts,
+        }

@@ -1,0 +1,52 @@
+"""Shared helpers for the worker tests: settings and runners over tests/workers/apps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from eventrun.workers import ProcessRunner
+
+APPS = Path(__file__).parent / "apps"
+
+
+@dataclass
+class Settings:
+    """Satisfies eventrun.workers.FunctionSettings, like the config layer's model."""
+
+    handler: str = "basic.handler"
+    runtime: Literal["process", "inline"] = "process"
+    timeout: float = 5.0
+    memory_mb: int = 256
+    concurrency: int = 2
+    min_warm: int = 0
+    max_requests: int = 0
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+def event(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+RunnerFactory = Callable[..., AbstractAsyncContextManager[ProcessRunner]]
+
+
+@pytest.fixture
+def process_runner() -> RunnerFactory:
+    """``async with process_runner(handler=..., fork_server=...) as runner``."""
+
+    @asynccontextmanager
+    async def factory(
+        name: str = "fn", *, fork_server: bool = True, **settings: Any
+    ) -> AsyncIterator[ProcessRunner]:
+        runner = ProcessRunner(name, Settings(**settings), config_dir=APPS, fork_server=fork_server)
+        async with runner:
+            yield runner
+
+    return factory

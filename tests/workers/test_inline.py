@@ -1,0 +1,101 @@
+"""runtime: inline: same contract, in the daemon's own loop."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import anyio
+import pytest
+
+from eventrun.exceptions import FunctionSaturated
+from eventrun.workers import InlineRunner, create_runner
+
+from .conftest import APPS, Settings, event
+
+
+def inline(handler: str, **settings: object) -> InlineRunner:
+    runner = create_runner(
+        "inl",
+        Settings(handler=handler, runtime="inline", **settings),  # type: ignore[arg-type]
+        config_dir=APPS,
+    )
+    assert isinstance(runner, InlineRunner)
+    return runner
+
+
+async def test_async_handler_runs_in_this_loop() -> None:
+    async with inline("async_app.handler") as runner:
+        first = await runner.invoke(event({"a": 1}), request_id="i1")
+        second = await runner.invoke(event({"a": 2}))
+    body = json.loads(first.payload)
+    assert body["pid"] == os.getpid()
+    assert body["request_id"] == "i1"
+    assert body["event"] == {"a": 1}
+    assert first.init_duration_s is not None
+    assert second.init_duration_s is None
+    assert first.logs.startswith("START RequestId: i1 Version: $LATEST\n")
+
+
+async def test_sync_handler_runs_in_a_thread() -> None:
+    async with inline("basic.context_fields", timeout=3.0) as runner:
+        result = await runner.invoke(event({"sleep": 0.1}), identity={"cognitoIdentityId": "x"})
+    ctx = json.loads(result.payload)
+    assert ctx["function_name"] == "inl"
+    assert ctx["memory_limit_in_mb"] == "256"
+    assert ctx["identity"] == ["x", None]
+    first, second = ctx["remaining"]
+    assert 2500 < first <= 3000
+    assert 50 <= first - second <= 300
+
+
+async def test_errors_and_marshal() -> None:
+    async with inline("async_app.fail") as runner:
+        result = await runner.invoke(event({}), request_id="e1")
+    body = json.loads(result.payload)
+    assert result.error_type == "KeyError"
+    assert body["errorType"] == "KeyError"
+    assert body["requestId"] == "e1"
+    assert body["stackTrace"]
+    assert "async_app.py" in body["stackTrace"][0]
+    async with inline("basic.unmarshallable") as runner:
+        assert (await runner.invoke(event({}))).error_type == "Runtime.MarshalError"
+
+
+async def test_timeout() -> None:
+    async with inline("async_app.sleepy", timeout=0.2) as runner:
+        result = await runner.invoke(event({"s": 10}), request_id="t1")
+        assert runner.statistics()["timeouts"] == 1
+        ok = await runner.invoke(event({"s": 0}))
+    assert result.error_type == "Sandbox.Timedout"
+    assert json.loads(result.payload)["errorMessage"] == (
+        "RequestId: t1 Error: Task timed out after 0.20 seconds"
+    )
+    assert ok.ok
+    assert json.loads(ok.payload) == "woke"
+
+
+async def test_logging_is_captured_per_invocation() -> None:
+    async with inline("basic.noisy") as runner:
+        result = await runner.invoke(event({}), request_id="l1")
+    assert "\tl1\tvia logging 42" in result.logs
+
+
+async def test_concurrency_bound() -> None:
+    async with (
+        inline("async_app.sleepy", concurrency=1, timeout=5) as runner,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(runner.invoke, event({"s": 0.3}))
+        with anyio.fail_after(5):
+            while runner.statistics()["busy"] < 1:  # noqa: ASYNC110 - no event for "slot taken"
+                await anyio.sleep(0.005)
+        with pytest.raises(FunctionSaturated):
+            await runner.invoke(event({"s": 0}), wait=False)
+
+
+async def test_import_error_is_a_result() -> None:
+    async with inline("broken.handler") as runner:
+        result = await runner.invoke(event({}))
+    assert result.error_type == "Runtime.ImportModuleError"
+    assert json.loads(result.payload)["errorMessage"].startswith("Unable to import module 'broken'")

@@ -1,0 +1,73 @@
+"""Framing: round trips, and garbage that must raise FrameError/ChannelClosed, not crash."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from eventrun.workers._channel import Channel
+from eventrun.workers._protocol import (
+    MAX_FRAME_BYTES,
+    ChannelClosed,
+    FrameError,
+    Invoke,
+    Result,
+    decode_from_daemon,
+    decode_from_worker,
+    encode,
+    recv_frame_blocking,
+)
+
+
+async def test_round_trip_over_a_socketpair() -> None:
+    mine, theirs = socket.socketpair()
+    channel = Channel(mine)
+    try:
+        big = b'{"k": "' + b"x" * 3_000_000 + b'"}'
+        msg = Invoke("r1", big, 12.5, {"custom": {}}, None)
+        received: list[bytes] = []
+
+        async def read() -> None:
+            received.append(await anyio.to_thread.run_sync(recv_frame_blocking, theirs))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                await channel.send(encode(msg))  # larger than the socket buffer
+        assert decode_from_daemon(received[0]) == msg
+        result = Result("r1", True, b"null", None, b"out", 0.1, 30)
+        theirs.sendall(encode(result))
+        assert decode_from_worker(await channel.receive()) == result
+    finally:
+        channel.close()
+        theirs.close()
+
+
+async def test_truncated_frame_is_channel_closed() -> None:
+    mine, theirs = socket.socketpair()
+    channel = Channel(mine)
+    theirs.sendall(encode(Result("r", True, b"1", None, b"", 0.0, 1))[:-3])
+    theirs.close()
+    with pytest.raises(ChannelClosed):
+        await channel.receive()
+    channel.close()
+
+
+async def test_oversized_header_is_frame_error() -> None:
+    mine, theirs = socket.socketpair()
+    channel = Channel(mine)
+    theirs.sendall(struct.pack(">I", MAX_FRAME_BYTES + 1))
+    with pytest.raises(FrameError):
+        await channel.receive()
+    channel.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("body", [b"\xc1", b"\x93\x01\x02\x03", encode(Invoke("r", b"", 0))[4:]])
+def test_undecodable_or_wrong_message_is_frame_error(body: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_from_worker(body)
