@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint format bench soak docs clean
+.PHONY: setup system-deps run test lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -15,12 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev,bench]'
 	@touch $(STAMP)
 
+system-deps:
+	@bash scripts/system-deps.sh
+
 ## run: the quickstart app (HTTP + cron + file-watch + embedded SQLite store), no broker needed
 run: setup
 	cd examples/quickstart && ../../$(BIN)/eventrun run -c eventrun.yaml
 
 ## test: the whole suite against real servers started on free loopback ports
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -169,14 +169,15 @@ def redis(data: str = '{"hello": "world"}') -> dict[str, Any]:
                 "eventVersion": "1.0",
                 "awsRegion": REGION,
                 "redis": {
+                    "redisSchemaVersion": "1.0",
                     "stream": "orders",
                     "id": entry,
-                    "fields": {"data": data},
-                    "partitionKey": None,
                     "sequenceNumber": entry,
+                    "partitionKey": "",
                     "data": base64.b64encode(data.encode()).decode(),
                     "approximateArrivalTimestamp": ms / 1000,
                     "deliveryCount": 1,
+                    "fields": {"data": data},
                 },
             }
         ]

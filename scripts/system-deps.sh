@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# System packages the test suite talks to (Debian names): a real redis-server, and Debian's
+# Chromium + ChromeDriver for the status-page browser test. Installs what is missing when
+# run as root with apt-get; otherwise says exactly what to install and fails.
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "error: missing system packages: ${missing[*]}" >&2
+  echo "       install them with: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
