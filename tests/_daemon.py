@@ -6,6 +6,7 @@ waits for a log *event* (``runtime.ready``...) instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -70,11 +71,10 @@ class Daemon:
             line = raw.decode(errors="replace").rstrip()
             with self._cond:
                 self.raw.append(line)
-                try:
+                with contextlib.suppress(ValueError):
                     self.logs.append(json.loads(line))
-                except ValueError:
-                    pass
                 self._cond.notify_all()
+        proc.stderr.close()  # EOF: the daemon exited; no ResourceWarning later
         with self._cond:
             self._cond.notify_all()
 
@@ -98,7 +98,8 @@ class Daemon:
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError("timed out waiting for a log event:\n" + "\n".join(self.raw[-40:]))
+                    tail = "\n".join(self.raw[-40:])
+                    raise AssertionError(f"timed out waiting for a log event:\n{tail}")
                 self._cond.wait(min(left, 0.5))
 
     def events(self, name: str) -> list[dict[str, Any]]:

@@ -197,9 +197,7 @@ class MemoryQueue(_Base):
         self._check()
         now = self._now()
         out: list[Record] = []
-        busy_groups = {
-            m.group for m in self.messages.values() if m.group and m.visible_at > now
-        }
+        busy_groups = {m.group for m in self.messages.values() if m.group and m.visible_at > now}
         for m in self.messages.values():
             if len(out) >= max_records:
                 break
@@ -240,7 +238,8 @@ class MemoryQueue(_Base):
         )
 
     def _current(self, record: Record) -> _Message | None:
-        mid, receipt = record.token  # type: ignore[misc]
+        token: tuple[str, int] = record.token  # type: ignore[assignment]
+        mid, receipt = token
         m = self.messages.get(mid)
         return m if m is not None and m.receipt == receipt else None
 
