@@ -1,0 +1,174 @@
+"""Lambda's self-managed Kafka shapes (lambda-semantics.md §3.4, §1.5, §1.6).
+
+One record of the event, field order as Lambda writes it::
+
+    {"topic": "orders", "partition": 0, "offset": 15, "timestamp": 1545084650987,
+     "timestampType": "CREATE_TIME", "key": "<base64>", "value": "<base64>",
+     "headers": [{"headerKey": [104, 101, ...]}]}
+
+* ``key`` is omitted when the Kafka key is null, ``value`` when the value is null (a
+  tombstone): Lambda leaves absent fields out (both are ``Option`` in
+  ``aws_lambda_events``; powertools issue #6508 shows key-less records).
+* header values are lists of unsigned byte values (0..255), one single-key object per
+  header, repeated keys repeated, so ``bytes(values)`` gives the raw header back.
+* the ``itemIdentifier`` of a record is ``{"partition": "orders-0", "offset": 15}``.
+
+Building a record is on the hot path: one event dict, one item-id dict, one Record,
+base64 through ``binascii`` and no copies.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from eventrun.abc import JSON, Record
+
+__all__ = ["batch_event", "batch_info", "build_records", "decode_key"]
+
+_TIMESTAMP_TYPES = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
+_b64 = binascii.b2a_base64
+
+
+def decode_key(key: bytes) -> str:
+    """The record key as the dispatcher's lane key: UTF-8 text, or base64 if not UTF-8."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return _b64(key, newline=False).decode("ascii")
+
+
+def build_records(
+    messages: Iterable[Any], topic: str, partition: int, shard: str, token: object
+) -> list[Record]:
+    """Records of aiokafka ``ConsumerRecord`` s of one topic-partition, in order.
+
+    ``token`` is stored on every record (the source's per-assignment partition state).
+    """
+    out: list[Record] = []
+    append = out.append
+    b64 = _b64
+    types = _TIMESTAMP_TYPES
+    for m in messages:
+        offset = m.offset
+        key = m.key
+        value = m.value
+        timestamp = m.timestamp
+        headers = m.headers
+        event: dict[str, JSON]
+        if key is not None and value is not None:  # the common case: one dict literal
+            event = {
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "timestamp": timestamp,
+                "timestampType": types.get(m.timestamp_type, "CREATE_TIME"),
+                "key": b64(key, newline=False).decode(),
+                "value": b64(value, newline=False).decode(),
+                "headers": [{k: list(v or b"")} for k, v in headers] if headers else [],
+            }
+            try:
+                text_key: str | None = key.decode()
+            except UnicodeDecodeError:
+                text_key = event["key"]
+        else:
+            event = _sparse_event(m, topic, partition)
+            text_key = None if key is None else decode_key(key)
+            value = value if value is not None else b""
+        append(
+            Record(
+                shard,
+                {"partition": shard, "offset": offset},
+                event,
+                value,
+                "value",
+                timestamp / 1000,
+                text_key,
+                token,
+                len(value) + 256,
+            )
+        )
+    return out
+
+
+def _sparse_event(m: Any, topic: str, partition: int) -> dict[str, JSON]:
+    """The event of a record without a key or without a value (the field is left out)."""
+    event: dict[str, JSON] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": m.offset,
+        "timestamp": m.timestamp,
+        "timestampType": _TIMESTAMP_TYPES.get(m.timestamp_type, "CREATE_TIME"),
+    }
+    if m.key is not None:
+        event["key"] = _b64(m.key, newline=False).decode()
+    if m.value is not None:
+        event["value"] = _b64(m.value, newline=False).decode()
+    headers = m.headers
+    event["headers"] = [{k: list(v or b"")} for k, v in headers] if headers else []
+    return event
+
+
+def batch_event(records: Sequence[Record], bootstrap_servers: str) -> dict[str, JSON]:
+    """``{"eventSource": "SelfManagedKafka", "bootstrapServers", "records": {...}}``.
+
+    Records are grouped by ``topic-partition`` in the order given.
+    """
+    grouped: dict[str, list[JSON]] = {}
+    for record in records:
+        events = grouped.get(record.shard)
+        if events is None:
+            grouped[record.shard] = [record.event]
+        else:
+            events.append(record.event)
+    return {
+        "eventSource": "SelfManagedKafka",
+        "bootstrapServers": bootstrap_servers,
+        "records": grouped,
+    }
+
+
+def _iso(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def batch_info(records: Sequence[Record], bootstrap_servers: str) -> dict[str, JSON]:
+    """``{"KafkaBatchInfo": {...}}`` of Lambda's Kafka on-failure record.
+
+    ``recordsInfo`` has, per ``topic-partition``, the first/last offsets (as strings,
+    like Lambda) and timestamps (ISO 8601, milliseconds, ``Z``); ``payloadSize`` is the
+    size in bytes of the batch's invocation event as JSON.
+    """
+    infos: dict[str, dict[str, str]] = {}
+    for record in records:
+        event = record.event
+        info = infos.get(record.shard)
+        if info is None:
+            infos[record.shard] = info = {
+                "firstRecordOffset": str(event["offset"]),
+                "firstRecordTimestamp": _iso(event["timestamp"]),
+            }
+        info["lastRecordOffset"] = str(event["offset"])
+        info["lastRecordTimestamp"] = _iso(event["timestamp"])
+    event = batch_event(records, bootstrap_servers)
+    payload_size = len(json.dumps(event, separators=(",", ":")).encode())
+    return {
+        "KafkaBatchInfo": {
+            "batchSize": len(records),
+            "bootstrapServers": bootstrap_servers,
+            "payloadSize": payload_size,
+            "recordsInfo": {
+                shard: {
+                    "firstRecordOffset": info["firstRecordOffset"],
+                    "lastRecordOffset": info["lastRecordOffset"],
+                    "firstRecordTimestamp": info["firstRecordTimestamp"],
+                    "lastRecordTimestamp": info["lastRecordTimestamp"],
+                }
+                for shard, info in infos.items()
+            },
+        }
+    }
