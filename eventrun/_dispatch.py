@@ -30,6 +30,7 @@ shared polling loop (backoff and reconnect written once) and everything after it
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +45,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from eventrun._acks import AckTracker, Pending
 from eventrun._backoff import Backoff
 from eventrun._filters import RecordFilter
+from eventrun._outputs import output_key, pipeline_outputs
 from eventrun._records import stream_failure_record
 from eventrun.abc import Clock, OutMessage, Poller, Record
 from eventrun.exceptions import SourceError, WorkerError
@@ -118,6 +120,7 @@ class DispatchStats:
     retries: int = 0
     bisects: int = 0
     failed_to_destination: int = 0
+    published: int = 0
     poll_errors: int = 0
     buffered: int = 0
     in_flight: int = 0
@@ -181,6 +184,12 @@ class TriggerDispatcher:
                     for _ in range(max(1, self._s.queue_lanes)):
                         tg.start_soon(self._lane_loop, shared)
                 tg.start_soon(self._poll_loop)
+                if hasattr(self._poller, "on_revoke"):
+                    self._poller.on_revoke = self._revoke
+                extend = getattr(self._poller, "extend", None)
+                interval = getattr(self._poller, "heartbeat_interval_s", None)
+                if extend is not None and interval:
+                    tg.start_soon(self._heartbeat, extend, float(interval))
                 task_status.started()
                 await self._done.wait()
                 tg.cancel_scope.cancel()
@@ -358,25 +367,40 @@ class TriggerDispatcher:
 
     # -- invocation ----------------------------------------------------------------
 
-    async def _call(self, batch: Sequence[Pending]) -> tuple[InvokeResultLike, list[int] | None]:
+    async def _call(
+        self, batch: Sequence[Pending], attempt: int = 0
+    ) -> tuple[InvokeResultLike, list[int] | None]:
         """Invoke the function with a batch; return the result and the failed indexes
-        (None = the whole batch failed, [] = every record succeeded)."""
+        (None = the whole batch failed, [] = every record succeeded). Logs one
+        ``batch.done`` line per batch (``attempt`` = failed attempts before this one)."""
         records = [p.record for p in batch]
         payload = _ENCODER.encode(self._poller.batch_event(records))
         self.stats.invocations += 1
         if self._on_batch is not None:
             self._on_batch(len(records))
+        started = time.perf_counter()
         try:
             result: InvokeResultLike = await self._invoke(payload)
         except WorkerError as exc:
             self._log.error("invoke.failed", error=str(exc))
             result = _RuntimeFailure(str(exc))
+        failed: list[int] | None = []
         if not result.ok:
             self.stats.invoke_errors += 1
-            return result, None
-        if not self._s.report_batch_item_failures:
-            return result, []
-        return result, _failed_indexes(result.payload, records)
+            failed = None
+        elif self._s.report_batch_item_failures:
+            failed = _failed_indexes(result.payload, records)
+        self._log.info(
+            "batch.done",
+            request_id=result.request_id,
+            shard=records[0].shard,
+            size=len(records),
+            attempt=attempt + 1,
+            outcome="ok" if failed == [] else ("error" if failed is None else "partial"),
+            failed=len(records) if failed is None else len(failed),
+            duration_s=round(time.perf_counter() - started, 6),
+        )
+        return result, failed
 
     async def _run_stream_batch(self, batch: list[Pending]) -> None:
         work: deque[tuple[list[Pending], int]] = deque([(batch, 0)])
@@ -389,7 +413,7 @@ class TriggerDispatcher:
             if sum(p.record.size for p in items) > self._s.max_payload_bytes:
                 await self._fail(items, "MaximumPayloadSizeExceeded", invoke_count, None, "")
                 continue
-            result, failed = await self._call(items)
+            result, failed = await self._call(items, attempts)
             invoke_count += 1
             if failed == []:
                 await self._succeed(items, result.payload)
@@ -397,7 +421,7 @@ class TriggerDispatcher:
             if failed:
                 first = min(failed)
                 if first:
-                    await self._succeed(items[:first], result.payload)
+                    await self._succeed(items, result.payload, range(first), failed)
                 items = items[first:]
             if self._s.bisect and len(items) > 1:
                 self.stats.bisects += 1
@@ -437,13 +461,7 @@ class TriggerDispatcher:
         return [p for p in items if not p.done]
 
     async def _run_queue_batch(self, batch: list[Pending]) -> None:
-        async with anyio.create_task_group() as tg:
-            extend = getattr(self._poller, "extend", None)
-            interval = getattr(self._poller, "heartbeat_interval_s", None)
-            if extend is not None and interval:
-                tg.start_soon(self._heartbeat, [p.record for p in batch], extend, interval)
-            result, failed = await self._call(batch)
-            tg.cancel_scope.cancel()
+        result, failed = await self._call(batch)
         if failed == []:
             await self._succeed(batch, result.payload)
             return
@@ -455,10 +473,10 @@ class TriggerDispatcher:
                 j in failed_set and batch[j].record.shard == pending.record.shard for j in range(i)
             ):
                 failed_set.add(i)
-        good = [p for i, p in enumerate(batch) if i not in failed_set]
+        good = [i for i in range(len(batch)) if i not in failed_set]
         bad = [p for i, p in enumerate(batch) if i in failed_set]
         if good:
-            await self._succeed(good, result.payload)
+            await self._succeed(batch, result.payload, good, failed or ())
         cap = self._s.max_receive_count
         exhausted = [p for p in bad if cap is not None and p.record.attempt >= cap]
         if exhausted:
@@ -476,26 +494,60 @@ class TriggerDispatcher:
             await self._release(retry, delay)
 
     async def _heartbeat(
-        self,
-        records: list[Record],
-        extend: Callable[[Sequence[Record], float], Awaitable[None]],
-        interval: float,
+        self, extend: Callable[[Sequence[Record], float], Awaitable[None]], interval: float
     ) -> None:
+        """Keep every held record invisible to other consumers (SQS visibility), the
+        buffered ones as well as those in a running batch, so a long handler or a deep
+        buffer causes no duplicate delivery."""
         while True:
             await anyio.sleep(interval)
+            held = [p.record for p in self._unsettled if not p.done]
+            if not held:
+                continue
             try:
-                await extend(records, interval * 3)
+                await extend(held, interval * 3)
             except SourceError as exc:
-                self._log.warning("source.extend_failed", error=str(exc))
+                self._log.warning("source.extend_failed", error=str(exc), size=len(held))
+
+    async def _revoke(self, shards: frozenset[str]) -> None:
+        """The broker moved ``shards`` to another consumer (Kafka rebalance): give back
+        what was buffered but not started; batches already running finish and commit
+        while the poller waits for them."""
+        dropped: list[Pending] = []
+        for key, lane in self._lanes.items():
+            if isinstance(key, tuple) and key[0] in shards and lane.items:
+                dropped.extend(lane.items)
+                lane.items.clear()
+        for shard in shards:
+            self._tracker.forget_shard(shard)
+        if dropped:
+            self._log.info("dispatch.revoked", shards=sorted(shards), released=len(dropped))
+            await self._release(dropped, 0.0)
 
     # -- settling ------------------------------------------------------------------
 
-    async def _succeed(self, items: list[Pending], result_payload: bytes) -> None:
+    async def _succeed(
+        self,
+        batch: list[Pending],
+        result_payload: bytes,
+        keep: Sequence[int] | None = None,
+        failed: Sequence[int] = (),
+    ) -> None:
+        """Settle the records at ``keep`` (default: all) of an invoked ``batch``.
+
+        Their pipeline outputs (:func:`eventrun._outputs.pipeline_outputs`; ``failed`` are
+        the indexes the handler reported) are published to ``on_success`` first, retried
+        until delivered, so an input is acknowledged only after its outputs are durable.
+        """
+        indexes = range(len(batch)) if keep is None else keep
+        items = [batch[i] for i in indexes]
         self.stats.succeeded += len(items)
         if self._on_success is not None:
-            messages = _outputs(result_payload, [p.record for p in items])
+            keys = [output_key(p.record, ordered=self._ordered) for p in batch]
+            messages = pipeline_outputs(result_payload, keys, indexes, failed)
             if messages:
                 await self._on_success.publish(messages)
+                self.stats.published += len(messages)
         await self._complete(items)
 
     async def _fail(
@@ -517,13 +569,16 @@ class TriggerDispatcher:
                 function=self._s.function,
                 condition=condition,
                 invoke_count=invoke_count,
-                function_error=function_error,
+                # Lambda's X-Amz-Function-Error value, not the exception type.
+                function_error="Unhandled" if function_error else None,
                 batch_info=self._poller.batch_info(records),
                 payload=self._poller.batch_event(records),
                 region=self._s.region,
             )
             key = records[0].key or records[0].shard or None
-            await self._on_failure.publish([OutMessage(payload=_ENCODER.encode(doc), key=key)])
+            # The trigger id lets a DLQ redrive publish the outputs to this on_success.
+            message = OutMessage(_ENCODER.encode(doc), key, {"trigger": self._s.trigger})
+            await self._on_failure.publish([message])
         await self._complete(items)
 
     async def _complete(self, items: list[Pending]) -> None:
@@ -614,26 +669,3 @@ def _failed_indexes(payload: bytes, records: Sequence[Record]) -> list[int] | No
             return None
         failed.append(index[_id_key(ident)])
     return sorted(set(failed))
-
-
-def _outputs(result_payload: bytes, records: Sequence[Record]) -> list[OutMessage]:
-    """Pipeline outputs of a successful batch: the return value, or each item of
-    ``{"records": [...]}``, keyed like the input (item i of a same-length list is keyed like
-    record i, otherwise like the last record)."""
-    try:
-        value = _DECODER.decode(result_payload)
-    except msgspec.DecodeError:
-        return []
-    if value is None:
-        return []
-    items = value["records"] if isinstance(value, dict) and "records" in value else [value]
-    if isinstance(value, dict) and "batchItemFailures" in value and "records" not in value:
-        return []
-    keys = [r.key or r.shard or None for r in records]
-    messages = []
-    for i, item in enumerate(items):
-        if item is None:
-            continue
-        key = keys[i] if len(items) == len(records) else (keys[-1] if keys else None)
-        messages.append(OutMessage(payload=_ENCODER.encode(item), key=key))
-    return messages

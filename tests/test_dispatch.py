@@ -463,3 +463,41 @@ async def test_pipeline_outputs_published_before_ack() -> None:
         await until(stream, lambda: stream.lag() == 0)
     assert sorted(json.loads(m.payload)["n"] for m in out.messages) == ["s:0", "s:1", "s:2"]
     assert {m.key for m in out.messages} <= {"k0", "k1", "k2"}
+
+
+class RevokableStream(MemoryStream):
+    """A stream whose poller exposes the Kafka-style ``on_revoke`` hook."""
+
+    on_revoke: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released_offsets: list[tuple[str, int]] = []
+
+    async def release(self, records: Any, delay_s: float) -> None:
+        self.released_offsets.extend((r.shard, int(r.token)) for r in records)
+        await super().release(records, delay_s)
+
+
+async def test_revoked_shard_releases_buffered_records_and_finishes_in_flight() -> None:
+    stream = RevokableStream()
+    for i in range(30):
+        stream.put("a", f"a:{i}".encode())
+    gate = anyio.Event()
+    started = anyio.Event()
+    handler = Handler()
+
+    async def blocked(payload: bytes) -> Any:
+        started.set()
+        await gate.wait()
+        return await handler(payload)
+
+    async with running(stream, blocked, batch_size=10):  # type: ignore[arg-type]
+        await started.wait()
+        assert stream.on_revoke is not None
+        await stream.on_revoke(frozenset({"a"}))
+        gate.set()
+        await until(stream, lambda: stream.committed.get("a") == 10)
+    # the running batch (0..9) finished and was committed; the buffered 10..29 went back
+    assert [data_of(r) for c in handler.calls for r in c] == [f"a:{i}" for i in range(10)]
+    assert sorted(off for _, off in stream.released_offsets) == list(range(10, 30))

@@ -146,7 +146,7 @@ async def test_bisect_with_real_handler_error(tmp_path: Path) -> None:
     assert _ledger(tmp_path / "ledger.jsonl") == [f"s:{i}" for i in range(20) if i != 7]
     (message,) = dlq.messages
     record = json.loads(message.payload)
-    assert record["responseContext"]["functionError"] == "ValueError"
+    assert record["responseContext"]["functionError"] == "Unhandled"
     assert [base64.b64decode(r["data"]).decode() for r in record["payload"]["Records"]] == ["s:7"]
 
 
