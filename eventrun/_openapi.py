@@ -50,7 +50,7 @@ def openapi_document(runtime: Runtime) -> dict[str, Any]:
                     "400": _json(error, "Invalid request."),
                     "401": _json(error, "Missing or invalid bearer token."),
                     "404": _json(error, "ResourceNotFoundException."),
-                    "413": _json(error, "RequestEntityTooLargeException."),
+                    "413": _json(error, "RequestTooLargeException."),
                     "429": _json(error, "TooManyRequestsException."),
                 },
             }
@@ -99,7 +99,15 @@ def openapi_document(runtime: Runtime) -> dict[str, Any]:
         },
     }
     for route in runtime.routes:
-        methods = [m.lower() for m in route.methods if m != "*"] or ["get", "post"]
+        methods = [m.lower() for m in route.methods if m != "*"] or [
+            "get",
+            "head",
+            "post",
+            "put",
+            "patch",
+            "delete",
+            "options",
+        ]
         paths.setdefault(route.path, {})
         for method in methods:
             paths[route.path][method] = {

@@ -26,10 +26,11 @@ from eventrun import _plugins
 from eventrun._async_invoke import AsyncInvoker, AsyncSettings, default_dlq
 from eventrun._backoff import Backoff
 from eventrun._clock import SystemClock
+from eventrun._depths import QueueDepths
 from eventrun._destinations import Publisher, SinkRouter
 from eventrun._dispatch import DispatchSettings, TriggerDispatcher
 from eventrun._filters import RecordFilter
-from eventrun._metrics import RuntimeMetrics
+from eventrun._metrics import RuntimeMetrics, source_gauges
 from eventrun._store_open import open_store
 from eventrun.abc import (
     Clock,
@@ -40,7 +41,7 @@ from eventrun.abc import (
     SourceSpec,
 )
 from eventrun.config import FunctionConfig, LoadedConfig, TriggerConfig
-from eventrun.exceptions import SourceError
+from eventrun.exceptions import FunctionSaturated, SourceError
 from eventrun.store import Store
 from eventrun.workers import FunctionRunner, InvokeResult, create_runner
 
@@ -109,7 +110,11 @@ class _PushContext:
         self._fn = fn
 
     async def invoke(self, event: Any, *, log_tail: bool = False) -> InvokeOutcome:
-        result = await self._runtime.invoke(self._fn.name, _ENCODER.encode(event), wait=False)
+        result = await self._runtime.invoke(
+            self._fn.name, _ENCODER.encode(event), wait=False, trigger=self.spec.name
+        )
+        if result.ok:  # a trigger's on_success gets the outputs of synchronous runs too
+            await self._fn.async_invoker.publish_outputs(self.spec.name, result.payload)
         return InvokeOutcome(
             request_id=result.request_id,
             ok=result.ok,
@@ -120,7 +125,9 @@ class _PushContext:
         )
 
     async def invoke_async(self, event: Any) -> str:
-        return await self._fn.async_invoker.enqueue(_ENCODER.encode(event))
+        return await self._fn.async_invoker.enqueue(
+            _ENCODER.encode(event), trigger=self.spec.name
+        )
 
     def add_route(self, route: Route) -> None:
         self._runtime.routes.append(route)
@@ -154,6 +161,7 @@ class Runtime:
         self.started_at = 0.0
         self.metrics = RuntimeMetrics()
         self.metrics.attach(self)
+        self.depths = QueueDepths()
         self._serving = False
 
     # -- invocation ---------------------------------------------------------------
@@ -166,14 +174,21 @@ class Runtime:
         wait: bool = True,
         request_id: str | None = None,
         client_context: dict[str, Any] | None = None,
+        trigger: str = "api",
     ) -> InvokeResult:
         """Synchronous invocation; raises FunctionSaturated when ``wait`` is False and
-        every concurrency slot is busy."""
+        every concurrency slot is busy. ``trigger`` labels the invocation in metrics (a
+        trigger name, ``api`` or ``async``)."""
         fn = self.functions[function]
-        result = await fn.runner.invoke(
-            payload, request_id=request_id, wait=wait, client_context=client_context
-        )
+        try:
+            result = await fn.runner.invoke(
+                payload, request_id=request_id, wait=wait, client_context=client_context
+            )
+        except FunctionSaturated:
+            self.metrics.throttled(function)
+            raise
         self.metrics.duration.labels(function).observe(result.duration_s)
+        self.metrics.count(function, trigger, result.ok)
         if not result.ok:
             fn.note_error(result)
         return result
@@ -192,6 +207,9 @@ class Runtime:
                 "async": dict(vars_of(fn.async_invoker.stats)),
                 "triggers": fn.triggers,
                 "recent_errors": fn.recent_errors[-5:],
+                "invocations": self.metrics.function_totals(name),
+                "in_flight": fn.runner.statistics().get("busy", 0),
+                "async_queue_depth": self.depths.async_depth(name),
             }
         sources = {}
         for name, src in self.sources.items():
@@ -206,12 +224,15 @@ class Runtime:
             if src.poller is not None:
                 with contextlib.suppress(Exception):
                     doc["source"] = dict(src.poller.statistics())
+                doc["lag"] = _lag_summary(doc.get("source", {}))
             sources[name] = doc
         return {
             "ready": self.ready.is_set(),
             "uptime_s": round(self.clock.time() - self.started_at, 3),
             "functions": functions,
             "sources": sources,
+            "dlq": dict(self.depths.local),
+            "queues_refreshed_at": self.depths.refreshed_at,
         }
 
     # -- lifecycle ----------------------------------------------------------------
@@ -222,7 +243,14 @@ class Runtime:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run until ``stop`` is set, then shut down in phases."""
+        """Run until ``stop`` is set, then shut down in phases.
+
+        Raises :class:`ConfigError` before starting anything when the server would be
+        open to the network without bearer tokens."""
+        if self.serve_http:
+            from eventrun.api import load_tokens
+
+            load_tokens(self, warn=False)
         self.started_at = self.clock.time()
         grace = self.config.shutdown_grace
         async with contextlib.AsyncExitStack() as stack:
@@ -238,6 +266,8 @@ class Runtime:
             async with anyio.create_task_group() as tg:
                 for fn in self.functions.values():
                     await tg.start(fn.async_invoker.run)
+                self.depths.watch(self.functions, self._local_queues())
+                await tg.start(self.depths.run, self.store)
                 push_scopes: list[anyio.CancelScope] = []
                 pollers: list[SourceState] = []
                 await self._start_sources(tg, push_scopes, pollers)
@@ -310,12 +340,26 @@ class Runtime:
                 clock=self.clock,
                 on_success=self.router.publisher(dest.on_success),
                 on_failure=on_failure,
+                outputs=self._trigger_outputs(name, cfg),
             )
             self.functions[name] = FunctionHandle(name, cfg, runner, invoker)
 
+    def _trigger_outputs(self, name: str, cfg: FunctionConfig) -> dict[str, Publisher]:
+        """Each trigger's ``on_success`` publisher by trigger id, for async invocations
+        queued on a trigger's behalf (cron, file-watch, DLQ redrives)."""
+        assert self.router is not None
+        outputs: dict[str, Publisher] = {}
+        for i, trig in enumerate(cfg.triggers):
+            publisher = self.router.publisher(getattr(trig.spec, "on_success", None))
+            if publisher is not None:
+                outputs[f"{name}/{trig.kind}[{i}]"] = publisher
+        return outputs
+
     def _async_invoke_fn(self, name: str) -> Any:
         async def _invoke(payload: bytes, *, request_id: str) -> InvokeResult:
-            return await self.invoke(name, payload, wait=True, request_id=request_id)
+            return await self.invoke(
+                name, payload, wait=True, request_id=request_id, trigger="async"
+            )
 
         return _invoke
 
@@ -357,7 +401,7 @@ class Runtime:
                 state.dispatcher = TriggerDispatcher(
                     source,
                     self._dispatch_settings(fname, spec),
-                    self._batch_invoke_fn(fname),
+                    self._batch_invoke_fn(fname, spec.name),
                     clock=self.clock,
                     on_failure=self._poller_on_failure(fname, spec),
                     on_success=self._on_success(spec),
@@ -401,9 +445,9 @@ class Runtime:
                 )
                 await anyio.sleep(delay)
 
-    def _batch_invoke_fn(self, name: str) -> Any:
+    def _batch_invoke_fn(self, name: str, trigger: str) -> Any:
         async def _invoke(payload: bytes) -> InvokeResult:
-            return await self.invoke(name, payload, wait=True)
+            return await self.invoke(name, payload, wait=True, trigger=trigger)
 
         return _invoke
 
@@ -427,6 +471,20 @@ class Runtime:
             or self.config.functions[fname].concurrency,
         )
 
+    def _local_queues(self) -> list[str]:
+        """Every ``local:`` queue the config names as a plain destination, and the
+        default DLQs (reported at depth 0 until something arrives)."""
+        names = {default_dlq(name) for name in self.config.functions}
+        for cfg in self.config.functions.values():
+            values = [cfg.destinations.on_failure, cfg.destinations.on_success]
+            for trig in cfg.triggers:
+                values += [getattr(trig.spec, "on_failure", None)]
+                values += [getattr(trig.spec, "on_success", None)]
+            for value in values:
+                urls = value if isinstance(value, list | tuple) else [value]
+                names.update(u for u in urls if isinstance(u, str) and u.startswith("local:"))
+        return sorted(names)
+
     def _poller_on_failure(self, fname: str, spec: SourceSpec) -> Publisher | None:
         assert self.router is not None
         dest = getattr(spec.config, "on_failure", None)
@@ -442,6 +500,18 @@ class Runtime:
         from eventrun.api import serve_api
 
         await serve_api(self, task_status=task_status)
+
+
+def _lag_summary(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"total", "oldest_age_s", "shards": {shard: lag}}`` from a poller's statistics."""
+    shards, _rest = source_gauges(stats)
+    lag = shards.get("lag", {})
+    ages = shards.get("oldest_age", {})
+    return {
+        "total": sum(lag.values()),
+        "oldest_age_s": max(ages.values(), default=0.0),
+        "shards": lag,
+    }
 
 
 def vars_of(obj: Any) -> Mapping[str, Any]:

@@ -30,7 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
+from eventrun._config_connections import is_loopback
+from eventrun._dlq_api import dlq_routes
 from eventrun._openapi import openapi_document
+from eventrun._web import SESSION_COOKIE, session_value, web_routes
 from eventrun.exceptions import ConfigError, FunctionSaturated
 
 if TYPE_CHECKING:
@@ -43,14 +46,13 @@ log = structlog.get_logger("eventrun.api")
 SYNC_LIMIT = 6 * 1024 * 1024
 ASYNC_LIMIT = 1024 * 1024
 TAIL_BYTES = 4096
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def load_tokens(runtime: Runtime) -> list[bytes]:
+def load_tokens(runtime: Runtime, *, warn: bool = True) -> list[bytes]:
+    """The accepted bearer tokens; raises ConfigError when there are none and the server
+    binds a non-loopback address (the Invoke API must never be open to the network)."""
     auth = runtime.config.server.auth
     if auth.mode == "none":
         return []
@@ -62,14 +64,31 @@ def load_tokens(runtime: Runtime) -> list[bytes]:
             f"server.auth: no bearer tokens in ${auth.tokens_env} while server.host is "
             f"{host} (not loopback); set {auth.tokens_env}=TOKEN[,TOKEN...] or bind 127.0.0.1"
         )
-    if not tokens:
+    if not tokens and warn:
         log.warning("server.auth_disabled", reason="no tokens configured; loopback only")
     return tokens
 
 
-def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    body = {"Type": "User", "message": message, **extra}
-    return JSONResponse(body, status_code=status, headers={"x-amzn-ErrorType": kind})
+# Lambda's model spells the message member ``Message`` for these errors, ``message`` for
+# the rest; botocore fills the exception's fields from the member names of its shape.
+_CAPITAL_MESSAGE = frozenset({"ResourceNotFoundException", "ServiceException"})
+
+
+def _error(
+    status: int,
+    kind: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A Lambda service error: the code in ``x-amzn-ErrorType`` (what botocore's rest-json
+    parser reads), ``{"Type": "User", "message"|"Message": ...}`` in the body."""
+    key = "Message" if kind in _CAPITAL_MESSAGE else "message"
+    body = {"Type": "User", key: message, **extra}
+    return JSONResponse(
+        body, status_code=status, headers={"x-amzn-ErrorType": kind, **(headers or {})}
+    )
 
 
 def _function_name(raw: str) -> str:
@@ -84,16 +103,34 @@ class _Auth:
     def __init__(self, tokens: list[bytes]) -> None:
         self._tokens = tokens
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tokens)
+
+    def valid_token(self, given: bytes) -> bool:
+        # compare against every token so timing does not reveal which one matched
+        return any([hmac.compare_digest(given, t) for t in self._tokens])  # noqa: C419
+
     def ok(self, request: Request) -> bool:
         if not self._tokens:
             return True
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
+            return self._session_ok(request)
+        return self.valid_token(presented.strip().encode())
+
+    def _session_ok(self, request: Request) -> bool:
+        """The web page's session cookie (see eventrun._web); a state-changing request
+        must also carry ``X-Requested-With`` so no cross-site form can forge it."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
             return False
-        given = presented.strip().encode()
-        # compare against every token so timing does not reveal which one matched
-        return any([hmac.compare_digest(given, t) for t in self._tokens])
+        if request.method not in ("GET", "HEAD") and not request.headers.get("x-requested-with"):
+            return False
+        given = cookie.encode()
+        valid = [session_value(t).encode() for t in self._tokens]
+        return any([hmac.compare_digest(given, v) for v in valid])  # noqa: C419
 
     def guard(self, endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
@@ -116,61 +153,7 @@ def build_app(runtime: Runtime) -> Starlette:
     auth = _Auth(load_tokens(runtime))
 
     async def invoke(request: Request) -> Response:
-        name = _function_name(request.path_params["name"])
-        if name not in runtime.functions:
-            return _error(
-                404,
-                "ResourceNotFoundException",
-                f"Function not found: arn:aws:lambda:us-east-1:000000000000:function:{name}",
-            )
-        kind = request.headers.get("x-amz-invocation-type", "RequestResponse")
-        body = await request.body()
-        if kind == "DryRun":
-            return Response(status_code=204)
-        if kind == "Event":
-            if len(body) > ASYNC_LIMIT:
-                return _too_large(len(body), ASYNC_LIMIT)
-            if not _is_json(body):
-                return _error(
-                    400, "InvalidRequestContentException", "Could not parse request body into json"
-                )
-            rid = await runtime.enqueue(name, body or b"{}")
-            return Response(status_code=202, headers={"x-amzn-RequestId": rid})
-        if kind != "RequestResponse":
-            return _error(
-                400,
-                "InvalidParameterValueException",
-                f"X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, got {kind!r}",
-            )
-        if len(body) > SYNC_LIMIT:
-            return _too_large(len(body), SYNC_LIMIT)
-        if body and not _is_json(body):
-            return _error(
-                400, "InvalidRequestContentException", "Could not parse request body into json"
-            )
-        try:
-            result = await runtime.invoke(
-                name,
-                body or b"{}",
-                wait=False,
-                client_context=_client_context(request.headers.get("x-amz-client-context")),
-            )
-        except FunctionSaturated:
-            return _error(
-                429,
-                "TooManyRequestsException",
-                "Rate Exceeded.",
-                Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
-            )
-        headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": result.request_id}
-        if not result.ok:
-            headers["X-Amz-Function-Error"] = "Unhandled"
-        if request.headers.get("x-amz-log-type", "").lower() == "tail":
-            tail = result.logs.encode()[-TAIL_BYTES:]
-            headers["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
-        return Response(
-            result.payload, status_code=200, headers=headers, media_type="application/json"
-        )
+        return await _invoke(runtime, request)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -206,15 +189,80 @@ def build_app(runtime: Runtime) -> Starlette:
     ]
     for route in runtime.routes:
         endpoint = auth.guard(route.endpoint) if route.auth else route.endpoint
-        methods = None if "*" in route.methods else list(route.methods)
+        # Starlette treats methods=None on a function endpoint as GET only: spell "*" out
+        methods = list(ANY_METHOD) if "*" in route.methods else list(route.methods)
         routes.append(StarletteRoute(route.path, endpoint, methods=methods))
+    # after the function URLs, so a function mounted at / or /dlq keeps its path
+    routes.extend(dlq_routes(runtime, auth))
+    routes.extend(web_routes(runtime, auth))
     return Starlette(routes=routes)
+
+
+_NOT_JSON = "Could not parse request body into json"
+
+
+async def _invoke(runtime: Runtime, request: Request) -> Response:
+    """``POST /2015-03-31/functions/{name}/invocations``: Lambda's status codes and headers."""
+    name = _function_name(request.path_params["name"])
+    if name not in runtime.functions:
+        return _error(
+            404,
+            "ResourceNotFoundException",
+            f"Function not found: arn:aws:lambda:us-east-1:000000000000:function:{name}",
+        )
+    kind = request.headers.get("x-amz-invocation-type", "RequestResponse")
+    body = await request.body()
+    if kind == "DryRun":
+        return Response(status_code=204)
+    if kind == "Event":
+        if len(body) > ASYNC_LIMIT:
+            return _too_large(len(body), ASYNC_LIMIT)
+        if body and not _is_json(body):
+            return _error(400, "InvalidRequestContentException", _NOT_JSON)
+        rid = await runtime.enqueue(name, body or b"{}")
+        return Response(status_code=202, headers={"x-amzn-RequestId": rid})
+    if kind != "RequestResponse":
+        return _error(
+            400,
+            "InvalidParameterValueException",
+            f"X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, got {kind!r}",
+        )
+    if len(body) > SYNC_LIMIT:
+        return _too_large(len(body), SYNC_LIMIT)
+    if body and not _is_json(body):
+        return _error(400, "InvalidRequestContentException", _NOT_JSON)
+    return await _invoke_sync(runtime, request, name, body or b"{}")
+
+
+async def _invoke_sync(runtime: Runtime, request: Request, name: str, body: bytes) -> Response:
+    try:
+        result = await runtime.invoke(
+            name,
+            body,
+            wait=False,
+            client_context=_client_context(request.headers.get("x-amz-client-context")),
+        )
+    except FunctionSaturated:
+        return _error(
+            429,
+            "TooManyRequestsException",
+            "Rate Exceeded.",
+            headers={"Retry-After": "1"},
+            Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
+        )
+    headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": result.request_id}
+    if not result.ok:
+        headers["X-Amz-Function-Error"] = "Unhandled"
+    if request.headers.get("x-amz-log-type", "").lower() == "tail":
+        tail = result.logs.encode()[-TAIL_BYTES:]
+        headers["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
+    return Response(result.payload, status_code=200, headers=headers, media_type="application/json")
 
 
 def _too_large(size: int, limit: int) -> JSONResponse:
     return _error(
         413,
-        "RequestEntityTooLargeException",
+        "RequestTooLargeException",
         f"Request must be smaller than {limit} bytes for the InvokeFunction operation",
         size=size,
     )
@@ -241,8 +289,16 @@ def _client_context(header: str | None) -> dict[str, Any] | None:
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the runtime's stop event drives shutdown."""
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.started_event = anyio.Event()
+
     def capture_signals(self) -> Any:
         return nullcontext()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.started_event.set()
 
 
 async def serve_api(
@@ -287,8 +343,14 @@ async def serve_api(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_serve)
-        while not server.started and not stopped.is_set():
-            await anyio.sleep(0.005)
+        async with anyio.create_task_group() as first:  # started, or failed to start
+
+            async def _wait(event: anyio.Event) -> None:
+                await event.wait()
+                first.cancel_scope.cancel()
+
+            first.start_soon(_wait, server.started_event)
+            first.start_soon(_wait, stopped)
         log.info("server.listening", host=server_cfg.host, port=runtime.bound_port)
         task_status.started()
         try:

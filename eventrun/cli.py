@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 import anyio
 import click
 
+from eventrun._cli_dlq import dlq
+from eventrun._cli_status import status
 from eventrun.exceptions import EventrunError
 
 __all__ = ["main"]
@@ -29,6 +31,47 @@ def _fail(exc: EventrunError) -> NoReturn:
     for line in extra:
         click.echo(f"error: {line}", err=True)
     sys.exit(exc.exit_code)
+
+
+def _startup_error(group: BaseExceptionGroup[BaseException]) -> EventrunError | None:
+    """The first eventrun error inside the task groups' wrapping, if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, EventrunError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _startup_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+class _LazyStderr:
+    """Whatever ``sys.stderr`` is at write time (not at configure time)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _quiet_logging() -> None:
+    """One-shot commands: warnings and errors only, on stderr, so that stdout carries
+    nothing but the command's result (``eventrun invoke f | jq`` works)."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=_LazyStderr()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
 
 
 def _load(config: str) -> Any:
@@ -66,6 +109,12 @@ def run(config: str, port: int | None, log_level: str, log_format: str) -> None:
         anyio.run(_run_daemon, loaded, port, backend_options={"use_uvloop": True})
     except EventrunError as exc:
         _fail(exc)
+    except BaseExceptionGroup as group:
+        # start-up errors raised inside task groups (a port in use...) arrive wrapped
+        error = _startup_error(group)
+        if error is None:
+            raise
+        _fail(error)
 
 
 async def _run_daemon(loaded: Any, port: int | None) -> None:
@@ -95,6 +144,7 @@ def check(config: str) -> None:
     from eventrun._runtime import Runtime
     from eventrun.workers import load_handler
 
+    _quiet_logging()
     loaded = _load(config)
     try:
         for name, fn in loaded.config.functions.items():
@@ -139,6 +189,7 @@ def invoke(
     function: str, payload: str | None, is_async: bool, url: str | None, config: str
 ) -> None:
     """Invoke FUNCTION and print its result (error JSON and exit 1 on failure)."""
+    _quiet_logging()
     body = _payload(payload)
     if url:
         from eventrun._client import invoke_remote
@@ -185,6 +236,10 @@ def generate_event(kind: str) -> None:
     from eventrun._samples import sample_event
 
     click.echo(json.dumps(sample_event(kind), indent=2))
+
+
+main.add_command(status)
+main.add_command(dlq)
 
 
 if __name__ == "__main__":  # pragma: no cover

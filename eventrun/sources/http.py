@@ -152,8 +152,6 @@ class HttpSource:
         self, ctx: SourceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         async def endpoint(request: Request) -> Response:
-            if request.method == "OPTIONS" and self.cors is not None:
-                return self._preflight(request)
             body = await request.body()
             if len(body) > 6 * 1024 * 1024:
                 return JSONResponse({"Message": "Request Entity Too Large"}, status_code=413)
@@ -171,10 +169,14 @@ class HttpSource:
             self._cors_headers(request, response)
             return response
 
-        methods = self.methods
-        if self.cors is not None and "*" not in methods and "OPTIONS" not in methods:
-            methods = (*methods, "OPTIONS")
-        ctx.add_route(Route(self.path, methods, endpoint, auth=self.auth))
+        if self.cors is not None:
+            # browsers send preflights without credentials: answered before auth, and
+            # mounted first so it wins over a ``methods: ["*"]`` route on the same path
+            async def preflight(request: Request) -> Response:
+                return self._preflight(request)
+
+            ctx.add_route(Route(self.path, ("OPTIONS",), preflight, auth=False))
+        ctx.add_route(Route(self.path, self.methods, endpoint, auth=self.auth))
         task_status.started()
         await anyio.sleep_forever()
 
@@ -192,6 +194,8 @@ class HttpSource:
         if origin is None or self.cors is None:
             return
         response.headers["access-control-allow-origin"] = origin
+        if origin != "*":
+            response.headers["vary"] = "Origin"
         if self.cors.allow_credentials:
             response.headers["access-control-allow-credentials"] = "true"
         if self.cors.expose_headers:

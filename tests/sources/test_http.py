@@ -1,0 +1,384 @@
+"""Function URLs (``http`` triggers) on a real runtime: the payload-2.0 event a request
+becomes, the response a return value maps to (table-driven), methods, errors and CORS.
+
+One runtime serves the module's tests; it runs on its own event loop in a blocking portal.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+from eventrun._runtime import Runtime
+from eventrun.sources.http import map_response
+from tests._runtime_kit import running_app, write_app
+
+TOKEN = "function-url-token"
+
+APP_YAML = """
+store: {url: "sqlite:///state.db"}
+functions:
+  echo:
+    handler: fns:echo
+    triggers:
+      - http: {path: /echo, methods: [GET, POST, PUT], auth: none}
+      - http: {path: "/users/{id}/posts/{post}", methods: [GET], auth: none}
+  respond:
+    handler: fns:respond
+    triggers:
+      - http: {path: /respond, methods: [POST], auth: none}
+  boom:
+    handler: fns:boom
+    triggers:
+      - http: {path: /boom, auth: none}
+  cors:
+    handler: fns:echo
+    triggers:
+      - http:
+          path: /cors
+          methods: [GET, POST]
+          cors:
+            allow_origins: ["https://app.example"]
+            allow_methods: [GET, POST]
+            allow_headers: [content-type, authorization]
+            expose_headers: [x-trace]
+            max_age: 600
+            allow_credentials: true
+  star:
+    handler: fns:echo
+    triggers:
+      - http: {path: /star, methods: ["*"], auth: none, cors: {allow_origins: ["*"]}}
+"""
+
+FNS = """
+import json
+
+
+def echo(event, context):
+    return {"statusCode": 200, "headers": {"x-trace": "t-1"}, "body": json.dumps(event)}
+
+
+def respond(event, context):
+    # the test POSTs the value the handler should return
+    return json.loads(event["body"])
+
+
+def boom(event, context):
+    raise RuntimeError("function URL failure")
+"""
+
+
+@dataclass
+class App:
+    runtime: Runtime
+    url: str
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def invocations(self, function: str) -> int:
+        return int(self.runtime.functions[function].runner.statistics()["invocations"])
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    config = write_app(tmp_path_factory.mktemp("http"), APP_YAML, {"fns.py": FNS})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EVENTRUN_TOKENS", TOKEN)
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(running_app(config)) as runtime,
+        ):
+            yield App(runtime, f"http://127.0.0.1:{runtime.bound_port}")
+
+
+def echoed(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    event: dict[str, Any] = json.loads(response.content)
+    return event
+
+
+# -- request -> event ------------------------------------------------------------------
+
+
+def test_event_has_the_payload_2_0_shape(app: App) -> None:
+    with app.client() as http:
+        event = echoed(http.get("/echo", headers={"User-Agent": "test-agent/1"}))
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "$default"
+    assert event["rawPath"] == "/echo"
+    assert event["rawQueryString"] == ""
+    assert event["isBase64Encoded"] is False
+    assert "body" not in event
+    assert "queryStringParameters" not in event
+    assert "cookies" not in event
+    ctx = event["requestContext"]
+    assert ctx["http"] == {
+        "method": "GET",
+        "path": "/echo",
+        "protocol": "HTTP/1.1",
+        "sourceIp": "127.0.0.1",
+        "userAgent": "test-agent/1",
+    }
+    assert ctx["routeKey"] == "$default"
+    assert ctx["stage"] == "$default"
+    assert ctx["domainName"] == f"127.0.0.1:{app.runtime.bound_port}"
+    assert isinstance(ctx["timeEpoch"], int)
+    assert len(ctx["requestId"]) == 36
+    assert ctx["time"].endswith(" +0000")
+
+
+BODIES = [
+    pytest.param(
+        "text/plain; charset=utf-8", "héllo wörld".encode(), "héllo wörld", False, id="text"
+    ),
+    pytest.param("application/json", b'{"a": 1}', '{"a": 1}', False, id="json"),
+    pytest.param("application/x-www-form-urlencoded", b"a=1&b=2", "a=1&b=2", False, id="form"),
+    pytest.param("application/vnd.api+json", b"[]", "[]", False, id="json-suffix"),
+    pytest.param(
+        "application/octet-stream",
+        b"\x00\xff\x10binary",
+        base64.b64encode(b"\x00\xff\x10binary").decode(),
+        True,
+        id="binary",
+    ),
+    pytest.param(
+        "image/png", b"\x89PNG\r\n", base64.b64encode(b"\x89PNG\r\n").decode(), True, id="image"
+    ),
+    pytest.param(
+        "text/plain",
+        b"\xff\xfe not utf-8",
+        base64.b64encode(b"\xff\xfe not utf-8").decode(),
+        True,
+        id="text-not-utf8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content_type", "sent", "body", "is_base64"), BODIES)
+def test_request_body_is_text_or_base64(
+    app: App, content_type: str, sent: bytes, body: str, is_base64: bool
+) -> None:
+    with app.client() as http:
+        event = echoed(http.post("/echo", content=sent, headers={"content-type": content_type}))
+    assert event["body"] == body
+    assert event["isBase64Encoded"] is is_base64
+    if is_base64:
+        assert base64.b64decode(event["body"]) == sent
+
+
+def test_query_string_duplicates_are_joined_with_commas(app: App) -> None:
+    with app.client() as http:
+        event = echoed(http.get("/echo?a=1&b=x&a=2&empty="))
+    assert event["rawQueryString"] == "a=1&b=x&a=2&empty="
+    assert event["queryStringParameters"] == {"a": "1,2", "b": "x", "empty": ""}
+
+
+def test_headers_are_lowercased_and_duplicates_joined(app: App) -> None:
+    with app.client() as http:
+        event = echoed(
+            http.get("/echo", headers=[("X-Multi", "one"), ("X-Multi", "two"), ("X-Single", "s")])
+        )
+    assert event["headers"]["x-multi"] == "one,two"
+    assert event["headers"]["x-single"] == "s"
+    assert all(name == name.lower() for name in event["headers"])
+
+
+def test_cookies_go_to_the_cookies_list(app: App) -> None:
+    with app.client() as http:
+        event = echoed(http.get("/echo", headers={"Cookie": "c1=v1; c2=v2"}))
+    assert event["cookies"] == ["c1=v1", "c2=v2"]
+    assert "cookie" not in event["headers"]
+
+
+def test_path_parameters(app: App) -> None:
+    with app.client() as http:
+        event = echoed(http.get("/users/42/posts/hello-world"))
+    assert event["pathParameters"] == {"id": "42", "post": "hello-world"}
+    assert event["rawPath"] == "/users/42/posts/hello-world"
+    assert event["requestContext"]["http"]["path"] == "/users/42/posts/hello-world"
+
+
+# -- return value -> response ---------------------------------------------------------
+
+RESPONSES = [
+    pytest.param(
+        {
+            "statusCode": 201,
+            "headers": {"X-Custom": "v", "Content-Type": "text/plain"},
+            "body": "made",
+        },
+        201,
+        {"x-custom": "v", "content-type": "text/plain"},
+        b"made",
+        id="full",
+    ),
+    pytest.param(
+        {"statusCode": 404, "body": '{"error": "missing"}'},
+        404,
+        {"content-type": "application/json"},
+        b'{"error": "missing"}',
+        id="status-only",
+    ),
+    pytest.param(
+        {
+            "statusCode": 200,
+            "headers": {"content-type": "application/octet-stream"},
+            "body": base64.b64encode(b"\x00\x01\xfe\xff").decode(),
+            "isBase64Encoded": True,
+        },
+        200,
+        {"content-type": "application/octet-stream"},
+        b"\x00\x01\xfe\xff",
+        id="base64-body",
+    ),
+    pytest.param({"statusCode": 204}, 204, {}, b"", id="no-body"),
+    pytest.param(
+        "Hello, world!",
+        200,
+        {"content-type": "application/json"},
+        b'"Hello, world!"',
+        id="bare-string-keeps-quotes",
+    ),
+    pytest.param(42, 200, {"content-type": "application/json"}, b"42", id="bare-number"),
+    pytest.param(
+        {"message": "hi", "n": [1, 2]},
+        200,
+        {"content-type": "application/json"},
+        None,
+        id="object-shortcut",
+    ),
+    pytest.param([1, "two"], 200, {"content-type": "application/json"}, None, id="list-shortcut"),
+]
+
+
+@pytest.mark.parametrize(("returned", "status", "headers", "body"), RESPONSES)
+def test_return_value_maps_to_the_response(
+    app: App, returned: Any, status: int, headers: dict[str, str], body: bytes | None
+) -> None:
+    with app.client() as http:
+        r = http.post("/respond", json=returned)
+    assert r.status_code == status
+    for name, value in headers.items():
+        assert r.headers[name] == value
+    if body is None:  # the shortcut: the JSON serialisation of the value
+        assert json.loads(r.content) == returned
+    else:
+        assert r.content == body
+    assert r.headers["x-amzn-RequestId"]
+
+
+def test_bare_string_body_has_the_quoted_length(app: App) -> None:
+    with app.client() as http:
+        r = http.post("/respond", json="Hello, world!")
+    assert r.headers["content-length"] == "15"
+
+
+def test_cookies_become_set_cookie_headers(app: App) -> None:
+    cookies = ["a=1; Path=/; HttpOnly", "b=2; Max-Age=78000"]
+    with app.client() as http:
+        r = http.post("/respond", json={"statusCode": 200, "body": "ok", "cookies": cookies})
+    assert r.headers.get_list("set-cookie") == cookies
+    assert r.text == "ok"
+
+
+def test_handler_error_is_502(app: App) -> None:
+    with app.client() as http:
+        r = http.get("/boom")
+    assert r.status_code == 502
+    assert r.json() == {"Message": "Internal Server Error"}
+    assert r.headers["x-amzn-RequestId"]
+
+
+def test_methods_not_allowed_are_405(app: App) -> None:
+    with app.client() as http:
+        assert http.delete("/echo").status_code == 405
+        assert http.patch("/echo").status_code == 405
+        assert http.post("/users/1/posts/2").status_code == 405
+        assert http.get("/respond").status_code == 405
+        assert http.put("/echo", content=b"x").status_code == 200
+        assert http.get("/nowhere").status_code == 404
+
+
+def test_over_6mb_is_413(app: App) -> None:
+    with app.client() as http:
+        r = http.post("/echo", content=b"x" * (6 * 1024 * 1024 + 1))
+    assert r.status_code == 413
+
+
+def test_map_response_of_a_non_json_payload_is_passed_through() -> None:
+    response = map_response(b"not json")
+    assert response.status_code == 200
+    assert response.body == b"not json"
+
+
+# -- CORS ------------------------------------------------------------------------------
+
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+
+
+def test_preflight_is_answered_without_a_token_and_without_invoking(app: App) -> None:
+    before = app.invocations("cors")
+    with app.client() as http:
+        r = http.options("/cors", headers=PREFLIGHT)
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert r.headers["access-control-allow-methods"] == "GET,POST"
+    assert r.headers["access-control-allow-headers"] == "content-type,authorization"
+    assert r.headers["access-control-max-age"] == "600"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["vary"] == "Origin"
+    assert app.invocations("cors") == before
+
+
+def test_preflight_from_an_unknown_origin_gets_no_allow_origin(app: App) -> None:
+    with app.client() as http:
+        r = http.options("/cors", headers={**PREFLIGHT, "Origin": "https://evil.example"})
+    assert r.status_code == 200
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_headers_on_the_actual_response(app: App) -> None:
+    with app.client() as http:
+        denied = http.get("/cors", headers={"Origin": "https://app.example"})
+        r = http.get(
+            "/cors",
+            headers={"Origin": "https://app.example", "Authorization": f"Bearer {TOKEN}"},
+        )
+        other = http.get(
+            "/cors", headers={"Origin": "https://evil.example", "Authorization": f"Bearer {TOKEN}"}
+        )
+    assert denied.status_code == 401  # CORS does not open the function URL
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["access-control-expose-headers"] == "x-trace"
+    assert r.headers["x-trace"] == "t-1"
+    assert other.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_wildcard_origin_and_any_method(app: App) -> None:
+    before = app.invocations("star")
+    with app.client() as http:
+        pre = http.options("/star", headers={**PREFLIGHT, "Origin": "https://x.example"})
+        assert app.invocations("star") == before  # the preflight route wins over "*"
+        r = http.delete("/star", headers={"Origin": "https://x.example"})
+    assert pre.headers["access-control-allow-origin"] == "*"
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "vary" not in r.headers
+    assert json.loads(r.content)["requestContext"]["http"]["method"] == "DELETE"
+
+
+def test_no_cors_config_means_no_cors_headers(app: App) -> None:
+    with app.client() as http:
+        r = http.get("/echo", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in r.headers
