@@ -36,6 +36,7 @@ format: setup
 	$(BIN)/ruff format eventrun tests bench examples
 
 bench: setup
+	@bash scripts/system-deps.sh bench
 	$(BIN)/python -m bench
 
 docs: setup

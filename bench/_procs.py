@@ -1,0 +1,105 @@
+"""Shared helpers for the benchmarks: free ports, daemon subprocesses, statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on {port} within {timeout_s} s")
+
+
+def write_app(root: Path, yaml_text: str, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(textwrap.dedent(text))
+    config = root / "eventrun.yaml"
+    config.write_text(textwrap.dedent(yaml_text))
+    return config
+
+
+@contextmanager
+def daemon(
+    config: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``eventrun run`` on ``port`` until the block ends; waits until ready (readyz)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eventrun",
+            "run",
+            "-c",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--log-format",
+            "json",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=config.parent,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        wait_port(port, proc)
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Median and spread (min..max) of repeated measurements."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def emit(bench: str, results: dict[str, Any]) -> None:
+    """The one machine-readable line every benchmark prints last."""
+    print("BENCH_JSON " + json.dumps({"bench": bench, **results}, sort_keys=True))
