@@ -159,7 +159,7 @@ def main() -> None:
         stack.callback(bare.terminate)
         wait_port(bare_port, bare)
         stack.enter_context(daemon(config, daemon_port))
-        for name, url in targets.items():  # warm up
+        for url in targets.values():  # warm up
             _wrk(url, args.connections, 1, script)
         for _ in range(args.reps):
             for name, url in targets.items():
@@ -175,17 +175,15 @@ def main() -> None:
         "errors": errors,
     }
     print(f"HTTP ({args.runtime} runtime, {args.connections} connections, wrk, {args.reps} reps)")
-    print(
-        f"{'endpoint':10} {'req/s median':>13} {'(min..max)':>20} {'ratio':>6} {'p50 ms@1':>9} {'p99 ms@1':>9}"
-    )
+    head = ("endpoint", "req/s median", "(min..max)", "ratio", "p50 ms@1", "p99 ms@1")
+    print("{:10} {:>13} {:>20} {:>6} {:>9} {:>9}".format(*head))
     bare_rps = summary(through["bare"])["median"]
     for name in targets:
         s = summary(through[name])
         lat50, lat99 = summary(p50[name])["median"], summary(p99[name])["median"]
         ratio = s["median"] / bare_rps
-        print(
-            f"{name:10} {s['median']:13,.0f} {s['min']:9,.0f}..{s['max']:<9,.0f} {ratio:6.2f} {lat50:9.3f} {lat99:9.3f}"
-        )
+        spread = f"{s['min']:9,.0f}..{s['max']:<9,.0f}"
+        print(f"{name:10} {s['median']:13,.0f} {spread} {ratio:6.2f} {lat50:9.3f} {lat99:9.3f}")
         results[name] = {"rps": s, "ratio": ratio, "p50_ms": lat50, "p99_ms": lat99}
     for name in ("invoke", "url"):
         added50 = summary(p50[name])["median"] - summary(p50["bare"])["median"]
