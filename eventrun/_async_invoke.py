@@ -9,6 +9,11 @@ Either way Lambda's destination record goes to ``on_failure`` (``RetriesExhauste
 ``on_failure`` configured, failures go to the function's default DLQ ``local:FUNCTION-dlq``
 rather than being discarded as Lambda would.
 
+Pipelines: an entry queued for a trigger (``meta["trigger"]``: cron, file-watch, or a DLQ
+redrive of a stream record) whose trigger names ``on_success`` has its handler's outputs
+(:mod:`eventrun._outputs`; keyed by ``meta["key"]`` when given) published there before the
+entry is acknowledged, like a poller trigger's outputs.
+
 Leases are sized to the function's timeout, so an entry leased by a daemon that dies is
 invoked again by whichever daemon leases it next (at-least-once).
 """
@@ -16,6 +21,7 @@ invoked again by whichever daemon leases it next (at-least-once).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +31,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from eventrun._destinations import Publisher
+from eventrun._outputs import pipeline_outputs
 from eventrun._records import async_destination_record
 from eventrun.abc import Clock, OutMessage
 from eventrun.exceptions import StoreError
@@ -74,6 +81,7 @@ class AsyncInvoker:
         clock: Clock,
         on_success: Publisher | None,
         on_failure: Publisher,
+        outputs: Mapping[str, Publisher] | None = None,
     ) -> None:
         self._s = settings
         self._invoke = invoke
@@ -81,6 +89,7 @@ class AsyncInvoker:
         self._clock = clock
         self._on_success = on_success
         self._on_failure = on_failure
+        self._outputs = dict(outputs or {})
         self.queue = f"async:{settings.function}"
         self._kick = anyio.Event()
         self._limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
@@ -90,10 +99,22 @@ class AsyncInvoker:
         self.stats = AsyncStats()
         self._log = log.bind(function=settings.function)
 
-    async def enqueue(self, payload: bytes, *, request_id: str | None = None) -> str:
-        """Queue an invocation durably; return its request id."""
+    async def enqueue(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        trigger: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Queue an invocation durably; return its request id. ``trigger`` (a trigger id,
+        ``FUNCTION/KIND[INDEX]``) routes the result to that trigger's ``on_success``;
+        ``meta`` is kept with the entry (``trigger`` and ``key`` there count too)."""
         rid = request_id or str(uuid.uuid4())
-        await self._store.put(self.queue, [payload], meta={"request_id": rid})
+        entry_meta = {**(meta or {}), "request_id": rid}
+        if trigger:
+            entry_meta["trigger"] = trigger
+        await self._store.put(self.queue, [payload], meta=entry_meta)
         self.stats.queued += 1
         self._kick.set()
         return rid
@@ -161,6 +182,9 @@ class AsyncInvoker:
         response = _decode(result.payload)
         if result.ok:
             self.stats.succeeded += 1
+            await self.publish_outputs(
+                entry.meta.get("trigger"), result.payload, entry.meta.get("key")
+            )
             await self._finish(entry, rid, "Success", attempts, response, None)
             return
         if attempts > self._s.maximum_retry_attempts:
@@ -175,6 +199,16 @@ class AsyncInvoker:
         await self._store.retry(
             self.queue, entry.id, available_at=self._clock.time() + delay, attempts=attempts
         )
+
+    async def publish_outputs(self, trigger: Any, payload: bytes, key: Any = None) -> None:
+        """Publish a successful result's pipeline outputs to ``trigger``'s ``on_success``
+        (nothing when that trigger has none); returns once they are delivered."""
+        publisher = self._outputs.get(str(trigger or ""))
+        if publisher is None:
+            return
+        messages = pipeline_outputs(payload, [None if key is None else str(key)], [0])
+        if messages:
+            await publisher.publish(messages)
 
     async def _finish(
         self,

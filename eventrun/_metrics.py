@@ -1,14 +1,22 @@
-"""Prometheus metrics for ``GET /metrics`` (prometheus-client).
+"""Prometheus metrics for ``GET /metrics`` (prometheus-client); names in docs/metrics.md.
 
-Counters that the hot paths already keep as plain integers (dispatcher, worker pools, async
-queues, sinks) are read at scrape time by a custom collector, so scraping costs nothing per
-record. Two histograms are observed directly: invocation duration and batch size.
+Scraping does no I/O and costs nothing per record: counters that the hot paths already keep
+as plain integers (runtime invocation counts, dispatcher, worker pools, async queues, sinks)
+are read at scrape time by a custom collector, and store queue depths come from the
+:class:`~eventrun._depths.QueueDepths` cache that a background task refreshes. Two
+histograms are observed directly: invocation duration and batch size.
+
+Source gauges: pollers report ``statistics()`` keys such as ``lag.<shard>``,
+``offset_lag.<shard>`` or ``oldest_pending_age_s``; keys with a known prefix become labelled
+gauges (``eventrun_source_lag{function,trigger,shard}``...), the rest stay in the generic
+``eventrun_source_gauge{function,trigger,name}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 if TYPE_CHECKING:
     from eventrun._runtime import Runtime
 
-__all__ = ["RuntimeMetrics", "render_metrics"]
+__all__ = ["RuntimeMetrics", "public_destination", "render_metrics", "source_gauges"]
 
 _DISPATCH_COUNTERS = {
     "polled": ("eventrun_records_polled", "Records taken from the source."),
@@ -33,9 +41,69 @@ _DISPATCH_COUNTERS = {
     "poll_errors": ("eventrun_source_poll_errors", "Failed polls (broker unavailable)."),
 }
 
+# statistics() key prefix -> labelled source gauge (the part after the first dot is the shard)
+_SOURCE_KINDS = {
+    "lag": "lag",
+    "offset_lag": "lag",
+    "queue_depth": "lag",
+    "oldest_pending_age_s": "oldest_age",
+    "oldest_record_age_s": "oldest_age",
+    "iterator_age_s": "oldest_age",
+    "pending": "pending",
+    "in_flight": "pending",
+}
+_SOURCE_FAMILIES = {
+    "lag": ("eventrun_source_lag", "Records not yet read (consumer lag / visible messages)."),
+    "oldest_age": (
+        "eventrun_source_oldest_record_age_seconds",
+        "Age of the oldest unprocessed record (iterator age).",
+    ),
+    "pending": ("eventrun_source_pending", "Records delivered but not yet acknowledged."),
+}
+_WORKER_EVENTS = ("timeouts", "crashes", "out_of_memory", "recycled")
+_ASYNC_EVENTS = ("queued", "invoked", "succeeded", "retried", "failed", "expired")
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def source_gauges(
+    stats: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Split a poller's ``statistics()`` into ``({"lag"|"oldest_age"|"pending": {shard:
+    value}}, {other_key: value})``. A total (a key without a shard) is kept, with shard
+    ``""``, only when the source reports no per-shard value of that kind, so summing a
+    family over shards never counts a record twice. Non-numbers are ignored."""
+    shards: dict[str, dict[str, float]] = {}
+    totals: dict[str, float] = {}
+    rest: dict[str, float] = {}
+    for key, value in stats.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        prefix, dot, shard = str(key).partition(".")
+        kind = _SOURCE_KINDS.get(prefix)
+        if kind is None:
+            rest[str(key)] = float(value)
+        elif dot:
+            shards.setdefault(kind, {})[shard] = float(value)
+        else:
+            totals[kind] = float(value)
+    for kind, value in totals.items():
+        shards.setdefault(kind, {"": value})
+    return shards, rest
+
+
+def public_destination(url: str) -> str:
+    """A destination URL fit for a label or a page: no userinfo, query or fragment."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
 
 class RuntimeMetrics:
-    """The histograms a runtime observes directly, in its own registry."""
+    """The histograms and plain counters a runtime keeps, in its own registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -44,24 +112,7 @@ class RuntimeMetrics:
             "Duration of invocations, by function.",
             ["function"],
             registry=self.registry,
-            buckets=(
-                0.001,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-                60,
-                300,
-                900,
-            ),
+            buckets=(*_DURATION_BUCKETS, 300, 900),
         )
         self.batch_size = Histogram(
             "eventrun_batch_size_records",
@@ -70,11 +121,30 @@ class RuntimeMetrics:
             registry=self.registry,
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000),
         )
+        self.invocations: dict[tuple[str, str, str], int] = {}
+        """(function, trigger, outcome ``ok``|``error``) -> count."""
+        self.throttles: dict[str, int] = {}
+        """function -> invocations refused with 429 / FunctionSaturated."""
         self._collector: _Collector | None = None
 
     def attach(self, runtime: Runtime) -> None:
         self._collector = _Collector(runtime)
         self.registry.register(self._collector)
+
+    def count(self, function: str, trigger: str, ok: bool) -> None:
+        key = (function, trigger, "ok" if ok else "error")
+        self.invocations[key] = self.invocations.get(key, 0) + 1
+
+    def throttled(self, function: str) -> None:
+        self.throttles[function] = self.throttles.get(function, 0) + 1
+
+    def function_totals(self, function: str) -> dict[str, int]:
+        """``{"ok": n, "error": n, "throttled": n}`` over every trigger of ``function``."""
+        out = {"ok": 0, "error": 0, "throttled": self.throttles.get(function, 0)}
+        for (fn, _trigger, outcome), n in self.invocations.items():
+            if fn == function:
+                out[outcome] += n
+        return out
 
 
 class _Collector:
@@ -85,14 +155,31 @@ class _Collector:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._functions()
+        yield from self._dispatch()
+        yield from self._queues()
+
+    def _functions(self) -> Iterator[Metric]:
         rt = self._runtime
         inv = CounterMetricFamily(
             "eventrun_invocations",
-            "Invocations by function and outcome.",
-            labels=["function", "outcome"],
+            "Invocations by function, trigger (a trigger name, api, or async) and outcome.",
+            labels=["function", "trigger", "outcome"],
+        )
+        for (function, trigger, outcome), n in sorted(rt.metrics.invocations.items()):
+            inv.add_metric([function, trigger, outcome], float(n))
+        throttles = CounterMetricFamily(
+            "eventrun_throttles",
+            "Invocations refused because every concurrency slot was busy (HTTP 429).",
+            labels=["function"],
         )
         cold = CounterMetricFamily(
             "eventrun_cold_starts", "Worker cold starts.", labels=["function"]
+        )
+        restarts = CounterMetricFamily(
+            "eventrun_worker_restarts",
+            "Workers replaced, by reason (timeouts, crashes, out_of_memory, recycled).",
+            labels=["function", "reason"],
         )
         workers = GaugeMetricFamily(
             "eventrun_workers", "Workers by state.", labels=["function", "state"]
@@ -105,25 +192,26 @@ class _Collector:
             "Busy workers / concurrency (1.0 = saturated; KEDA can scale on it).",
             labels=["function"],
         )
-        queue = GaugeMetricFamily(
-            "eventrun_async_queue_depth", "Asynchronous invocations queued.", labels=["function"]
+        async_events = CounterMetricFamily(
+            "eventrun_async_events",
+            "Asynchronous invocations by event (queued, invoked, succeeded, retried...).",
+            labels=["function", "event"],
         )
         for name, fn in rt.functions.items():
+            throttles.add_metric([name], float(rt.metrics.throttles.get(name, 0)))
             stats: dict[str, Any] = dict(fn.runner.statistics())
-            total = float(stats.get("invocations", 0))
-            errors = float(stats.get("errors", 0))
-            inv.add_metric([name, "ok"], total - errors)
-            inv.add_metric([name, "error"], errors)
             cold.add_metric([name], float(stats.get("cold_starts", 0)))
+            for reason in _WORKER_EVENTS:
+                restarts.add_metric([name, reason], float(stats.get(reason, 0)))
             busy = float(stats.get("busy", 0))
             workers.add_metric([name, "busy"], busy)
             workers.add_metric([name, "idle"], float(stats.get("idle", 0)))
             inflight.add_metric([name], busy)
             saturation.add_metric([name], busy / max(1, fn.config.concurrency))
-            a = fn.async_invoker.stats
-            queue.add_metric([name], float(max(0, a.queued - a.succeeded - a.failed - a.expired)))
-        yield from (inv, cold, workers, inflight, saturation, queue)
-        yield from self._dispatch()
+            for event in _ASYNC_EVENTS:
+                value = getattr(fn.async_invoker.stats, event)
+                async_events.add_metric([name, event], float(value))
+        yield from (inv, throttles, cold, restarts, workers, inflight, saturation, async_events)
 
     def _dispatch(self) -> Iterator[Metric]:
         families = {
@@ -135,9 +223,13 @@ class _Collector:
             "Records in a running batch.",
             labels=["function", "trigger"],
         )
-        source = GaugeMetricFamily(
+        labelled = {
+            kind: GaugeMetricFamily(name, doc, labels=["function", "trigger", "shard"])
+            for kind, (name, doc) in _SOURCE_FAMILIES.items()
+        }
+        generic = GaugeMetricFamily(
             "eventrun_source_gauge",
-            "Source gauges (lag, oldest record age, depth...) by name.",
+            "Other source gauges (partitions, delayed messages...) by name.",
             labels=["function", "trigger", "name"],
         )
         for name, src in self._runtime.sources.items():
@@ -147,17 +239,59 @@ class _Collector:
             for key, family in families.items():
                 family.add_metric([src.function, name], stats.get(key, 0.0))
             held.add_metric([src.function, name], stats.get("in_flight", 0.0))
-            if src.poller is not None:
-                try:
-                    gauges = dict(src.poller.statistics())
-                except Exception:  # a broken statistics() must not break scraping
-                    gauges = {}
-                for gname, value in gauges.items():
-                    if isinstance(value, int | float):
-                        source.add_metric([src.function, name, gname], float(value))
+            if src.poller is None:
+                continue
+            try:
+                raw = dict(src.poller.statistics())
+            except Exception:  # a broken statistics() must not break scraping
+                raw = {}
+            shards, rest = source_gauges(raw)
+            for kind, values in shards.items():
+                for shard, value in sorted(values.items()):
+                    labelled[kind].add_metric([src.function, name, shard], value)
+            for gname, value in sorted(rest.items()):
+                generic.add_metric([src.function, name, gname], value)
         yield from families.values()
         yield held
-        yield source
+        yield from labelled.values()
+        yield generic
+
+    def _queues(self) -> Iterator[Metric]:
+        rt = self._runtime
+        queue = GaugeMetricFamily(
+            "eventrun_async_queue_depth",
+            "Asynchronous invocations queued in the store (refreshed every few seconds).",
+            labels=["function"],
+        )
+        for name in rt.functions:
+            queue.add_metric([name], float(rt.depths.async_depth(name)))
+        dlq = GaugeMetricFamily(
+            "eventrun_dlq_depth",
+            "Entries in each local: queue (DLQs, destinations; refreshed every few seconds).",
+            labels=["queue"],
+        )
+        for name, depth in sorted(rt.depths.local.items()):
+            dlq.add_metric([name], float(depth))
+        sent = CounterMetricFamily(
+            "eventrun_destination_records",
+            "Records delivered to a destination or DLQ (sink URL without credentials).",
+            labels=["destination"],
+        )
+        failures = CounterMetricFamily(
+            "eventrun_destination_send_failures",
+            "Failed sends to a destination (each is retried; nothing is dropped).",
+            labels=["destination"],
+        )
+        router = rt.router
+        if router is not None:
+            for family, counts in ((sent, router.sent), (failures, router.failures)):
+                merged: dict[str, int] = {}
+                for url, n in dict(counts).items():
+                    label = public_destination(url)
+                    merged[label] = merged.get(label, 0) + n
+                for label, n in sorted(merged.items()):
+                    family.add_metric([label], float(n))
+        yield from (queue, dlq, sent, failures)
 
 
 def render_metrics(runtime: Runtime) -> tuple[bytes, str]:

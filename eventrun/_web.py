@@ -1,0 +1,260 @@
+"""The daemon's web status page (``GET /``): server-rendered HTML with a little JavaScript.
+
+The page shows functions, triggers, recent errors and DLQ contents with redrive buttons; its
+script polls ``GET /status`` every 2 s for live counts and rates, and redrives through
+``POST /dlq/{queue}/redrive``. Template, CSS and script live in ``eventrun/web/``.
+
+Auth (when the server has bearer tokens): a browser cannot send a bearer header, so the page
+accepts the token once, as ``?token=`` or from its login form, answers with an HttpOnly,
+SameSite=Strict session cookie (an HMAC of the token, never the token itself) and redirects
+to a clean URL. :class:`eventrun.api._Auth` accepts that cookie for every guarded endpoint;
+state-changing requests authenticated by cookie must also carry ``X-Requested-With`` (a
+header no cross-site form can set). Responses carry a nonce-based Content-Security-Policy,
+``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from html import escape
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from eventrun import _dlq
+from eventrun._metrics import public_destination
+
+if TYPE_CHECKING:
+    from eventrun._runtime import Runtime
+    from eventrun.api import _Auth
+
+__all__ = ["SESSION_COOKIE", "session_value", "web_routes"]
+
+SESSION_COOKIE = "eventrun_session"
+ENTRIES_SHOWN = 20
+
+
+def session_value(token: bytes) -> str:
+    """The session cookie value for a bearer token (the token cannot be read back from it)."""
+    return hmac.new(token, b"eventrun web session v1", hashlib.sha256).hexdigest()
+
+
+def _asset(name: str) -> str:
+    return resources.files("eventrun.web").joinpath(name).read_text(encoding="utf-8")
+
+
+def _headers(nonce: str) -> dict[str, str]:
+    csp = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "connect-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def _page(title: str, body: str, *, status: int = 200, script: bool = False) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16)
+    js = f'<script nonce="{nonce}">{_asset("status.js")}</script>' if script else ""
+    html = (
+        _asset("page.html")
+        .replace("{{TITLE}}", escape(title))
+        .replace("{{NONCE}}", nonce)
+        .replace("{{CSS}}", _asset("status.css"))
+        .replace("{{BODY}}", body)
+        .replace("{{SCRIPT}}", js)
+    )
+    return HTMLResponse(html, status_code=status, headers=_headers(nonce))
+
+
+def _login(error: str = "", status: int = 401) -> HTMLResponse:
+    message = f'<p class="badge bad">{escape(error)}</p>' if error else ""
+    body = f"""
+<main class="login"><h1>eventrun</h1>
+<p>This daemon requires a bearer token.</p>{message}
+<form method="post" action="/login">
+<label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form></main>"""
+    return _page("eventrun: sign in", body, status=status)
+
+
+def _signed_in(request: Request, token: str) -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_value(token.encode()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _badge(ok: bool, yes: str, no: str) -> str:
+    return f'<span class="badge {"good" if ok else "bad"}">{escape(yes if ok else no)}</span>'
+
+
+def _functions(doc: dict[str, Any]) -> str:
+    rows = []
+    for name, fn in sorted(doc["functions"].items()):
+        w = fn.get("workers", {})
+        inv = fn.get("invocations", {})
+        n = escape(name)
+        rows.append(
+            f'<tr data-fn="{n}"><td><b>{n}</b></td><td>{escape(str(fn.get("runtime")))}</td>'
+            f'<td class="num" data-k="workers">{w.get("busy", 0)} / {w.get("workers", 0)}</td>'
+            f'<td class="num" data-k="in_flight">{fn.get("in_flight", 0)}</td>'
+            f'<td class="num">{fn.get("concurrency")}</td>'
+            f'<td class="num" data-k="ok">{inv.get("ok", 0)}</td>'
+            f'<td class="num" data-k="error">{inv.get("error", 0)}</td>'
+            f'<td class="num" data-k="throttled">{inv.get("throttled", 0)}</td>'
+            f'<td class="num" data-k="rate">&ndash;</td>'
+            f'<td class="num" data-k="async">{fn.get("async_queue_depth", 0)}</td></tr>'
+        )
+    head = (
+        "<tr><th>Function</th><th>Runtime</th><th>Busy / workers</th><th>In flight</th>"
+        "<th>Concurrency</th><th>OK</th><th>Errors</th><th>Throttled</th><th>Rate /s</th>"
+        "<th>Async queued</th></tr>"
+    )
+    return f'<table id="functions"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _triggers(doc: dict[str, Any]) -> str:
+    rows = []
+    for name, src in sorted(doc["sources"].items()):
+        n = escape(name)
+        state = _badge(src.get("started", False), "running", src.get("error") or "starting")
+        lag = src.get("lag", {}).get("total", "")
+        rows.append(
+            f'<tr data-src="{n}"><td>{n}</td><td>{escape(src["kind"])}</td>'
+            f'<td>{escape(src["function"])}</td><td data-k="state">{state}</td>'
+            f'<td class="num" data-k="lag">{lag}</td></tr>'
+        )
+    if not rows:
+        return '<p class="muted">No triggers: invoke functions through the API.</p>'
+    head = "<tr><th>Trigger</th><th>Kind</th><th>Function</th><th>State</th><th>Lag</th></tr>"
+    return f'<table id="triggers"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _errors(doc: dict[str, Any]) -> str:
+    items = []
+    for name, fn in sorted(doc["functions"].items()):
+        for err in reversed(fn.get("recent_errors", [])):
+            detail = json.dumps(err.get("error", err), indent=2)
+            items.append(
+                f"<details><summary><b>{escape(name)}</b> "
+                f'<span class="badge bad">{escape(str(err.get("errorType")))}</span> '
+                f"<code>{escape(str(err.get('requestId')))}</code></summary>"
+                f"<pre>{escape(detail)}</pre></details>"
+            )
+    return "".join(items) or '<p class="muted">No errors recently.</p>'
+
+
+def _dlq_section(queues: dict[str, int], entries: dict[str, list[dict[str, Any]]]) -> str:
+    if not any(queues.values()):
+        return '<p class="muted" id="dlq-empty">Every dead-letter queue is empty.</p>'
+    parts = []
+    for queue, depth in sorted(queues.items()):
+        if not depth:
+            continue
+        q = escape(queue)
+        rows = []
+        for e in entries.get(queue, []):
+            eid = escape(e["id"])
+            payload = escape(json.dumps(e.get("payload"), indent=2)[:4000])
+            rows.append(
+                f"<tr><td><code>{eid}</code></td><td>{escape(str(e.get('function')))}</td>"
+                f"<td>{escape(str(e.get('condition') or e['kind']))}</td>"
+                f"<td>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['enqueued_at']))}</td>"
+                f"<td><details><summary>payload</summary><pre>{payload}</pre></details></td>"
+                f'<td><button class="redrive" data-queue="{q}" data-id="{eid}">Redrive</button>'
+                "</td></tr>"
+            )
+        more = (
+            f'<p class="muted">{depth - len(rows)} more not shown.</p>' if depth > len(rows) else ""
+        )
+        parts.append(
+            f'<section class="queue" data-queue="{q}"><h3>{q} '
+            f'<span class="badge warn" data-k="depth">{depth}</span> '
+            f'<button class="redrive" data-queue="{q}">Redrive all</button></h3>'
+            "<table><thead><tr><th>Id</th><th>Function</th><th>Condition</th><th>Enqueued</th>"
+            f"<th></th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>{more}</section>"
+        )
+    return "".join(parts)
+
+
+async def _status_body(runtime: Runtime) -> str:
+    doc = runtime.statistics()
+    queues = await _dlq.list_queues(runtime.store)
+    entries = {
+        q: await _dlq.list_entries(runtime.store, q, limit=ENTRIES_SHOWN)
+        for q in queues
+        if queues[q]
+    }
+    sinks = ""
+    if runtime.router is not None and runtime.router.sent:
+        sent = ", ".join(
+            f"{escape(public_destination(u))}: {n}" for u, n in sorted(runtime.router.sent.items())
+        )
+        sinks = f'<p class="muted">Delivered to destinations: {sent}</p>'
+    ready = _badge(doc["ready"], "ready", "starting")
+    return f"""
+<header><h1>eventrun</h1>{ready}<span class="muted" id="uptime">up {doc["uptime_s"]:.0f} s</span>
+<span class="muted" id="updated"></span></header>
+<main id="page" data-rendered-at="{time.time():.3f}">
+<h2>Functions</h2>{_functions(doc)}
+<h2>Triggers</h2>{_triggers(doc)}
+<h2>Dead-letter queues</h2><div id="dlq">{_dlq_section(queues, entries)}</div>{sinks}
+<p id="redrive-result" class="muted" role="status"></p>
+<h2>Recent errors</h2><div id="errors">{_errors(doc)}</div>
+</main>"""
+
+
+def web_routes(runtime: Runtime, auth: _Auth) -> list[Route]:
+    """``GET /`` (the page), ``POST /login``, ``GET /logout``."""
+
+    async def index(request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is not None:
+            if auth.valid_token(token.encode()):
+                return _signed_in(request, token)
+            if not auth.enabled:
+                return RedirectResponse("/", status_code=303)  # keep tokens out of the URL
+            return _login("That token is not valid.")
+        if not auth.ok(request):
+            return _login(status=401)
+        return _page("eventrun status", await _status_body(runtime), script=True)
+
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        token = (form.get("token") or [""])[0]
+        if token and auth.valid_token(token.encode()):
+            return _signed_in(request, token)
+        return _login("That token is not valid.")
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    return [
+        Route("/", index, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["GET"]),
+    ]

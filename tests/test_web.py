@@ -1,0 +1,203 @@
+"""The daemon's web status page in a real headless browser (Debian's chromium driven by
+Selenium through the system chromedriver; nothing is downloaded).
+
+It signs in with ``?token=`` (the token leaves the URL, an HttpOnly SameSite=Strict cookie
+stays), shows the functions, triggers and a DLQ entry, its script polls /status, and the
+Redrive button re-invokes the dead-lettered event exactly once. A missing chromium is a
+failure that says how to install it, never a skip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from tests._daemon import Daemon, daemon
+from tests.fixtures._ports import free_port
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+HANDLERS = """
+import os, pathlib
+
+def work(event, context):
+    ident = event.get("id", "tick")
+    broken = pathlib.Path(os.environ["BROKEN"])
+    if broken.exists() and ident in broken.read_text().split():
+        raise RuntimeError(f"{ident} is broken")
+    with open(os.environ["LEDGER"], "a") as f:
+        f.write(f"{context.function_name} {ident}\\n")
+    return {"done": ident}
+"""
+
+CONFIG = """
+store: {{url: "sqlite:///state.db"}}
+server: {{port: {port}}}
+functions:
+  orders:
+    handler: handlers:work
+    concurrency: 4
+    maximum_retry_attempts: 0
+    environment: {{LEDGER: "{root}/ledger.txt", BROKEN: "{root}/broken.txt"}}
+  nightly:
+    handler: handlers:work
+    environment: {{LEDGER: "{root}/ledger.txt", BROKEN: "{root}/broken.txt"}}
+    triggers:
+      - cron: {{schedule: "0 3 * * *"}}
+"""
+
+TOKEN = "web-test-token"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+
+
+def _browser_binaries() -> tuple[str, str]:
+    chromium = shutil.which("chromium")
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+    )
+    if chromium is None or driver is None:
+        pytest.fail(
+            "the web page test needs Debian's chromium and chromedriver: "
+            "apt-get install -y chromium chromium-driver",
+            pytrace=False,
+        )
+    return chromium, driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_path = _browser_binaries()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def ledger(root: Path) -> Counter[str]:
+    path = root / "ledger.txt"
+    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.05)
+
+
+def _prepare(d: Daemon) -> None:
+    """Some successes, one sync error, and one async failure in local:orders-dlq."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=d.url, headers=auth, timeout=30) as http:
+        for n in range(3):
+            r = http.post("/2015-03-31/functions/orders/invocations", json={"id": f"ok{n}"})
+            assert r.status_code == 200
+        http.post("/2015-03-31/functions/orders/invocations", json={"id": "w-sync"})
+        r = http.post(
+            "/2015-03-31/functions/orders/invocations",
+            json={"id": "w1"},
+            headers={"X-Amz-Invocation-Type": "Event"},
+        )
+        assert r.status_code == 202
+        _wait(
+            lambda: http.get("/dlq").json()["queues"].get("local:orders-dlq") == 1,
+            "the failure reached local:orders-dlq",
+        )
+
+
+def test_status_page_shows_functions_and_redrives(tmp_path: Path, browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    port = free_port()
+    config = tmp_path / "eventrun.yaml"
+    config.write_text(CONFIG.format(port=port, root=tmp_path))
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    (tmp_path / "broken.txt").write_text("w1 w-sync")
+    with daemon(config, port=port, env={"EVENTRUN_TOKENS": TOKEN}) as d:
+        _prepare(d)
+        (tmp_path / "broken.txt").unlink()  # fixed: the redrive will succeed
+        wait = WebDriverWait(driver, 20)
+
+        # without the token: the sign-in form, nothing else
+        driver.get(d.url + "/")
+        assert driver.find_element(By.ID, "token")
+        assert "orders" not in driver.page_source
+
+        # ?token= once: a session cookie, and the token is gone from the address bar
+        driver.get(f"{d.url}/?token={TOKEN}")
+        wait.until(ec.presence_of_element_located((By.ID, "functions")))
+        assert TOKEN not in driver.current_url
+        (cookie,) = driver.get_cookies()
+        assert cookie["httpOnly"] is True
+        assert cookie["sameSite"] == "Strict"
+        assert TOKEN not in cookie["value"]
+        rows = driver.find_elements(By.CSS_SELECTOR, "#functions tbody tr")
+        assert sorted(str(r.get_attribute("data-fn")) for r in rows) == ["nightly", "orders"]
+        triggers = driver.find_element(By.ID, "triggers").text
+        assert "nightly/cron[0]" in triggers
+        assert "running" in triggers
+        errors = str(driver.find_element(By.ID, "errors").get_attribute("textContent"))
+        assert "w-sync is broken" in errors
+        assert "RuntimeError" in errors
+        # the script polls /status (with the cookie) and fills in live numbers
+        wait.until(ec.text_to_be_present_in_element((By.ID, "updated"), "updated"))
+        ok_cell = driver.find_element(By.CSS_SELECTOR, 'tr[data-fn="orders"] [data-k="ok"]')
+        assert ok_cell.text == "3"
+        queue = driver.find_element(By.CSS_SELECTOR, 'section[data-queue="local:orders-dlq"]')
+        assert "RetriesExhausted" in queue.text
+        assert queue.find_element(By.CSS_SELECTOR, '[data-k="depth"]').text == "1"
+        # a second poll gives rates
+        rate = 'tr[data-fn="orders"] [data-k="rate"]'
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, rate), "0.0"))
+        driver.save_screenshot(str(tmp_path / "status-page.png"))
+
+        # a cookie alone cannot change state: the page's requests carry X-Requested-With
+        session = {"eventrun_session": cookie["value"]}
+        with httpx.Client(base_url=d.url, cookies=session) as http:
+            assert http.get("/status").status_code == 200
+            r = http.post("/dlq/local:orders-dlq/redrive", json={"dry_run": True})
+            assert r.status_code == 401
+
+        # the Redrive button of the entry: the event runs again, once
+        button = queue.find_element(By.CSS_SELECTOR, "button.redrive[data-id]")
+        button.click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "redrive-result"), "Redrove 1 entry"))
+        _wait(lambda: ledger(tmp_path)["orders w1"] == 1, "the redriven event was handled")
+        wait.until(ec.presence_of_element_located((By.ID, "dlq-empty")))  # after the reload
+    assert ledger(tmp_path) == Counter(
+        {"orders ok0": 1, "orders ok1": 1, "orders ok2": 1, "orders w1": 1}
+    )
+    shot = tmp_path / "status-page.png"
+    assert shot.stat().st_size > 10_000
+    print(json.dumps({"screenshot": str(shot)}))
