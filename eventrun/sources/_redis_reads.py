@@ -2,8 +2,9 @@
 
 What this consumer holds is tracked per stream in ``held`` (entry ids read and neither
 acked nor released, including records read beyond ``max_records`` and kept in
-``overflow``); ``unacked`` holds acks not yet confirmed by Redis. A PEL re-read skips both,
-so one process never delivers an entry twice while it still holds it. Commands go out raw
+``overflow``); ``unacked`` holds acks not sent yet and ``acking`` the ones whose XACK is
+in flight. A PEL re-read skips all three, so one process never delivers an entry twice
+while it still holds it. Commands go out raw
 (see :mod:`eventrun.sources._redis_client`); replies are RESP2 lists.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from eventrun.abc import Record
 from eventrun.sources._redis_records import EntryBuilder
@@ -34,6 +37,7 @@ class ReadState:
         self._by_raw = {s.encode(): builders[s] for s in streams}
         self.held: dict[str, set[bytes]] = {s: set() for s in streams}
         self.unacked: dict[str, dict[bytes, None]] = {s: {} for s in streams}
+        self.acking: dict[str, set[bytes]] = {s: set() for s in streams}
         self.recovering: dict[str, bytes] = dict.fromkeys(streams, _START)
         self.claim_cursor: dict[str, bytes] = dict.fromkeys(streams, _START)
         self.overflow: deque[Record] = deque()
@@ -69,23 +73,47 @@ class ReadState:
                 self.recovering[record.shard] = _START
 
     async def flush_acks(self, client: Any) -> None:
-        """XACK every queued id in one pipelined round trip; ids stay queued (and skipped
-        by PEL re-reads) until Redis confirmed them."""
-        pending = {s: list(ids) for s, ids in self.unacked.items() if ids}
-        if not pending:
+        """XACK every queued id in one round trip.
+
+        The ids move to ``acking`` while the XACK is in flight (so a concurrent flush does
+        not send them twice, and PEL re-reads still skip them); on a connection error
+        they go back to ``unacked`` and the error propagates. A server error (the key is
+        no stream any more) drops them: there is nothing left to acknowledge.
+        """
+        batch = {s: list(ids) for s, ids in self.unacked.items() if ids}
+        if not batch:
             return
-        async with client.pipeline(transaction=False) as pipe:
-            for stream, ids in pending.items():
-                pipe.execute_command("XACK", stream, self.group, *ids)
-            await pipe.execute(raise_on_error=False)
-        for stream, ids in pending.items():
-            queued = self.unacked[stream]
-            for entry_id in ids:
-                queued.pop(entry_id, None)
+        for stream, ids in batch.items():
+            self.unacked[stream] = {}
+            self.acking[stream].update(ids)
+        try:
+            if len(batch) == 1:
+                [(stream, ids)] = batch.items()
+                await client.execute_command("XACK", stream, self.group, *ids)
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for stream, ids in batch.items():
+                        pipe.execute_command("XACK", stream, self.group, *ids)
+                    await pipe.execute(raise_on_error=False)
+        except ResponseError:
+            pass
+        except BaseException:
+            for stream, ids in batch.items():
+                self.unacked[stream].update(dict.fromkeys(ids))
+            raise
+        finally:
+            for stream, ids in batch.items():
+                self.acking[stream].difference_update(ids)
+
+    def ack_backlog(self) -> int:
+        """Ids whose XACK is queued or in flight."""
+        return sum(map(len, self.unacked.values())) + sum(map(len, self.acking.values()))
 
     def _skip(self, stream: str) -> set[bytes]:
-        unacked = self.unacked[stream]
-        return self.held[stream].union(unacked) if unacked else self.held[stream]
+        unacked, acking = self.unacked[stream], self.acking[stream]
+        if not unacked and not acking:
+            return self.held[stream]
+        return self.held[stream].union(unacked, acking)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -192,6 +220,7 @@ class ReadState:
         async with client.pipeline(transaction=False) as pipe:
             for stream, entries in claimed.items():
                 limit = len(entries) + len(self.held[stream]) + len(self.unacked[stream])
+                limit += len(self.acking[stream])
                 pipe.execute_command(
                     "XPENDING", stream, self.group, entries[0][0], entries[-1][0],
                     limit, self.consumer,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64encode
+from binascii import b2a_base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +70,7 @@ def entry_time(entry_id: str) -> float:
 class EntryBuilder:
     """Builds :class:`Record` objects for one stream (stream-level strings cached once)."""
 
-    __slots__ = ("_arn", "_key_field", "_prefix", "_region", "stream")
+    __slots__ = ("_arn", "_key_field", "_names", "_prefix", "_region", "stream")
 
     def __init__(self, stream: str, location: str, region: str, key_field: str | None) -> None:
         self.stream = stream
@@ -77,6 +78,7 @@ class EntryBuilder:
         self._prefix = stream + ":"
         self._region = region
         self._key_field = key_field.encode() if key_field else None
+        self._names: dict[bytes, str] = {}  # field name -> text (names repeat)
 
     @property
     def arn(self) -> str:
@@ -94,14 +96,20 @@ class EntryBuilder:
         key: str | None = None
         key_field = self._key_field
         size = 300
+        names = self._names
         it = iter(pairs)
         for name in it:
             value = next(it)
             size += len(value)
+            text = names.get(name)
+            if text is None:
+                text = name.decode(errors="backslashreplace")
+                if len(names) < 1024:
+                    names[name] = text
             try:
-                fields[name.decode()] = value.decode()
+                fields[text] = value.decode()
             except UnicodeDecodeError:
-                fields[name.decode(errors="backslashreplace")] = _text(value)
+                fields[text] = _text(value)
             if name == b"data" or name == b"body":
                 payload = value
                 payload_fields += 1
@@ -123,7 +131,7 @@ class EntryBuilder:
                 "id": entry_id,
                 "sequenceNumber": entry_id,
                 "partitionKey": key or "",
-                "data": b64encode(payload).decode("ascii"),
+                "data": b2a_base64(payload, newline=False).decode("ascii"),
                 "approximateArrivalTimestamp": arrival,
                 "deliveryCount": deliveries,
                 "fields": fields,
@@ -142,16 +150,20 @@ def _iso(epoch_s: float) -> str:
 
 
 def batch_info(records: Sequence[Record], arn_of: dict[str, str]) -> dict[str, Any]:
-    """Kinesis-style batch info of a batch (records of one stream, in order)."""
+    """``{"RedisStreamsBatchInfo": {...}}`` of a failure record: the fields of Lambda's
+    ``KinesisBatchInfo`` (shardId = stream, sequence numbers = entry ids) for a batch of
+    one stream, in order."""
     if not records:
         return {}
     first, last = records[0], records[-1]
     return {
-        "shardId": first.shard,
-        "startSequenceNumber": first.item_id,
-        "endSequenceNumber": last.item_id,
-        "approximateArrivalOfFirstRecord": _iso(first.timestamp),
-        "approximateArrivalOfLastRecord": _iso(last.timestamp),
-        "batchSize": len(records),
-        "streamArn": arn_of.get(first.shard, ""),
+        "RedisStreamsBatchInfo": {
+            "shardId": first.shard,
+            "startSequenceNumber": first.item_id,
+            "endSequenceNumber": last.item_id,
+            "approximateArrivalOfFirstRecord": _iso(first.timestamp),
+            "approximateArrivalOfLastRecord": _iso(last.timestamp),
+            "batchSize": len(records),
+            "streamArn": arn_of.get(first.shard, ""),
+        }
     }

@@ -24,8 +24,11 @@ Delivery contract, per stream, as this consumer sees it:
    (``XCLAIM ... JUSTID`` to ourselves every ``claim_idle``/3 during ``poll``/``ack``)
    so another replica does not steal them while a handler runs.
 
-``ack`` XACKs exactly the given ids (one pipelined round trip); if Redis is down then,
-the ids are kept and XACKed before the next read. ``release`` leaves entries pending:
+``ack`` queues exactly the given ids and returns; a background task of the poller XACKs
+whatever is queued in one round trip (acks that arrive meanwhile go in the next one), so
+a lane never waits for Redis before its next batch. If Redis is down, the ids stay
+queued and the XACK is retried; ``__aexit__`` flushes what is left. An ack lost in a
+crash means a redelivery (at least once), never a loss. ``release`` leaves entries pending:
 they are re-read from the PEL by the next ``poll`` (or by a restarted consumer of the
 same name, or claimed by another after ``claim_idle``). ``deliveryCount`` and
 ``Record.attempt`` are Redis' delivery counter (1 for a first delivery).
@@ -42,6 +45,7 @@ from typing import Any, Self
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from redis.exceptions import ResponseError
 
 from eventrun.abc import Record, SourceSpec
@@ -73,7 +77,7 @@ class RedisStreamsPoller:
         cfg = spec.config
         streams = cfg.streams
         self.streams: list[str] = [streams] if isinstance(streams, str) else list(streams)
-        self.group: str = cfg.group
+        self.group: str = getattr(cfg, "group", None) or f"eventrun-{spec.function}"
         start = str(getattr(cfg, "starting_position", None) or "$")
         self.starting_position = _POSITIONS.get(start.upper(), start)
         self.consumer: str = (
@@ -97,10 +101,23 @@ class RedisStreamsPoller:
         self._next_stats = 0.0
         self._next_claim = 0.0
         self._next_heartbeat = 0.0
+        self._tg: TaskGroup | None = None
+        self._acks_wanted: anyio.Event | None = None  # created in __aenter__ (needs a loop)
 
     async def __aenter__(self) -> Self:
         self._client = make_client(self._url, read_timeout_s=BLOCK_MS / 1000 + 5)
-        await self._ensure_groups()
+        try:
+            await self._ensure_groups()
+        except BaseException:
+            client, self._client = self._client, None
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+            raise
+        # The ack flusher lives as long as the ``async with`` block (same task).
+        self._acks_wanted = anyio.Event()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._flush_loop)
         return self
 
     async def __aexit__(
@@ -109,6 +126,26 @@ class RedisStreamsPoller:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                # Not given the block's exception: that propagates as it is, ungrouped.
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            await self._close()
+
+    async def flush(self) -> None:
+        """XACK everything queued now (raises SourceUnavailable if Redis is down; the
+        ids stay queued for the flusher task then)."""
+        try:
+            with translate_errors("XACK", self._location):
+                await self._reads.flush_acks(self._client)
+        except BaseException:
+            self._want_flush()
+            raise
+
+    async def _close(self) -> None:
         client, self._client = self._client, None
         if client is None:
             return
@@ -146,7 +183,6 @@ class RedisStreamsPoller:
             with translate_errors("XREADGROUP", self._location):
                 if not self._groups_ready:
                     await self._ensure_groups()
-                await reads.flush_acks(self._client)
                 records = await reads.read_pending(self._client, count)
                 if not records:
                     records = await self._housekeeping(count)
@@ -191,13 +227,31 @@ class RedisStreamsPoller:
         return records
 
     async def ack(self, records: Sequence[Record]) -> None:
-        """XACK exactly these entries; kept for the next poll if Redis is down now."""
+        """Queue the XACK of exactly these entries (sent by the flusher task)."""
         self._reads.settle(records, acked=True)
-        try:
-            with translate_errors("XACK", self._location):
-                await self._reads.flush_acks(self._client)
-        except SourceUnavailable as exc:
-            log.warning("source.ack_deferred", source="redis_streams", error=str(exc))
+        self._want_flush()
+
+    def _want_flush(self) -> None:
+        if self._acks_wanted is not None:
+            self._acks_wanted.set()
+
+    async def _flush_loop(self) -> None:
+        """XACK queued ids, one round trip at a time; retry while Redis is down."""
+        failures = 0
+        while True:
+            assert self._acks_wanted is not None
+            await self._acks_wanted.wait()
+            self._acks_wanted = anyio.Event()
+            try:
+                with translate_errors("XACK", self._location):
+                    await self._reads.flush_acks(self._client)
+                failures = 0
+            except Exception as exc:  # kept queued; retried here, and by __aexit__
+                failures += 1
+                if failures == 1:
+                    log.warning("source.ack_deferred", source="redis_streams", error=str(exc))
+                await anyio.sleep(min(0.1 * 2**failures, 5.0))
+                self._want_flush()
 
     async def release(self, records: Sequence[Record], delay_s: float) -> None:
         """Leave the entries pending; the next poll re-reads them from the PEL."""

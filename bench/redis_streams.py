@@ -1,0 +1,273 @@
+"""Redis Streams throughput: a plain redis-py consumer loop vs the eventrun runtime.
+
+    .venv/bin/python -m bench.redis_streams [--entries 50000] [--reps 3] [--profile MODE]
+
+Starts its own ``redis-server`` on a free loopback port, loads ``--entries`` entries
+(one ``data`` field of ``--value-bytes`` bytes) into one stream, then measures, alternating
+the modes in every repetition, each against a fresh consumer group on the same data:
+
+* ``plain``   - redis.asyncio ``XREADGROUP COUNT 100`` + ``XACK`` loop, nothing else;
+* ``inline``  - the eventrun runtime, ``runtime: inline``, a trivial ``async def`` handler;
+* ``process`` - the eventrun runtime, ``runtime: process`` (one worker), a trivial handler.
+
+The runtime is measured from ``runtime.ready`` (the poller connected and is about to
+poll; workers are warm) until every entry was acknowledged in Redis; logs render as
+JSON lines to /dev/null at level info, as a daemon's would. Prints a table (median and
+min..max records/s, ratio to the plain loop's median) and one JSON line of results.
+``--profile MODE`` runs that mode once more under pyinstrument and prints the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import redis.asyncio as aioredis
+import structlog
+
+from eventrun._runtime import Runtime
+from eventrun.config import load_config
+
+STREAM = "bench"
+MODES = ("plain", "inline", "process")
+HANDLERS = """
+def handler(event, context):
+    return None
+
+async def ahandler(event, context):
+    return None
+"""
+CONFIG = """
+connections:
+  redis: {{main: {{url: "{url}"}}}}
+store: {{url: "sqlite:///state.db"}}
+functions:
+  fn:
+    handler: {handler}
+    runtime: {runtime}
+    concurrency: 1
+    min_warm: {min_warm}
+    triggers:
+      - redis_streams:
+          connection: main
+          streams: [{stream}]
+          group: {group}
+          consumer: bench
+          starting_position: "0"
+          batch_size: 100
+"""
+
+
+# -- the redis server ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A throw-away redis-server (nothing persisted); yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found: apt-get install redis-server")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("redis-server did not start") from None
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def load(url: str, entries: int, value_bytes: int) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.delete(STREAM)
+        value = b"x" * value_bytes
+        for start in range(0, entries, 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for _ in range(min(1000, entries - start)):
+                    pipe.xadd(STREAM, {"data": value})
+                await pipe.execute()
+        assert await client.xlen(STREAM) == entries
+    finally:
+        await client.aclose()
+
+
+# -- the three contenders ------------------------------------------------------------
+
+
+async def plain_loop(url: str, group: str, entries: int) -> float:
+    """Seconds for a bare XREADGROUP COUNT 100 + XACK loop to consume every entry."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.xgroup_create(STREAM, group, "0")
+        done = 0
+        started = time.perf_counter()
+        while done < entries:
+            reply = await client.xreadgroup(group, "bench", {STREAM: ">"}, count=100, block=1000)
+            if not reply:
+                continue
+            ids = [entry_id for entry_id, _ in reply[0][1]]
+            await client.xack(STREAM, group, *ids)
+            done += len(ids)
+        return time.perf_counter() - started
+    finally:
+        await client.aclose()
+
+
+async def runtime_run(url: str, group: str, entries: int, runtime: str, root: Path) -> float:
+    """Seconds for the eventrun runtime to handle and acknowledge every entry."""
+    app = root / group
+    app.mkdir()
+    (app / "bench_app.py").write_text(HANDLERS)
+    inline = runtime == "inline"
+    (app / "eventrun.yaml").write_text(
+        CONFIG.format(
+            url=url,
+            handler="bench_app:ahandler" if inline else "bench_app:handler",
+            runtime=runtime,
+            min_warm=0 if inline else 1,
+            stream=STREAM,
+            group=group,
+        )
+    )
+    rt = Runtime(load_config(app / "eventrun.yaml"), port=0, serve_http=False)
+    stop = anyio.Event()
+    probe = aioredis.Redis.from_url(url)
+    async with anyio.create_task_group() as tg:
+        await tg.start(rt.serve, stop)
+        await rt.ready.wait()
+        started = time.perf_counter()
+        [source] = rt.sources.values()
+        assert source.dispatcher is not None
+        stats = source.dispatcher.stats
+        with anyio.fail_after(600):
+            while stats.acked < entries:  # noqa: ASYNC110 - a counter, no event to wait on
+                await anyio.sleep(0.002)
+            # The dispatcher handed every ack to the poller; wait until Redis has them.
+            while (await probe.xpending(STREAM, group))["pending"]:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
+        elapsed = time.perf_counter() - started
+        await probe.aclose()
+        if stats.invoke_errors:
+            raise SystemExit(f"{runtime}: {stats.invoke_errors} failed invocations")
+        stop.set()
+    return elapsed
+
+
+def contender(mode: str, url: str, entries: int, root: Path) -> Callable[[str], Awaitable[float]]:
+    if mode == "plain":
+        return lambda group: plain_loop(url, group, entries)
+    return lambda group: runtime_run(url, group, entries, mode, root)
+
+
+# -- driver ----------------------------------------------------------------------------
+
+
+def quiet_json_logs() -> None:
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(devnull),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    quiet_json_logs()
+    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    with redis_server() as url, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        await load(url, args.entries, args.value_bytes)
+        for rep in range(args.reps):
+            for mode in MODES:
+                seconds = await contender(mode, url, args.entries, root)(f"{mode}-{rep}")
+                rates[mode].append(args.entries / seconds)
+        if args.profile:
+            await profile(args.profile, url, args.entries, root)
+    report(rates, args)
+
+
+async def profile(mode: str, url: str, entries: int, root: Path) -> None:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(async_mode="enabled")
+    with profiler:
+        await contender(mode, url, entries, root)(f"{mode}-profile")
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def report(rates: dict[str, list[float]], args: argparse.Namespace) -> None:
+    base = statistics.median(rates["plain"])
+    load_avg = os.getloadavg()[0]
+    print(
+        f"redis streams: {args.entries} entries x {args.value_bytes} B, {args.reps} reps, "
+        f"cpus={os.cpu_count()} load={load_avg:.2f}"
+    )
+    print(f"{'mode':<10}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}")
+    results = {}
+    for mode, samples in rates.items():
+        median = statistics.median(samples)
+        spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
+        print(f"{mode:<10}{median:>14,.0f}{spread:>22}{median / base:>9.2f}x")
+        results[mode] = {
+            "median_rps": round(median),
+            "min_rps": round(min(samples)),
+            "max_rps": round(max(samples)),
+            "ratio_vs_plain": round(median / base, 3),
+        }
+    doc = {
+        "bench": "redis_streams",
+        "entries": args.entries,
+        "value_bytes": args.value_bytes,
+        "reps": args.reps,
+        "cpus": os.cpu_count(),
+        "load": round(load_avg, 2),
+        "python": sys.version.split()[0],
+        "results": results,
+    }
+    print(json.dumps(doc))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--entries", type=int, default=50_000)
+    parser.add_argument("--value-bytes", type=int, default=100)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--profile", choices=MODES, default=None)
+    anyio.run(main, parser.parse_args(), backend_options={"use_uvloop": True})
