@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import structlog
 
+from bench._procs import emit
 from eventrun._clock import SystemClock
 from eventrun.abc import InvokeOutcome, Route, SourceSpec
 from eventrun.sources.cron import create
@@ -95,6 +96,16 @@ def main() -> None:
         print(
             f"  lag_ms p50={_percentile(lags, 0.50):.3f} p99={_percentile(lags, 0.99):.3f} "
             f"max={max(lags):.3f} min={min(lags):.3f} mean={statistics.fmean(lags):.3f}"
+        )
+        emit(
+            "cron_jitter",
+            {
+                "fires": len(lags),
+                "loop": loop,
+                "p50_ms": _percentile(lags, 0.50),
+                "p99_ms": _percentile(lags, 0.99),
+                "max_ms": max(lags),
+            },
         )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 import structlog
 
+from bench._procs import emit
 from eventrun._clock import SystemClock
 from eventrun.abc import InvokeOutcome, Route, SourceSpec
 from eventrun.sources.filewatch import FileWatchSource
@@ -185,9 +186,16 @@ def main() -> None:
         f"{'scenario':<14}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
         f"{'p50-settle':>12}{'p99-settle':>12}"
     )
+    results: dict[str, dict[str, float]] = {}
     for mode in ("write", "rename-seen", "rename-quick", "move-old"):
         lat = anyio.run(run, mode, args.files, args.settle)
         p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
+        results[mode] = {
+            "p50_ms": p50 * 1e3,
+            "p99_ms": p99 * 1e3,
+            "p50_after_settle_ms": (p50 - args.settle) * 1e3,
+            "p99_after_settle_ms": (p99 - args.settle) * 1e3,
+        }
         print(
             f"{mode:<14}{p50 * 1e3:>9.1f}{p99 * 1e3:>9.1f}{max(lat) * 1e3:>9.1f}"
             f"{(p50 - args.settle) * 1e3:>12.1f}{(p99 - args.settle) * 1e3:>12.1f}"
@@ -199,6 +207,7 @@ def main() -> None:
         f"{writes} state writes; restart until a new file fired {again:.2f} s, "
         f"records on restart {refired} (only the new file)"
     )
+    emit("filewatch", {"settle_s": args.settle, "results": results, "startup_10k_s": first})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Literal
 import anyio
 import structlog
 
+from bench._procs import emit
 from eventrun.workers import InlineRunner, ProcessRunner
 
 HANDLER = """
@@ -51,7 +52,14 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+RESULTS: dict[str, dict[str, float]] = {}
+
+
 def line(label: str, samples: list[float], unit: float, unit_name: str) -> None:
+    RESULTS[label] = {
+        f"p50_{unit_name}": pct(samples, 0.5) * unit,
+        f"p99_{unit_name}": pct(samples, 0.99) * unit,
+    }
     print(
         f"{label:<34} n={len(samples):<5} p50={pct(samples, 0.5) * unit:8.3f} {unit_name}"
         f"  p99={pct(samples, 0.99) * unit:8.3f} {unit_name}"
@@ -111,6 +119,7 @@ async def main(args: argparse.Namespace) -> None:
         line("warm round trip, fork server", await warm(root, args.warm, True), 1e3, "ms")
         line("warm round trip, fresh interpreter", await warm(root, args.warm, False), 1e3, "ms")
         line("warm call, inline (async handler)", await warm_inline(root, args.warm), 1e3, "ms")
+    emit("workers", {"results": RESULTS})
 
 
 if __name__ == "__main__":
