@@ -74,7 +74,8 @@ class RouteRule(ConfigModel):
     """Pick a destination by the value of one field of each result.
 
     YAML shape: ``{route: {field: NAME, VALUE: DEST, ...}, default: DEST}``; results
-    whose field matches no ``VALUE`` go to ``default`` (or nowhere when it is null).
+    whose field matches no ``VALUE`` go to ``default`` (``local:unrouted`` when it is null:
+    an output is never dropped).
     """
 
     field: str = Field(description="Top-level key of the handler's result to route on.")
