@@ -135,7 +135,13 @@ class CronSource:
         self.region = region
         self.account = account
         self.rule_arn = rule_arn
-        self.claim_ttl_s = max(60.0, 2 * schedule.period_s)
+        # A claim must outlive every moment a restarting replica could still catch the
+        # tick up (the latest ``catch_up`` ticks), plus a minute of clock skew, or a tick
+        # fired by a replica that died before saving the cursor could fire again.
+        ticks = max(1, catch_up)
+        self.claim_ttl_s = max(
+            60.0, (ticks + 1) * schedule.period_s, ticks * schedule.period_s + 60.0
+        )
         self._busy = False
         self._waiting: tuple[int, JSON] | None = None
 
