@@ -39,6 +39,9 @@ bench: setup
 	@bash scripts/system-deps.sh bench
 	$(BIN)/python -m bench
 
+soak: setup
+	$(BIN)/python -m bench.soak
+
 docs: setup
 	$(BIN)/python -m eventrun._docgen > docs/configuration.md
 

@@ -88,8 +88,12 @@ def translate_errors(
     """One line per pydantic error, in pydantic's order (which follows the file)."""
     lines: list[str] = []
     for err in errors:
-        loc: list[str | int] = [p for p in err["loc"] if p not in _UNION_TAGS]
         kind = err["type"]
+        # The key an extra_forbidden names is the user's, even if it looks like a tag.
+        keep = len(err["loc"]) - 1 if kind == "extra_forbidden" else len(err["loc"])
+        loc: list[str | int] = [
+            p for i, p in enumerate(err["loc"]) if i >= keep or p not in _UNION_TAGS
+        ]
         ctx: dict[str, Any] = dict(err.get("ctx") or {})
         got: str | None = render_value(err["input"])
         if kind == "er_many":

@@ -24,6 +24,7 @@ from ._config_types import render_value
 __all__ = ["interpolate", "parse_yaml", "read_text"]
 
 _MAX_DEPTH = 64
+_MAX_NODES = 100_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -65,9 +66,39 @@ def parse_yaml(text: str, filename: str) -> object:
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         what = exc.problem or exc.context or "syntax error"
         raise ValueError(f"{filename}: {where}invalid YAML: {what}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{filename}: invalid YAML: {exc}") from None
+    except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        what = f"unacceptable character #x{char:04x} at position {exc.position}: {exc.reason}"
+        raise ValueError(f"{filename}: invalid YAML: {what}") from None
+    except RecursionError:  # PyYAML's parser recurses once per nesting level
+        raise ValueError(f"{filename}: invalid YAML: nested too deeply") from None
+    except yaml.YAMLError as exc:  # any other: still one line
+        raise ValueError(f"{filename}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if _expanded_size(data, {}, _MAX_NODES) > _MAX_NODES:
+        raise ValueError(
+            f"{filename}: invalid YAML: more than {_MAX_NODES} values once aliases are "
+            "expanded (an alias bomb?)"
+        )
     return {} if data is None else data
+
+
+def _expanded_size(value: object, memo: dict[int, int], limit: int) -> int:
+    """How many values ``value`` holds with every alias expanded, counted once per shared
+    node (memo), stopping early past ``limit``; a cycle counts as over the limit."""
+    if not isinstance(value, dict | list):
+        return 1
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    memo[key] = limit + 1  # in progress: meeting it again is a cycle
+    total = 1
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    for child in children:
+        total += _expanded_size(child, memo, limit)
+        if total > limit:
+            break
+    memo[key] = total
+    return total
 
 
 _REF = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\{))")

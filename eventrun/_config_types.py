@@ -70,10 +70,29 @@ def render_value(value: object) -> str:
     elif isinstance(value, int | float):
         text = repr(value)
     elif isinstance(value, dict | list | tuple):
-        text = json.dumps(value, default=str, ensure_ascii=False)
+        try:
+            text = json.dumps(_redacted(value), default=str, ensure_ascii=False)
+        except (TypeError, ValueError):  # keys YAML allows and JSON does not (!!binary...)
+            text = repr(_redacted(value))
+        text = _SECRET_IN_URL.sub(r"\1***@", text)
     else:
         text = repr(str(value))
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
+
+
+def _redacted(value: object) -> object:
+    """``value`` with the values of secret-looking keys replaced by ``***``."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if isinstance(k, str) and _SECRET_KEY.search(k) else _redacted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 _NO_GOT = object()

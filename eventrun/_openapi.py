@@ -11,8 +11,14 @@ __all__ = ["openapi_document"]
 
 _ERROR = {
     "type": "object",
-    "properties": {"Type": {"type": "string"}, "message": {"type": "string"}},
-    "required": ["message"],
+    "description": 'Lambda\'s error body: "Message" for the errors botocore reads that way '
+    '(ResourceNotFoundException...), "message" for the others.',
+    "properties": {
+        "Type": {"type": "string"},
+        "message": {"type": "string"},
+        "Message": {"type": "string"},
+    },
+    "anyOf": [{"required": ["message"]}, {"required": ["Message"]}],
 }
 
 

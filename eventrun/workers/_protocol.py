@@ -143,14 +143,14 @@ def frame_length(header: bytes) -> int:
 def decode_from_daemon(body: bytes) -> Invoke:
     try:
         return _from_daemon.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec: bad UTF-8 in a str
         raise FrameError(f"undecodable frame from daemon: {exc}") from exc
 
 
 def decode_from_worker(body: bytes) -> Ready | Result:
     try:
         message: Ready | Result = _from_worker.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec: bad UTF-8 in a str
         raise FrameError(f"undecodable frame from worker: {exc}") from exc
     return message
 
