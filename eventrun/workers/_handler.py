@@ -18,6 +18,7 @@ Imported by worker processes: keep it light.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -64,6 +65,7 @@ def resolve_handler(handler: str, task_root: Path | str) -> Callable[..., Any]:
     root = str(task_root)
     if not sys.path or sys.path[0] != root:
         sys.path.insert(0, root)
+    _forget_foreign(module_name, root)
     try:
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
@@ -96,6 +98,31 @@ def resolve_handler(handler: str, task_root: Path | str) -> Callable[..., Any]:
             f"Handler '{attr}' on module '{module_name}' is not callable",
         )
     return target  # type: ignore[no-any-return]
+
+
+def _forget_foreign(module_name: str, root: str) -> None:
+    """Drop an already-imported module of the same name that lives outside ``root``.
+
+    Worker processes import one app, but inline handlers and ``eventrun check`` import in
+    a process that may already hold another app's ``app`` or ``handlers`` module; Python's
+    module cache would hand that one back instead of this task root's.
+    """
+    top = module_name.split(".", 1)[0]
+    cached = sys.modules.get(top)
+    if cached is None:
+        return
+    locations = [getattr(cached, "__file__", None), *getattr(cached, "__path__", [])]
+    prefix = os.path.join(root, "")
+    if any(loc and os.path.abspath(loc).startswith(prefix) for loc in locations):
+        return
+    if not any(locations):  # a namespace or built-in module: leave it alone
+        return
+    installed = (os.path.join(sys.prefix, ""), os.path.join(sys.base_prefix, ""))
+    if any(loc and os.path.abspath(loc).startswith(installed) for loc in locations):
+        return  # an installed package (or eventrun itself) is the same for every app
+    for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def load_handler(handler: str, config_dir: Path) -> Callable[..., Any]:
