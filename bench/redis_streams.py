@@ -7,6 +7,9 @@ Starts its own ``redis-server`` on a free loopback port, loads ``--entries`` ent
 the modes in every repetition, each against a fresh consumer group on the same data:
 
 * ``plain``   - redis.asyncio ``XREADGROUP COUNT 100`` + ``XACK`` loop, nothing else;
+* ``faststream`` - FastStream's batch stream subscriber (``StreamSub(batch=True,
+  max_records=100)`` in a consumer group), a trivial ``async def`` handler, its logger at
+  info level writing to /dev/null;
 * ``inline``  - the eventrun runtime, ``runtime: inline``, a trivial ``async def`` handler;
 * ``process`` - the eventrun runtime, ``runtime: process`` (one worker), a trivial handler.
 
@@ -42,7 +45,7 @@ from eventrun._runtime import Runtime
 from eventrun.config import load_config
 
 STREAM = "bench"
-MODES = ("plain", "inline", "process")
+MODES = ("plain", "faststream", "inline", "process")
 HANDLERS = """
 def handler(event, context):
     return None
@@ -145,6 +148,48 @@ async def plain_loop(url: str, group: str, entries: int) -> float:
         await client.aclose()
 
 
+def _devnull_logger(name: str) -> logging.Logger:
+    """An info-level stdlib logger writing to /dev/null (FastStream logs per batch)."""
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.StreamHandler(open(os.devnull, "w")))  # noqa: SIM115
+    return logger
+
+
+async def faststream_run(url: str, group: str, entries: int) -> float:
+    """Seconds for FastStream's batch stream subscriber to handle and ack every entry
+    (from its ``start()``, after connecting, until Redis has every ack)."""
+    from faststream.redis import RedisBroker, StreamSub
+
+    probe = aioredis.Redis.from_url(url)
+    await probe.xgroup_create(STREAM, group, "0")  # from the start, like the others
+    broker = RedisBroker(url, logger=_devnull_logger(f"bench.faststream.{group}"))
+    done = anyio.Event()
+    seen = 0
+
+    sub = StreamSub(STREAM, group=group, consumer="bench", batch=True, max_records=100)
+
+    @broker.subscriber(stream=sub)
+    async def handle(msgs):  # type: ignore[no-untyped-def]
+        nonlocal seen
+        seen += len(msgs)
+        if seen >= entries:
+            done.set()
+
+    try:
+        async with broker:
+            started = time.perf_counter()
+            await broker.start()
+            with anyio.fail_after(600):
+                await done.wait()
+                while (await probe.xpending(STREAM, group))["pending"]:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)
+            return time.perf_counter() - started
+    finally:
+        await probe.aclose()
+
+
 async def runtime_run(url: str, group: str, entries: int, runtime: str, root: Path) -> float:
     """Seconds for the eventrun runtime to handle and acknowledge every entry."""
     app = root / group
@@ -188,6 +233,8 @@ async def runtime_run(url: str, group: str, entries: int, runtime: str, root: Pa
 def contender(mode: str, url: str, entries: int, root: Path) -> Callable[[str], Awaitable[float]]:
     if mode == "plain":
         return lambda group: plain_loop(url, group, entries)
+    if mode == "faststream":
+        return lambda group: faststream_run(url, group, entries)
     return lambda group: runtime_run(url, group, entries, mode, root)
 
 
@@ -211,16 +258,19 @@ def quiet_json_logs() -> None:
 async def main(args: argparse.Namespace) -> None:
     quiet_json_logs()
     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
     with redis_server() as url, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         await load(url, args.entries, args.value_bytes)
         for rep in range(args.reps):
             for mode in MODES:
+                cpu_started = time.process_time()
                 seconds = await contender(mode, url, args.entries, root)(f"{mode}-{rep}")
+                cpu[mode].append((time.process_time() - cpu_started) * 1e6 / args.entries)
                 rates[mode].append(args.entries / seconds)
         if args.profile:
             await profile(args.profile, url, args.entries, root)
-    report(rates, args)
+    report(rates, cpu, args)
 
 
 async def profile(mode: str, url: str, entries: int, root: Path) -> None:
@@ -232,25 +282,34 @@ async def profile(mode: str, url: str, entries: int, root: Path) -> None:
     print(profiler.output_text(unicode=True, color=False, show_all=False))
 
 
-def report(rates: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(
+    rates: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace
+) -> None:
+    """Throughput table; ``cpu µs/rec`` is this process's CPU time per entry (the daemon
+    side: a process-mode worker's CPU is not included; Redis' never is)."""
     base = statistics.median(rates["plain"])
     load_avg = os.getloadavg()[0]
     print(
         f"redis streams: {args.entries} entries x {args.value_bytes} B, {args.reps} reps, "
         f"cpus={os.cpu_count()} load={load_avg:.2f}"
     )
-    print(f"{'mode':<10}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}")
+    print(
+        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}{'cpu µs/rec':>12}"
+    )
     results = {}
     for mode, samples in rates.items():
         median = statistics.median(samples)
         spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
-        print(f"{mode:<10}{median:>14,.0f}{spread:>22}{median / base:>9.2f}x")
+        cpu_us = statistics.median(cpu[mode])
+        print(f"{mode:<12}{median:>14,.0f}{spread:>22}{median / base:>9.2f}x{cpu_us:>12.2f}")
         results[mode] = {
             "median_rps": round(median),
             "min_rps": round(min(samples)),
             "max_rps": round(max(samples)),
             "ratio_vs_plain": round(median / base, 3),
+            "cpu_us_per_record": round(cpu_us, 3),
         }
+    fs = statistics.median(rates["faststream"])
     doc = {
         "bench": "redis_streams",
         "entries": args.entries,
@@ -260,6 +319,10 @@ def report(rates: dict[str, list[float]], args: argparse.Namespace) -> None:
         "load": round(load_avg, 2),
         "python": sys.version.split()[0],
         "results": results,
+        "ratios": {
+            f"{mode}_vs_faststream": round(statistics.median(rates[mode]) / fs, 3)
+            for mode in ("inline", "process")
+        },
     }
     print(json.dumps(doc))
 

@@ -125,9 +125,7 @@ class _PushContext:
         )
 
     async def invoke_async(self, event: Any) -> str:
-        return await self._fn.async_invoker.enqueue(
-            _ENCODER.encode(event), trigger=self.spec.name
-        )
+        return await self._fn.async_invoker.enqueue(_ENCODER.encode(event), trigger=self.spec.name)
 
     def add_route(self, route: Route) -> None:
         self._runtime.routes.append(route)
@@ -175,14 +173,20 @@ class Runtime:
         request_id: str | None = None,
         client_context: dict[str, Any] | None = None,
         trigger: str = "api",
+        log_done: bool = True,
     ) -> InvokeResult:
         """Synchronous invocation; raises FunctionSaturated when ``wait`` is False and
         every concurrency slot is busy. ``trigger`` labels the invocation in metrics (a
-        trigger name, ``api`` or ``async``)."""
+        trigger name, ``api`` or ``async``); ``log_done=False`` logs the runner's
+        ``invoke.done`` at debug level (for callers that log the outcome themselves)."""
         fn = self.functions[function]
         try:
             result = await fn.runner.invoke(
-                payload, request_id=request_id, wait=wait, client_context=client_context
+                payload,
+                request_id=request_id,
+                wait=wait,
+                client_context=client_context,
+                log_done=log_done,
             )
         except FunctionSaturated:
             self.metrics.throttled(function)
@@ -447,7 +451,8 @@ class Runtime:
 
     def _batch_invoke_fn(self, name: str, trigger: str) -> Any:
         async def _invoke(payload: bytes) -> InvokeResult:
-            return await self.invoke(name, payload, wait=True, trigger=trigger)
+            # The dispatcher logs one batch.done line per batch: invoke.done goes to debug.
+            return await self.invoke(name, payload, wait=True, trigger=trigger, log_done=False)
 
         return _invoke
 

@@ -90,11 +90,15 @@ class FunctionRunner(Protocol):
         wait: bool = True,
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        log_done: bool = True,
     ) -> InvokeResult:
         """Run the handler once on ``payload`` (the event as JSON bytes).
 
         ``wait=True`` waits for a free concurrency slot; ``wait=False`` raises
         :class:`~eventrun.exceptions.FunctionSaturated` when every slot is busy.
+        Each invocation logs ``invoke.done`` at info level, or at debug level with
+        ``log_done=False`` (the caller logs the outcome itself, as the dispatcher's
+        ``batch.done`` does).
         """
         ...
 

@@ -145,6 +145,7 @@ class InlineRunner:
         wait: bool = True,
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        log_done: bool = True,
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or str(uuid.uuid4())
@@ -169,7 +170,7 @@ class InlineRunner:
             self._counts["errors"] += 1
         if outcome == "timeout":
             self._counts["timeouts"] += 1
-        log.info(
+        (log.info if log_done else log.debug)(
             "invoke.done",
             function=self.name,
             request_id=rid,

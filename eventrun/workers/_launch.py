@@ -103,10 +103,19 @@ class SpawnLauncher:
 
 
 class ForkServerLauncher:
-    """One template process per pool; workers are forked from it in about a millisecond."""
+    """One template process per pool; workers are forked from it in about a millisecond.
 
-    def __init__(self, tg: TaskGroup, env: Mapping[str, str], cwd: Path) -> None:
+    The template is started by :meth:`start` or, lazily, by the first :meth:`spawn`
+    (a pool with ``min_warm: 0`` holds no template until its first invocation, which
+    then pays the template's start as part of its cold start). If the template cannot be
+    started, ``spawn`` falls back to :class:`SpawnLauncher` for good.
+    """
+
+    def __init__(self, tg: TaskGroup, env: Mapping[str, str], cwd: Path, *, name: str = "") -> None:
         self._tg = tg
+        self._name = name
+        self._started = False
+        self._start_lock = anyio.Lock()
         self._fallback = SpawnLauncher(tg, env, cwd)
         self._env, self._cwd = env, cwd
         self._tokens = itertools.count()
@@ -117,8 +126,25 @@ class ForkServerLauncher:
         self._dead = True
         self._closing = False
 
+    async def ensure_started(self, ready_within: float = 60.0) -> bool:
+        """Start the template once (concurrent callers wait for the first); False when it
+        could not start (logged as ``forkserver.start_failed``; spawns fall back)."""
+        async with self._start_lock:
+            if not self._started:
+                self._started = True
+                try:
+                    # Shielded: a cancelled first invocation must not leave a half-started
+                    # template (and every later spawn on the slow path).
+                    with anyio.CancelScope(shield=True):
+                        await self.start(ready_within)
+                except (OSError, TimeoutError, RuntimeError) as exc:
+                    log.warning("forkserver.start_failed", function=self._name, error=repr(exc))
+                    await self.aclose()
+        return not self._dead
+
     async def start(self, ready_within: float = 60.0) -> None:
         """Start the template and wait until it has imported the worker code."""
+        self._started = True
         ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._template = await anyio.open_process(
@@ -190,6 +216,8 @@ class ForkServerLauncher:
         self._pending.clear()
 
     async def spawn(self, log_stream: str, sock: socket.socket, memfd: int) -> ProcessHandle:
+        if not self._started and not self._closing:
+            await self.ensure_started()
         if self._dead or self._ctl is None:
             return await self._fallback.spawn(log_stream, sock, memfd)
         token = next(self._tokens)

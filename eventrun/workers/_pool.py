@@ -103,14 +103,12 @@ class ProcessRunner:
             stack.push_async_callback(self._stop)
             self._launcher = SpawnLauncher(self._tg, self.env, self.task_root)
             if self._fork_server:
-                launcher = ForkServerLauncher(self._tg, self.env, self.task_root)
-                try:
-                    await launcher.start()
-                except (OSError, TimeoutError, RuntimeError) as exc:
-                    log.warning("forkserver.start_failed", function=self.name, error=repr(exc))
-                    await launcher.aclose()
-                else:
-                    self._launcher = launcher
+                # min_warm 0: the template starts with the first worker, not here, so an
+                # idle function costs no process (and no memory).
+                launcher = ForkServerLauncher(self._tg, self.env, self.task_root, name=self.name)
+                self._launcher = launcher
+                if self._warm_target() > 0:
+                    await launcher.ensure_started()
             async with anyio.create_task_group() as warm:
                 for _ in range(self._warm_target()):
                     warm.start_soon(self._add_warm)
@@ -261,6 +259,7 @@ class ProcessRunner:
         wait: bool = True,
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        log_done: bool = True,
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or str(uuid.uuid4())
@@ -283,7 +282,7 @@ class ProcessRunner:
         self._counts["invocations"] += 1
         for counter in _OUTCOME_COUNTERS.get(outcome, ()):
             self._counts[counter] += 1
-        log.info(
+        (log.info if log_done else log.debug)(
             "invoke.done",
             function=self.name,
             request_id=rid,
