@@ -26,7 +26,7 @@ import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
@@ -211,7 +211,10 @@ async def _invoke(runtime: Runtime, request: Request) -> Response:
             f"Function not found: arn:aws:lambda:us-east-1:000000000000:function:{name}",
         )
     kind = request.headers.get("x-amz-invocation-type", "RequestResponse")
-    body = await request.body()
+    limit = ASYNC_LIMIT if kind == "Event" else SYNC_LIMIT
+    body = await _read_body(request, limit)
+    if body is None:
+        return _too_large(_declared_length(request) or limit + 1, limit)
     if kind == "DryRun":
         return Response(status_code=204)
     if kind == "Event":
@@ -257,6 +260,33 @@ async def _invoke_sync(runtime: Runtime, request: Request, name: str, body: byte
         tail = result.logs.encode()[-TAIL_BYTES:]
         headers["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
     return Response(result.payload, status_code=200, headers=headers, media_type="application/json")
+
+
+def _declared_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` (from Content-Length,
+    without waiting for a body that may never come, or while streaming). A client that
+    disconnects mid-body gets whatever arrived (its response goes nowhere)."""
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        pass
+    return b"".join(chunks)
 
 
 def _too_large(size: int, limit: int) -> JSONResponse:

@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from eventrun.abc import Route, SourceContext, SourceSpec
@@ -137,6 +137,23 @@ def map_response(payload: bytes) -> Response:
     return response
 
 
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it is known to exceed ``limit``: from Content-Length before
+    reading anything (a huge declared body is never waited for), or while streaming."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return None
+    except ClientDisconnect:
+        pass
+    return bytes(body)
+
+
 class HttpSource:
     """Mounts one function URL route; ``serve`` only registers it and waits."""
 
@@ -152,8 +169,8 @@ class HttpSource:
         self, ctx: SourceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         async def endpoint(request: Request) -> Response:
-            body = await request.body()
-            if len(body) > 6 * 1024 * 1024:
+            body = await _body_within(request, 6 * 1024 * 1024)
+            if body is None:
                 return JSONResponse({"Message": "Request Entity Too Large"}, status_code=413)
             try:
                 outcome = await ctx.invoke(build_event(request, body))
