@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._config_types import NO_VALUE, ConfigModel, Int, Range, problem
+from ._config_types import NO_VALUE, ConfigModel, Duration, Int, Range, problem
 
 __all__ = [
     "AuthConfig",
@@ -84,6 +84,12 @@ class KafkaConnection(ConfigModel):
     ssl_cafile: str | None = Field(None, description="CA bundle (PEM), relative to the config.")
     ssl_certfile: str | None = Field(None, description="Client certificate (PEM).")
     ssl_keyfile: str | None = Field(None, description="Client private key (PEM).")
+    session_timeout: Annotated[Duration, Range(1, 300, duration=True)] | None = Field(
+        None, description="Consumer group session timeout; unset: aiokafka's 10s."
+    )
+    heartbeat_interval: Annotated[Duration, Range(0.1, 60, duration=True)] | None = Field(
+        None, description="Consumer heartbeat interval (< session_timeout); unset: 3s."
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -142,6 +148,10 @@ class KafkaConnection(ConfigModel):
                 kw["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
         if self.security_protocol in ("SSL", "SASL_SSL"):
             kw["ssl_context"] = self.ssl_context(base_dir)
+        if self.session_timeout is not None:  # consumer-only: the sink drops these two
+            kw["session_timeout_ms"] = round(self.session_timeout * 1000)
+        if self.heartbeat_interval is not None:
+            kw["heartbeat_interval_ms"] = round(self.heartbeat_interval * 1000)
         return kw
 
 

@@ -82,7 +82,7 @@ class KafkaSink:
         async with self._lock:
             if self._producer is not None:
                 return self._producer
-            kwargs = dict(self._kwargs)
+            kwargs = client_util.producer_kwargs(self._kwargs)
             kwargs.setdefault("acks", "all")
             producer = AIOKafkaProducer(**kwargs)
             try:

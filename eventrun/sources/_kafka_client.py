@@ -4,6 +4,8 @@
   ``AIOKafkaProducer`` accept from a connection model, duck-typed: ``aiokafka_kwargs(
   base_dir)`` when the model has it (SASL/TLS pass through), else its
   ``bootstrap_servers``.
+* :func:`producer_kwargs` drops the consumer-only group settings (``session_timeout_ms``,
+  ``heartbeat_interval_ms``) a connection may carry, for ``AIOKafkaProducer``.
 * :func:`bootstrap_string` is Lambda's ``bootstrapServers`` (``"host:port,host:port"``).
 * :func:`classify` sorts an aiokafka exception into ``"auth"`` (credentials, ACLs: not
   retryable), ``"rejected"`` (the request itself is invalid: too large, bad topic) or
@@ -21,7 +23,16 @@ from typing import Any, Literal
 import anyio
 from aiokafka import errors as kafka_errors
 
-__all__ = ["ErrorClass", "bootstrap_string", "classify", "client_kwargs", "reachable"]
+__all__ = [
+    "ErrorClass",
+    "bootstrap_string",
+    "classify",
+    "client_kwargs",
+    "producer_kwargs",
+    "reachable",
+]
+
+_CONSUMER_ONLY = ("session_timeout_ms", "heartbeat_interval_ms")
 
 ErrorClass = Literal["auth", "rejected", "unavailable"]
 
@@ -58,6 +69,11 @@ def client_kwargs(connection: Any, config_dir: Path | None = None) -> dict[str, 
     if password is not None and hasattr(password, "get_secret_value"):
         kwargs["sasl_plain_password"] = password.get_secret_value()
     return kwargs
+
+
+def producer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A copy of :func:`client_kwargs` ' result without consumer-only settings."""
+    return {k: v for k, v in kwargs.items() if k not in _CONSUMER_ONLY}
 
 
 def bootstrap_string(servers: str | list[str] | tuple[str, ...]) -> str:

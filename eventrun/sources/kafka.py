@@ -10,10 +10,16 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
 * ``shard`` is ``topic-partition`` (``orders-0``), ``key`` the record key as text (UTF-8,
   else base64), ``item_id`` ``{"partition": "orders-0", "offset": n}``.
 * ``ack(records)`` commits, per partition, the last given offset + 1 (the dispatcher
-  passes only the contiguous completed prefix). Acks of a partition no longer assigned
-  to this poller (or assigned again since the records were polled) are skipped. A commit
-  that fails for connection reasons is kept and retried with the next ack/poll/close;
-  ``ack`` itself does not raise.
+  passes only the contiguous completed prefix) and returns once that is committed.
+  Commits are grouped: acks that arrive while a commit is in flight wait for it, then
+  the first of them commits all their positions in one request and the others return
+  without one (one commit per round trip, not one per batch). Acks of a partition no
+  longer assigned to this poller (or assigned again since the records were polled) are
+  skipped. A commit that fails for connection reasons is kept and retried with the
+  next ack/poll/close; ``ack`` itself does not raise.
+* ``poll`` shares its records fairly between partitions (``_kafka_fetch``): aiokafka
+  drains its prefetch one partition at a time, which would let one partition fill the
+  runtime's bounded buffer and starve the lanes of the others.
 * ``release(records, delay_s)``: nothing is committed; the partition is sought back to
   the first released offset so the records come again if the consumer keeps running.
 * Rebalance: when partitions are revoked the poller awaits ``on_revoke(shards)`` if the
@@ -45,6 +51,7 @@ from aiokafka import errors as kafka_errors
 from eventrun.abc import JSON, Record, SourceSpec
 from eventrun.exceptions import ConfigError, SourceAuthError, SourceError, SourceUnavailable
 from eventrun.sources import _kafka_client as client_util
+from eventrun.sources._kafka_fetch import fair_fetch
 from eventrun.sources._kafka_records import batch_event, batch_info, build_records
 
 __all__ = ["KafkaPoller", "create"]
@@ -120,12 +127,16 @@ class KafkaPoller:
         self._starting: AIOKafkaConsumer | None = None
         self._parts: dict[TopicPartition, _Partition] = {}
         self._pending: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        """Positions this poller committed (group commit: see ``_flush``)."""
         self._commit_lock = anyio.Lock()
         self._progress = anyio.Event()
         self._rebalancing = False
         self._assigned = anyio.Event()
         self._assignments = 0
         self._iterator_age_s = 0.0
+        self._batch_size = int(getattr(config, "batch_size", None) or 100)
+        self._turn = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -192,7 +203,7 @@ class KafkaPoller:
 
     async def poll(self, max_records: int) -> Sequence[Record]:
         consumer = self._require()
-        if self._pending:  # commits an outage left behind
+        if self._pending and not self._commit_lock.locked():  # left by an outage
             await self._flush(consumer, self.poll_wait_s)
         if self._rebalancing:
             with anyio.move_on_after(self.poll_wait_s):
@@ -202,9 +213,7 @@ class KafkaPoller:
         try:
             # getmany waits out a rebalance regardless of its timeout; bound it.
             with anyio.move_on_after(self.poll_wait_s + 1.0):
-                batches = await consumer.getmany(
-                    timeout_ms=int(self.poll_wait_s * 1000), max_records=max(1, max_records)
-                )
+                batches = await self._fetch(consumer, max(1, max_records))
         except (kafka_errors.KafkaError, kafka_errors.ConsumerStoppedError) as exc:
             raise self._error(exc, "poll") from exc
         if not batches:
@@ -227,6 +236,26 @@ class KafkaPoller:
             out.extend(build_records(messages, tp.topic, tp.partition, part.shard, part))
         return out
 
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, max_records: int
+    ) -> dict[TopicPartition, list[Any]]:
+        """Up to ``max_records`` records, shared fairly between partitions (see
+        :mod:`eventrun.sources._kafka_fetch`)."""
+        outstanding = [
+            (part.tp, part.next_fetch - part.done if part.next_fetch >= 0 <= part.done else 0)
+            for part in self._parts.values()
+            if part.assigned
+        ]
+        self._turn += 1
+        return await fair_fetch(
+            consumer,
+            outstanding,
+            max_records=max_records,
+            batch_size=self._batch_size,
+            turn=self._turn,
+            wait_ms=int(self.poll_wait_s * 1000),
+        )
+
     # -- settling --------------------------------------------------------------------
 
     async def ack(self, records: Sequence[Record]) -> None:
@@ -237,6 +266,7 @@ class KafkaPoller:
             last[record.token] = record  # type: ignore[index]
         now = time.time()
         age = 0.0
+        want: dict[TopicPartition, int] = {}
         for part, record in last.items():
             if not part.assigned:
                 log.debug("kafka.ack_skipped", trigger=self.spec.name, shard=part.shard)
@@ -245,11 +275,12 @@ class KafkaPoller:
             if position > part.done:
                 part.done = position
                 self._pending[part.tp] = position
+            want[part.tp] = position
             age = max(age, now - record.timestamp)
         self._iterator_age_s = age
         self._progress.set()
-        if self._consumer is not None:
-            await self._flush(self._consumer)
+        if self._consumer is not None and want:
+            await self._flush(self._consumer, want=want)
 
     async def release(self, records: Sequence[Record], delay_s: float) -> None:
         first: dict[_Partition, int] = {}
@@ -270,9 +301,21 @@ class KafkaPoller:
                     log.debug("kafka.seek_skipped", trigger=self.spec.name, shard=part.shard)
         self._progress.set()
 
-    async def _flush(self, consumer: AIOKafkaConsumer, timeout_s: float | None = None) -> None:
-        """Commit what acks left pending; connection failures keep it pending."""
+    async def _flush(
+        self,
+        consumer: AIOKafkaConsumer,
+        timeout_s: float | None = None,
+        want: Mapping[TopicPartition, int] | None = None,
+    ) -> None:
+        """Commit what acks left pending; connection failures keep it pending.
+
+        Group commit: callers queue on one lock, and a caller whose ``want`` positions a
+        previous holder already committed returns without a request of its own.
+        """
         async with self._commit_lock:
+            done = self._committed
+            if want is not None and all(done.get(tp, -1) >= pos for tp, pos in want.items()):
+                return
             pending, self._pending = self._pending, {}
             assigned = consumer.assignment()
             offsets = {tp: pos for tp, pos in pending.items() if tp in assigned}
@@ -288,6 +331,10 @@ class KafkaPoller:
                     if self._pending.get(tp, -1) < pos:
                         self._pending[tp] = pos
                 log.warning("source.commit_failed", trigger=self.spec.name, error=repr(exc))
+            else:
+                for tp, pos in offsets.items():
+                    if done.get(tp, -1) < pos:
+                        done[tp] = pos
 
     # -- rebalancing (called from aiokafka's coordinator task) ------------------------
 
@@ -326,6 +373,7 @@ class KafkaPoller:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         fresh = [_Partition(tp, f"{tp.topic}-{tp.partition}") for tp in assigned]
         for part in fresh:
+            self._committed.pop(part.tp, None)
             old = self._parts.get(part.tp)
             if old is not None:
                 old.assigned = False
