@@ -5,8 +5,11 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
 * ``poll(max_records)`` issues ``ceil(max_records / 10)`` ReceiveMessage calls at once
   (at most ``maximum_concurrency``, capped at 20, default 8). The first long-polls for
   one second, the others short-poll, so a busy queue is drained in parallel and an idle
-  one costs one request per second. FIFO queues make those calls one after another (stopping at the
-  first short answer) so each group's messages come back in order; records carry
+  one costs one request per second. A poll is shielded from cancellation (for at most
+  ``LONG_POLL_S + POLL_GRACE_S``): an abandoned receive would still take messages on the
+  server and hide them for their whole visibility timeout, so a shutdown waits for it and
+  releases what it returned. FIFO queues make those calls one after another (stopping at
+  the first short answer) so each group's messages come back in order; records carry
   ``shard = MessageGroupId``. SQS itself hands out no more of a group while one of its
   messages is in flight, so a failed (released) message blocks only its own group.
 * ``ack`` deletes (DeleteMessageBatch, chunks of 10 concurrently); ``release(records,
@@ -32,6 +35,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from eventrun.abc import JSON, Record, SourceSpec
@@ -48,6 +52,8 @@ MAX_RECEIVERS = 20
 """Upper bound on concurrent ReceiveMessage calls per poll, whatever maximum_concurrency."""
 STATS_INTERVAL_S = 5.0
 LONG_POLL_S = 1
+POLL_GRACE_S = 30.0
+"""How long past its long poll a (shielded) poll may run before it is cut off."""
 MAX_VISIBILITY_S = 43_200
 
 log = structlog.get_logger("eventrun.sources.sqs")
@@ -172,7 +178,17 @@ class SqsPoller:
             raise SourceUnavailable(f"{self.spec.name}: poll() outside 'async with'")
         calls = max(1, min(math.ceil(max_records / 10), self.max_receivers))
         sizes = [max(1, min(10, max_records - 10 * i)) for i in range(calls)]
-        messages, errors = await self._receive(sizes)
+        await anyio.lowlevel.checkpoint_if_cancelled()  # the shield below is not a checkpoint
+        messages: list[dict[str, Any]] = []
+        errors: list[BaseException] = []
+        with anyio.CancelScope(shield=True) as scope:  # see the module docstring
+            scope.deadline = anyio.current_time() + LONG_POLL_S + POLL_GRACE_S
+            messages, errors = await self._receive(sizes)
+        if scope.cancelled_caught:
+            raise SourceUnavailable(
+                f"{self.spec.name}: ReceiveMessage on {self.queue!r} took over "
+                f"{LONG_POLL_S + POLL_GRACE_S:.0f}s"
+            )
         if errors and not messages:
             raise self._translate(errors[0], "ReceiveMessage") from errors[0]
         if errors:
@@ -277,7 +293,9 @@ class SqsPoller:
 
     async def release(self, records: Sequence[Record], delay_s: float) -> None:
         """Make the messages visible again after ``delay_s`` seconds (0: at once)."""
-        await self._caller().change_visibility(records, _clamp(delay_s), "release")
+        # Rounded up: a backoff of 0.3 s must not make a failed FIFO message visible at
+        # once (SQS counts whole seconds).
+        await self._caller().change_visibility(records, _clamp(math.ceil(delay_s)), "release")
 
     async def extend(self, records: Sequence[Record], visibility_timeout_s: float) -> None:
         """Keep in-flight messages hidden for another ``visibility_timeout_s`` from now."""
@@ -290,11 +308,14 @@ class SqsPoller:
         return {"Records": [r.event for r in records]}
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, JSON]:
-        """What identifies a failed SQS batch (SQS ESMs have no Lambda on-failure record)."""
+        """``{"SQSBatchInfo": {...}}``: what identifies a failed SQS batch in the failure
+        record (Lambda has no on-failure record for SQS; named like ``KafkaBatchInfo``)."""
         return {
-            "queueArn": self.queue_arn,
-            "messageIds": [r.item_id for r in records],
-            "batchSize": len(records),
+            "SQSBatchInfo": {
+                "queueArn": self.queue_arn,
+                "messageIds": [r.item_id for r in records],
+                "batchSize": len(records),
+            }
         }
 
     def statistics(self) -> Mapping[str, float]:

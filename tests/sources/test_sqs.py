@@ -172,9 +172,11 @@ async def test_standard_event_shape_field_by_field(moto: MotoServer, sqs_client:
     # Batch event and failure info.
     assert p.batch_event(records) == {"Records": [r.event for r in records]}
     assert p.batch_info(records) == {
-        "queueArn": queue.arn,
-        "messageIds": [r.item_id for r in records],
-        "batchSize": 2,
+        "SQSBatchInfo": {
+            "queueArn": queue.arn,
+            "messageIds": [r.item_id for r in records],
+            "batchSize": 2,
+        }
     }
 
 
