@@ -168,6 +168,10 @@ class TriggerDispatcher:
         self._idle = anyio.Event()
         self._done = anyio.Event()
         self._intake = anyio.CancelScope()
+        self._to_ack: list[Record] = []
+        self._acking = False
+        self._ack_wake = anyio.Event()
+        self._acks_drained = anyio.Event()
         self._tg: TaskGroup | None = None
         self.stats = DispatchStats()
         self._log = log.bind(function=settings.function, trigger=settings.trigger)
@@ -184,6 +188,7 @@ class TriggerDispatcher:
                     for _ in range(max(1, self._s.queue_lanes)):
                         tg.start_soon(self._lane_loop, shared)
                 tg.start_soon(self._poll_loop)
+                tg.start_soon(self._ack_loop)
                 if hasattr(self._poller, "on_revoke"):
                     self._poller.on_revoke = self._revoke
                 extend = getattr(self._poller, "extend", None)
@@ -195,6 +200,9 @@ class TriggerDispatcher:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                if self._to_ack:
+                    records, self._to_ack = self._to_ack, []
+                    await self._ack(records)
                 await self._release_unsettled()
 
     async def shutdown(self, grace_s: float) -> None:
@@ -208,6 +216,10 @@ class TriggerDispatcher:
                 await self._idle.wait()
             if scope.cancelled_caught:
                 self._log.warning("shutdown.grace_exceeded", in_flight=self.stats.in_flight)
+        with anyio.move_on_after(max(grace_s, 1.0)):
+            while self._to_ack or self._acking:
+                self._acks_drained = anyio.Event()
+                await self._acks_drained.wait()
         self._done.set()
 
     def _held(self) -> int:
@@ -221,10 +233,13 @@ class TriggerDispatcher:
     # -- intake --------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
-        limit = self._s.buffer_limit
         failures = 0
         with self._intake:
             while True:
+                # room for every lane to fill a whole batch (a lane per shard and key lane;
+                # fewer would leave each lane waiting out its window with a part batch)
+                lanes = len(self._lanes) if self._ordered else self._s.queue_lanes
+                limit = max(self._s.buffer_limit, self._s.batch_size * (lanes + 1))
                 free = limit - self._held()
                 if free <= 0:
                     self._space = anyio.Event()
@@ -475,6 +490,11 @@ class TriggerDispatcher:
                 failed_set.add(i)
         good = [i for i in range(len(batch)) if i not in failed_set]
         bad = [p for i, p in enumerate(batch) if i in failed_set]
+        # ... and its later messages still buffered in the lane (received after it).
+        held_back: list[Pending] = []
+        for lane in {self._lane_for(p.record) for p in bad if p.record.shard}:
+            held_back += [p for p in lane.items if p.record.shard in broken_groups]
+            lane.items = deque(p for p in lane.items if p.record.shard not in broken_groups)
         if good:
             await self._succeed(batch, result.payload, good, failed or ())
         cap = self._s.max_receive_count
@@ -491,7 +511,9 @@ class TriggerDispatcher:
         if retry:
             delay = self._s.backoff.delay(max(p.record.attempt for p in retry))
             self.stats.retries += len(retry)
-            await self._release(retry, delay)
+            await self._release(retry + held_back, delay)
+        elif held_back:
+            await self._release(held_back, 0.0)
 
     async def _heartbeat(
         self, extend: Callable[[Sequence[Record], float], Awaitable[None]], interval: float
@@ -592,7 +614,26 @@ class TriggerDispatcher:
             self._unsettled.discard(p)
         self._space.set()
         if ready:
-            await self._ack(ready)
+            self._to_ack.extend(ready)
+            self._ack_wake.set()
+
+    async def _ack_loop(self) -> None:
+        """Acknowledge completed records in the background, in completion order, so a
+        lane never waits for a broker round trip (a Kafka commit, an XACK, a delete)
+        before its next batch. Records that complete while an ack is in flight go out
+        together in the next one."""
+        while True:
+            if not self._to_ack:
+                self._acks_drained.set()
+                self._ack_wake = anyio.Event()
+                await self._ack_wake.wait()
+                continue
+            records, self._to_ack = self._to_ack, []
+            self._acking = True
+            try:
+                await self._ack(records)
+            finally:
+                self._acking = False
 
     async def _ack(self, records: list[Record]) -> None:
         for attempt in range(1, 6):
