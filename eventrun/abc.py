@@ -271,9 +271,7 @@ class SourceContext(Protocol):
 class PushSource(Protocol):
     """A source with its own loop (HTTP, cron, file-watch)."""
 
-    async def serve(
-        self, ctx: SourceContext, *, task_status: TaskStatus[None]
-    ) -> None:
+    async def serve(self, ctx: SourceContext, *, task_status: TaskStatus[None]) -> None:
         """Run until cancelled, handing events to ``ctx``.
 
         Call ``task_status.started()`` once listening/watching/scheduled. Never swallow
