@@ -171,7 +171,17 @@ class CronSource:
                 await self._sleep_until_wall(ctx, tick - CLAIM_LEAD_S)
                 won = await self._claim(ctx, tick)
                 event = self.event(tick) if won else None
-                await self._sleep_until_wall(ctx, tick)
+                try:
+                    await self._sleep_until_wall(ctx, tick)
+                except anyio.get_cancelled_exc_class():
+                    if event is not None and self.overlap == "allow":
+                        # shutting down between claiming and firing: the other replicas
+                        # will not fire a tick we claimed, so queue it now (a fraction of
+                        # a second early) rather than lose it
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                            await self._dispatch(ctx, tg, tick, event)
+                            await self._save_cursor(ctx, tick)
+                    raise
                 if event is not None:
                     await self._dispatch(ctx, tg, tick, event)
                 elif won is False:

@@ -244,6 +244,24 @@ async def test_two_replicas_fire_each_tick_once() -> None:
     assert len(set(times)) == 5
 
 
+async def test_shutdown_between_claim_and_fire_still_fires_the_claimed_tick() -> None:
+    """The other replicas will never fire a tick this one claimed, so a stop that lands
+    in the moment between claim and fire queues the tick instead of losing it."""
+    clock = FakeClock(START)
+    state = DictState(clock)
+    spec = make_spec("rate(1 minute)")
+    ctx = RecordingContext(spec, clock, state)
+    async with anyio.create_task_group() as tg:
+        await tg.start(create(spec).serve, ctx)
+        # up to just after the claim, 0.25 s before 22:14:00
+        await clock.advance(MINUTE_TICK - clock.time() - 0.2)
+        assert f"tick:{MINUTE_TICK}" in state.claims  # claimed: no other replica fires it
+        assert ctx.async_events == []
+        tg.cancel_scope.cancel()
+    assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:14:00Z"]
+    assert state.data[CURSOR_KEY] == str(MINUTE_TICK).encode()
+
+
 async def test_one_time_schedule_fires_once() -> None:
     clock = FakeClock(START)
     async with serving("at(2023-11-14T22:15:00)", clock=clock) as ctx:
