@@ -135,7 +135,11 @@ class Engine:
         self._wake.set()
 
     def request_rescan(self, reason: str) -> None:
-        self._rescan = reason
+        # keep every reason asked for since the last sweep ("watch_failed+periodic")
+        if self._rescan is None:
+            self._rescan = reason
+        elif reason not in self._rescan.split("+"):
+            self._rescan = f"{self._rescan}+{reason}"
         self._wake.set()
 
     async def _periodic(self) -> None:
