@@ -15,10 +15,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
+import anyio
+
+from eventrun.exceptions import FunctionSaturated
+
 __all__ = [
     "FunctionRunner",
     "FunctionSettings",
     "InvokeResult",
+    "acquire_slot",
     "function_environment",
     "log_stream_name",
 ]
@@ -105,6 +110,21 @@ class FunctionRunner(Protocol):
     def statistics(self) -> Mapping[str, int | float]:
         """workers, busy, idle, cold_starts, invocations, errors, timeouts, crashes, recycled."""
         ...
+
+
+async def acquire_slot(slots: anyio.Semaphore, *, wait: bool, name: str, concurrency: int) -> None:
+    """Take one of the function's concurrency slots: wait for it (backpressure), or raise
+    FunctionSaturated at once (the Invoke API's 429) when ``wait`` is False."""
+    if wait:
+        await slots.acquire()
+        return
+    try:
+        slots.acquire_nowait()
+    except anyio.WouldBlock:
+        raise FunctionSaturated(
+            f"function {name!r}: all {concurrency} concurrency slots "
+            "are busy; retry later or raise its concurrency"
+        ) from None
 
 
 def log_stream_name(worker_id: str, now: float | None = None) -> str:

@@ -30,10 +30,8 @@ import anyio.to_thread
 import msgspec
 import structlog
 
-from eventrun.exceptions import FunctionSaturated
-
 from . import _errors
-from ._api import FunctionSettings, InvokeResult, log_stream_name
+from ._api import FunctionSettings, InvokeResult, acquire_slot, log_stream_name
 from ._context import FunctionInfo, LambdaContext
 from ._handler import HandlerLoadFailure, resolve_handler
 from ._invocation import format_logs
@@ -149,16 +147,9 @@ class InlineRunner:
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or str(uuid.uuid4())
-        if wait:
-            await self._slots.acquire()
-        else:
-            try:
-                self._slots.acquire_nowait()
-            except anyio.WouldBlock:
-                raise FunctionSaturated(
-                    f"function {self.name!r}: all {self.settings.concurrency} concurrency slots "
-                    "are busy; retry later or raise its concurrency"
-                ) from None
+        await acquire_slot(
+            self._slots, wait=wait, name=self.name, concurrency=self.settings.concurrency
+        )
         self._busy += 1
         try:
             result, outcome = await self._invoke(rid, payload, client_context, identity)

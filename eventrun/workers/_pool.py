@@ -32,9 +32,13 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from eventrun.exceptions import FunctionSaturated
-
-from ._api import FunctionSettings, InvokeResult, function_environment, log_stream_name
+from ._api import (
+    FunctionSettings,
+    InvokeResult,
+    acquire_slot,
+    function_environment,
+    log_stream_name,
+)
 from ._channel import Channel
 from ._invocation import Worker, init_failure, run_invocation
 from ._launch import ForkServerLauncher, Launcher, SpawnLauncher
@@ -263,16 +267,9 @@ class ProcessRunner:
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or str(uuid.uuid4())
-        if wait:
-            await self._slots.acquire()
-        else:
-            try:
-                self._slots.acquire_nowait()
-            except anyio.WouldBlock:
-                raise FunctionSaturated(
-                    f"function {self.name!r}: all {self.settings.concurrency} concurrency slots "
-                    "are busy; retry later or raise its concurrency"
-                ) from None
+        await acquire_slot(
+            self._slots, wait=wait, name=self.name, concurrency=self.settings.concurrency
+        )
         try:
             self._busy += 1
             result, outcome = await self._invoke(rid, payload, client_context, identity)
