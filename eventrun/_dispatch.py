@@ -26,6 +26,11 @@ shared polling loop (backoff and reconnect written once) and everything after it
   saturated function stops intake here.
 * **Shutdown.** :meth:`TriggerDispatcher.shutdown` stops polling, lets lanes finish their
   current batch within the grace period, and releases everything unsettled.
+
+Why this module is over 500 lines: lanes, batching, the stream and queue outcome rules and
+acknowledgement share one piece of state (what is held, in flight, completed behind a gap)
+whose invariants are easiest to keep in one class; the pure parts already live elsewhere
+(`_acks`, `_filters`, `_records`, `_outputs`, `_backoff`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ every source started), then the HTTP server. Shutdown is driven by a ``stop`` ev
 CLI turns SIGTERM/SIGINT into it) and phased: stop push sources and intake, let in-flight
 batches and async invocations finish within ``shutdown_grace``, release what is unfinished
 (SQS visibility 0, Kafka uncommitted, Redis pending), close sinks and runners, exit.
+
+Why this module is over 500 lines: it is the one place that wires config to components
+(runners, async invokers, dispatchers, push-source contexts, destinations, metrics) and
+owns their lifecycle; the pieces themselves live in their own modules. Splitting the
+wiring would spread one start-up/shutdown sequence over several files.
 """
 
 from __future__ import annotations
