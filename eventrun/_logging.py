@@ -38,6 +38,9 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # not cached: module-level loggers then follow a later reconfiguration (tests
+        # capture logs after the CLI configured them); one log line per batch, not per
+        # record, so the lookup costs nothing measurable
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)

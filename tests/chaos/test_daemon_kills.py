@@ -81,7 +81,7 @@ async def test_kafka_survives_three_sigkills(tmp_path: Path, kafka_broker: Kafka
         app_yaml(
             connections=json.dumps(connections),
             trigger=trigger,
-            environment={"LEDGER": str(ledger), "DELAY": "0.01"},
+            environment={"LEDGER": str(ledger), "DELAY": "0.06"},
             concurrency=4,
         ),
     )
