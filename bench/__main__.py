@@ -233,11 +233,34 @@ def _rows_filewatch(d: dict[str, Any] | None) -> list[Row]:
 def _rows_memory(d: dict[str, Any] | None) -> list[Row]:
     return [
         _max_row("Idle daemon RSS, 10 functions", _get(d, "idle_daemon_rss_mb"), 100, "MB"),
+        _max_row(
+            "Idle daemon + its fork-server templates, RSS",
+            _get(d, "idle_total_rss_mb"),
+            100,
+            "MB",
+        ),
         _max_row("Warm worker RSS", _get(d, "worker_rss_mb_median"), 40, "MB"),
+        _max_row("Warm worker USS (private memory)", _get(d, "worker_uss_mb_median"), 40, "MB"),
+    ]
+
+
+def _rows_pipeline(d: dict[str, Any] | None) -> list[Row]:
+    rps = _get(d, "throughput_rps", "median")
+    p50, p99 = _get(d, "p50_ms", "median"), _get(d, "p99_ms", "median")
+    if not isinstance(rps, int | float):
+        return [("Pipeline (3 stages, Redis, process workers)", "not measured", "(reported)", None)]
+    return [
+        (
+            "Pipeline (3 stages, Redis, process workers), unpaced",
+            f"{rps:,.0f} records/s; end to end p50 {p50:,.0f} ms, p99 {p99:,.0f} ms",
+            "(reported)",
+            None,
+        )
     ]
 
 
 HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
+    "pipeline": _rows_pipeline,
     "workers": _rows_workers,
     "http-process": lambda d: _rows_http(d, "process"),
     "http-inline": lambda d: _rows_http(d, "inline"),
@@ -316,7 +339,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    parser.add_argument(
+        "--render", action="store_true", help="only re-render RESULTS.md from results.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        runs = json.loads((HERE / "results.json").read_text())
+        Path(args.output).write_text(render(runs))
+        return
     names = args.only or list(BENCHES)
     runs = []
     for name in names:
