@@ -162,6 +162,10 @@ class AsyncInvoker:
         self._in_flight += 1
         try:
             await self._process(entry)
+        except StoreError as exc:
+            # the store is down: the entry's lease runs out and it is invoked again
+            # (at-least-once), rather than taking the daemon down with it
+            self._log.warning("async.store_failed", request_id=entry.id, error=str(exc))
         finally:
             self._in_flight -= 1
             self._limiter.release_on_behalf_of(borrower)

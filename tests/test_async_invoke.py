@@ -137,3 +137,58 @@ async def test_expired_events_are_not_invoked(tmp_path: Path) -> None:
     assert record["requestContext"]["condition"] == "EventAgeExceeded"
     assert record["requestContext"]["approximateInvokeCount"] == 0
     assert "responsePayload" not in record
+
+
+class _AckFailsOnce:
+    """A real SQLite store whose first ack fails as if the store went down."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def ack(self, queue: str, ids: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            from eventrun.exceptions import StoreError
+
+            raise StoreError("store unavailable (simulated)")
+        await self._inner.ack(queue, ids)
+
+
+async def test_store_failure_does_not_stop_async_invocations(tmp_path: Path) -> None:
+    from eventrun._async_invoke import AsyncInvoker, AsyncSettings
+    from eventrun.testing import FakeClock, MemorySink
+
+    clock = FakeClock()
+    calls: list[bytes] = []
+
+    class _Result:
+        ok = True
+        error_type = None
+        payload = b"null"
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        calls.append(payload)
+        return _Result()
+
+    async with open_store("sqlite:///s.db", config_dir=tmp_path, clock=clock) as inner:
+        store = _AckFailsOnce(inner)
+        settings = AsyncSettings(function="f", concurrency=1, timeout_s=1.0, idle_poll_s=0.01)
+        invoker = AsyncInvoker(
+            settings, invoke, store, clock=clock, on_success=None, on_failure=MemorySink()
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(invoker.run)
+            await invoker.enqueue(b'{"n": 1}')
+            with anyio.fail_after(10):
+                while not store.failed:  # noqa: ASYNC110 - the store has no change event
+                    await anyio.sleep(0.01)
+                # the lease (timeout + 5 s) runs out on the store's clock: invoked again
+                await clock.advance(7)
+                while await inner.depth("async:f"):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert calls == [b'{"n": 1}', b'{"n": 1}']  # at-least-once: once more, not lost
