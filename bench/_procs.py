@@ -103,3 +103,23 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 def emit(bench: str, results: dict[str, Any]) -> None:
     """The one machine-readable line every benchmark prints last."""
     print("BENCH_JSON " + json.dumps({"bench": bench, **results}, sort_keys=True))
+
+
+def quiet_json_logs() -> None:
+    """Log as a daemon would (JSON lines at info level) but into /dev/null (or the file
+    ``$BENCH_LOG`` names), so the rendering cost is measured without the noise."""
+    import logging
+
+    import structlog
+
+    sink = open(os.environ.get("BENCH_LOG") or os.devnull, "w")  # noqa: SIM115 - process lifetime
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sink),
+        cache_logger_on_first_use=True,
+    )

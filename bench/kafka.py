@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench._procs import quiet_json_logs
 from eventrun._runtime import Runtime
 from eventrun.config import load_config
 
@@ -358,20 +358,6 @@ async def key_run(
 
 
 # -- driver --------------------------------------------------------------------------------
-
-
-def quiet_json_logs() -> None:
-    devnull = open(os.environ.get("BENCH_LOG") or os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(devnull),
-        cache_logger_on_first_use=True,
-    )
 
 
 async def main(args: argparse.Namespace) -> None:

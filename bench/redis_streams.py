@@ -39,8 +39,8 @@ from pathlib import Path
 
 import anyio
 import redis.asyncio as aioredis
-import structlog
 
+from bench._procs import quiet_json_logs
 from eventrun._runtime import Runtime
 from eventrun.config import load_config
 
@@ -239,20 +239,6 @@ def contender(mode: str, url: str, entries: int, root: Path) -> Callable[[str], 
 
 
 # -- driver ----------------------------------------------------------------------------
-
-
-def quiet_json_logs() -> None:
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(devnull),
-        cache_logger_on_first_use=True,
-    )
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import socket
 import statistics
@@ -42,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
+from bench._procs import quiet_json_logs
 from eventrun._runtime import Runtime
 from eventrun.config import load_config
 
@@ -260,20 +259,6 @@ async def runtime_run(
 
 
 # -- driver ----------------------------------------------------------------------------
-
-
-def quiet_json_logs() -> None:
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(devnull),
-        cache_logger_on_first_use=True,
-    )
 
 
 def contender(
