@@ -637,6 +637,11 @@ class TriggerDispatcher:
             self._acking = True
             try:
                 await self._ack(records)
+            except BaseException:
+                # cancelled mid-ack (shutdown past its grace): give the records back so
+                # the final shielded flush acknowledges them; acks are idempotent
+                self._to_ack[:0] = records
+                raise
             finally:
                 self._acking = False
 
