@@ -64,7 +64,11 @@ class _StreamControls(ConfigModel):
         0.5, description="Longest wait to fill a batch after its first record."
     )
     parallelization_factor: Annotated[Int, Range(1, 10)] = Field(
-        1, description="Concurrent ordered lanes per partition/stream, split by record key."
+        1,
+        description=(
+            "Concurrent batches per partition/stream; a record key is in one batch at a"
+            " time, so order holds per key."
+        ),
     )
     bisect_batch_on_function_error: bool = Field(
         False, description="On failure, split the batch in two and retry the halves."

@@ -3,11 +3,12 @@
 One :class:`TriggerDispatcher` drives one :class:`~eventrun.abc.Poller`. It is the single
 shared polling loop (backoff and reconnect written once) and everything after it:
 
-* **Lanes.** Ordered pollers (streams): each shard is a lane, split into
-  ``parallelization_factor`` lanes by ``zlib.crc32(record.key)``; a lane runs one batch at a
-  time, so order holds per shard (per key with lanes). Unordered pollers (queues): a pool of
-  lanes shares the records; records with a ``shard`` (SQS FIFO groups) are pinned to one
-  lane by ``crc32(shard)`` so a group stays in order.
+* **Lanes.** Ordered pollers (streams): each shard is a lane run by
+  ``parallelization_factor`` lane loops; with one loop a shard runs one batch at a time, so
+  order holds per shard; with more, a record key is in at most one running batch
+  (:class:`~eventrun._lanes.KeyedLane`), so order holds per key. Unordered pollers
+  (queues): a pool of lanes shares the records; records with a ``shard`` (SQS FIFO
+  groups) are pinned to one lane by ``crc32(shard)`` so a group stays in order.
 * **Batching.** A lane flushes at ``batch_size`` records, the 6 MB payload limit, or
   ``maximum_batching_window`` after its first record arrived.
 * **Outcomes.** Streams: a failing batch blocks its lane and is retried with exponential
@@ -20,7 +21,8 @@ shared polling loop (backoff and reconnect written once) and everything after it
   go to ``on_failure``.
 * **Acknowledgement.** Nothing is acknowledged before its handler succeeded or it reached
   ``on_failure``. Ordered pollers get only the contiguous completed prefix of each shard
-  (:class:`~eventrun._acks.AckTracker`).
+  (:class:`~eventrun._acks.AckTracker`), unless they set ``acks_each_record`` (a broker
+  that acknowledges records one by one): then each record as it completes.
 * **Backpressure.** At most ``buffer_records`` records are held (buffered or in flight);
   when full, the loop stops polling. Function concurrency is enforced by the invoker, so a
   saturated function stops intake here.
@@ -50,6 +52,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from eventrun._acks import AckTracker, Pending
 from eventrun._backoff import Backoff
 from eventrun._filters import RecordFilter
+from eventrun._lanes import KeyedLane, Lane
 from eventrun._outputs import output_key, pipeline_outputs
 from eventrun._records import stream_failure_record
 from eventrun.abc import Clock, OutMessage, Poller, Record
@@ -131,17 +134,6 @@ class DispatchStats:
     in_flight: int = 0
 
 
-class _Lane:
-    __slots__ = ("items", "wake")
-
-    def __init__(self) -> None:
-        self.items: deque[Pending] = deque()
-        self.wake = anyio.Event()
-
-    def notify(self) -> None:
-        self.wake.set()
-
-
 class TriggerDispatcher:
     """Runs one poller trigger: poll, filter, lane, batch, invoke, settle."""
 
@@ -164,8 +156,12 @@ class TriggerDispatcher:
         self._on_failure = on_failure
         self._on_success = on_success
         self._ordered = bool(poller.ordered)
+        # a broker that acknowledges each record on its own (Redis XACK) need not wait
+        # for the contiguous prefix: order on redelivery holds per key either way
+        self._ack_each = self._ordered and bool(getattr(poller, "acks_each_record", False))
         self._tracker = AckTracker()
-        self._lanes: dict[Any, _Lane] = {}
+        self._lanes: dict[Any, Lane] = {}
+        self._lane_loops = 0
         self._unsettled: set[Pending] = set()
         self._space = anyio.Event()
         self._draining = False
@@ -189,9 +185,9 @@ class TriggerDispatcher:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 if not self._ordered:
-                    shared = self._lanes["shared"] = _Lane()
+                    shared = self._lanes["shared"] = Lane()
                     for _ in range(max(1, self._s.queue_lanes)):
-                        tg.start_soon(self._lane_loop, shared)
+                        self._start_lane_loop(shared)
                 tg.start_soon(self._poll_loop)
                 tg.start_soon(self._ack_loop)
                 if hasattr(self._poller, "on_revoke"):
@@ -243,8 +239,7 @@ class TriggerDispatcher:
             while True:
                 # room for every lane to fill a whole batch (a lane per shard and key lane;
                 # fewer would leave each lane waiting out its window with a part batch)
-                lanes = len(self._lanes) if self._ordered else self._s.queue_lanes
-                limit = max(self._s.buffer_limit, self._s.batch_size * (lanes + 1))
+                limit = max(self._s.buffer_limit, self._s.batch_size * (self._lane_loops + 1))
                 free = limit - self._held()
                 if free <= 0:
                     self._space = anyio.Event()
@@ -270,7 +265,7 @@ class TriggerDispatcher:
         now = self._clock.monotonic()
         flt = self._s.filter
         filtered: list[Pending] = []
-        touched: set[_Lane] = set()
+        touched: set[Lane] = set()
         for record in records:
             if self._ordered:
                 pending = self._tracker.register(record, now)
@@ -283,7 +278,7 @@ class TriggerDispatcher:
                 filtered.append(pending)
                 continue
             lane = self._lane_for(record)
-            lane.items.append(pending)
+            lane.put(pending)
             touched.add(lane)
         for lane in touched:
             lane.notify()
@@ -291,30 +286,33 @@ class TriggerDispatcher:
             self.stats.filtered += len(filtered)
             await self._complete(filtered)
 
-    def _lane_for(self, record: Record) -> _Lane:
-        factor = self._s.parallelization_factor
+    def _lane_for(self, record: Record) -> Lane:
         if self._ordered:
-            sub = zlib.crc32(record.key.encode()) % factor if factor > 1 and record.key else 0
-            key: Any = (record.shard, sub)
+            key: Any = (record.shard,)
             lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[key] = _Lane()
-                assert self._tg is not None
-                self._tg.start_soon(self._lane_loop, lane)
+                factor = self._s.parallelization_factor
+                lane = self._lanes[key] = KeyedLane() if factor > 1 else Lane()
+                for _ in range(max(1, factor)):
+                    self._start_lane_loop(lane)
             return lane
         if not record.shard:
             return self._lanes["shared"]
         key = ("fifo", zlib.crc32(record.shard.encode()) % max(1, self._s.queue_lanes))
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane()
-            assert self._tg is not None
-            self._tg.start_soon(self._lane_loop, lane)
+            lane = self._lanes[key] = Lane()
+            self._start_lane_loop(lane)
         return lane
+
+    def _start_lane_loop(self, lane: Lane) -> None:
+        assert self._tg is not None
+        self._lane_loops += 1
+        self._tg.start_soon(self._lane_loop, lane)
 
     # -- lanes ---------------------------------------------------------------------
 
-    async def _lane_loop(self, lane: _Lane) -> None:
+    async def _lane_loop(self, lane: Lane) -> None:
         while True:
             batch = await self._collect(lane)
             if batch is None:
@@ -329,12 +327,13 @@ class TriggerDispatcher:
                 else:
                     await self._run_queue_batch(batch)
             finally:
+                lane.finished(batch)
                 self._busy -= 1
                 self.stats.in_flight -= len(batch)
                 if self._draining and not self._busy:
                     self._idle.set()
 
-    async def _wait(self, lane: _Lane, deadline: float | None = None) -> None:
+    async def _wait(self, lane: Lane, deadline: float | None = None) -> None:
         """Wait until the lane is notified, or until monotonic ``deadline``."""
         if lane.wake.is_set():
             lane.wake = anyio.Event()
@@ -351,37 +350,28 @@ class TriggerDispatcher:
             await lane.wake.wait()
             tg.cancel_scope.cancel()
 
-    async def _collect(self, lane: _Lane) -> list[Pending] | None:
-        """The next batch of a lane, or None when there is nothing (draining or idle queue
-        lane woken for a shared lane)."""
+    async def _collect(self, lane: Lane) -> list[Pending] | None:
+        """The next batch of a lane, or None when there is nothing (draining, or another
+        loop of a shared lane took it)."""
         size_limit = self._s.batch_size
-        if not lane.items:
+        if not lane.available():
             if self._draining:
                 return None
             await self._wait(lane)
-            if not lane.items:
+            if not lane.available():
                 return None
-        if self._s.window_s > 0 and len(lane.items) < size_limit:
-            deadline = lane.items[0].arrived + self._s.window_s
+        if self._s.window_s > 0 and lane.available() < size_limit:
+            deadline = lane.first_arrived() + self._s.window_s
             while (
-                len(lane.items) < size_limit
+                0 < lane.available() < size_limit
                 and not self._draining
                 and self._clock.monotonic() < deadline
             ):
                 await self._wait(lane, deadline)
-        if self._draining or not lane.items:
+        if self._draining or not lane.available():
             return None
-        batch: list[Pending] = []
-        payload = 0
-        limit = self._s.max_payload_bytes
-        items = lane.items
-        while items and len(batch) < size_limit:
-            size = items[0].record.size
-            if batch and payload + size > limit:
-                break
-            batch.append(items.popleft())
-            payload += size
-        if items:
+        batch = lane.take(size_limit, self._s.max_payload_bytes)
+        if lane.available():
             lane.notify()
         return batch
 
@@ -542,9 +532,8 @@ class TriggerDispatcher:
         while the poller waits for them."""
         dropped: list[Pending] = []
         for key, lane in self._lanes.items():
-            if isinstance(key, tuple) and key[0] in shards and lane.items:
-                dropped.extend(lane.items)
-                lane.items.clear()
+            if isinstance(key, tuple) and key[0] in shards:
+                dropped.extend(lane.drain())
         for shard in shards:
             self._tracker.forget_shard(shard)
         if dropped:
@@ -611,6 +600,8 @@ class TriggerDispatcher:
     async def _complete(self, items: list[Pending]) -> None:
         if self._ordered:
             ready = self._tracker.complete(items)
+            if self._ack_each:
+                ready = [p.record for p in items]
         else:
             for p in items:
                 p.done = True

@@ -137,6 +137,16 @@ class Poller(Protocol):
     in-process, only the contiguous completed prefix is acknowledged); False is the
     queue contract (each record settles on its own; a failure is released back to the
     broker with a delay and comes back through :meth:`poll`).
+
+    Optional attributes the dispatcher looks for:
+
+    * ``acks_each_record = True`` (ordered pollers whose broker acknowledges records one by
+      one, like Redis XACK): acknowledge each record as soon as it completed rather than
+      the contiguous completed prefix of its shard.
+    * ``on_revoke``: an attribute the dispatcher sets to ``async (shards) -> None``; call it
+      when the broker takes shards away (a rebalance) to give back what was buffered.
+    * ``extend(records, seconds)`` with ``heartbeat_interval_s``: called periodically for
+      every held record (SQS visibility extension).
     """
 
     ordered: bool
@@ -167,7 +177,8 @@ class Poller(Protocol):
         """Acknowledge records that were handled (or moved to a DLQ).
 
         For ordered pollers the dispatcher passes only a contiguous completed prefix of
-        each shard, in order; committing the last one's position is correct.
+        each shard, in order; committing the last one's position is correct (with
+        ``acks_each_record``: any completed records).
         """
         ...
 

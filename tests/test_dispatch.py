@@ -67,6 +67,20 @@ async def test_parallel_lanes_keep_order_per_key(factor: int) -> None:
         assert handler.max_in_flight > 1
 
 
+async def test_parallel_lanes_are_not_tied_to_key_hashes() -> None:
+    """a, b and c all have crc32 % 2 == 1: a static hash split would run them in one lane
+    one after another; any free lane takes any waiting key."""
+    stream = MemoryStream()
+    for i, key in enumerate(["a", "b", "c", "a", "b", "c"]):
+        stream.put("s", f"{key}:{i}".encode(), key=key)
+    handler = Handler(delay_s=0.02)
+    async with running(stream, handler, batch_size=1, parallelization_factor=2):
+        await until(stream, lambda: stream.lag() == 0)
+    assert handler.max_in_flight == 2
+    assert _order_violations(_seqs(handler)) == 0
+    assert stream.committed == {"s": 6}
+
+
 async def test_batch_flushes_at_size() -> None:
     stream = MemoryStream()
     for i in range(250):
@@ -257,6 +271,33 @@ async def test_gap_aware_ack_never_passes_a_failed_middle_record() -> None:
         await until(stream, lambda: stream.lag() == 0)
     assert stream.committed == {"s": 5}
     assert [off for _, off in stream.acked] == [0, 1, 2, 3, 4]
+
+
+class _EachAckStream(MemoryStream):
+    """A stream whose broker acknowledges records one by one (like Redis XACK)."""
+
+    acks_each_record = True
+
+
+async def test_acks_each_record_acknowledges_past_a_failing_key() -> None:
+    stream = _EachAckStream()
+    for i, key in enumerate(["a", "b", "c", "a", "c"]):
+        stream.put("s", f"{key}:{i}".encode(), key=key)
+    gate = anyio.Event()
+
+    def handle(records: list[dict[str, Any]]) -> None:
+        if any(data_of(r).startswith("b:") for r in records) and not gate.is_set():
+            raise ValueError("b is not ready")
+
+    handler = Handler(fn=handle)
+    async with running(stream, handler, batch_size=1, parallelization_factor=10):
+        await handler.wait_calls(8)
+        # everything but b's record is acknowledged while b keeps failing
+        await until(stream, lambda: len(stream.acked) == 4)
+        assert sorted(off for _, off in stream.acked) == [0, 2, 3, 4]
+        gate.set()
+        await until(stream, lambda: len(stream.acked) == 5)
+    assert sorted(off for _, off in stream.acked) == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(

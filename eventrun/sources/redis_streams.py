@@ -24,7 +24,10 @@ Delivery contract, per stream, as this consumer sees it:
    (``XCLAIM ... JUSTID`` to ourselves every ``claim_idle``/3 during ``poll``/``ack``)
    so another replica does not steal them while a handler runs.
 
-``ack`` queues exactly the given ids and returns; a background task of the poller XACKs
+``ack`` queues exactly the given ids and returns (the dispatcher acknowledges each entry
+as its batch completes, ``acks_each_record``: an entry acked ahead of an older pending one
+is safe, the older one comes back first from the PEL and a key's entries complete in
+order); a background task of the poller XACKs
 whatever is queued in one round trip (acks that arrive meanwhile go in the next one), so
 a lane never waits for Redis before its next batch. If Redis is down, the ids stay
 queued and the XACK is retried; ``__aexit__`` flushes what is left. An ack lost in a
@@ -72,6 +75,7 @@ class RedisStreamsPoller:
     """A :class:`eventrun.abc.Poller` for Redis Streams consumer groups (ordered)."""
 
     ordered = True
+    acks_each_record = True  # XACK takes any entry: no need to wait for a shard prefix
 
     def __init__(self, spec: SourceSpec) -> None:
         cfg = spec.config
