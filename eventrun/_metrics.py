@@ -126,6 +126,14 @@ class RuntimeMetrics:
         self.throttles: dict[str, int] = {}
         """function -> invocations refused with 429 / FunctionSaturated."""
         self._collector: _Collector | None = None
+        self._durations: dict[str, Any] = {}
+
+    def observe_duration(self, function: str, seconds: float) -> None:
+        """Record one invocation's duration (the labelled child is looked up once)."""
+        child = self._durations.get(function)
+        if child is None:
+            child = self._durations[function] = self.duration.labels(function)
+        child.observe(seconds)
 
     def attach(self, runtime: Runtime) -> None:
         self._collector = _Collector(runtime)

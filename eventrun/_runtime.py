@@ -196,7 +196,7 @@ class Runtime:
         except FunctionSaturated:
             self.metrics.throttled(function)
             raise
-        self.metrics.duration.labels(function).observe(result.duration_s)
+        self.metrics.observe_duration(function, result.duration_s)
         self.metrics.count(function, trigger, result.ok)
         if not result.ok:
             fn.note_error(result)

@@ -19,11 +19,13 @@ without invoking the function.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 from anyio.abc import TaskStatus
@@ -48,27 +50,39 @@ def _is_text(content_type: str) -> bool:
     return ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES)
 
 
+@functools.lru_cache(maxsize=4)
+def _request_time(second: int) -> str:
+    """``requestContext.time`` (``22/Nov/2026:06:33:30 +0000``), formatted once a second."""
+    return datetime.fromtimestamp(second, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
 def build_event(request: Request, body: bytes) -> dict[str, Any]:
-    """The payload-format-2.0 event for a request."""
+    """The payload-format-2.0 event for a request (read straight from the ASGI scope:
+    this runs once per request)."""
+    scope = request.scope
     headers: dict[str, str] = {}
     cookies: list[str] = []
-    for raw_name, raw_value in request.headers.raw:
+    for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
         if name == "cookie":
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue
         headers[name] = f"{headers[name]},{value}" if name in headers else value
+    raw_query: bytes = scope.get("query_string", b"")
     query: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        query[key] = f"{query[key]},{value}" if key in query else value
+    if raw_query:
+        for key, value in parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True):
+            query[key] = f"{query[key]},{value}" if key in query else value
+    # what starlette's request.url.path gives, without building the whole URL
+    path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
     now = time.time()
-    client = request.client
+    client = scope.get("client")
     host = headers.get("host", "localhost")
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
-        "rawPath": request.url.path,
-        "rawQueryString": request.url.query,
+        "rawPath": path,
+        "rawQueryString": raw_query.decode(),
         "headers": headers,
         "requestContext": {
             "accountId": "anonymous",
@@ -76,16 +90,16 @@ def build_event(request: Request, body: bytes) -> dict[str, Any]:
             "domainName": host,
             "domainPrefix": host.split(".", 1)[0],
             "http": {
-                "method": request.method,
-                "path": request.url.path,
-                "protocol": f"HTTP/{request.scope.get('http_version', '1.1')}",
-                "sourceIp": client.host if client else "127.0.0.1",
+                "method": scope["method"],
+                "path": path,
+                "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
+                "sourceIp": client[0] if client else "127.0.0.1",
                 "userAgent": headers.get("user-agent", ""),
             },
             "requestId": str(uuid.uuid4()),
             "routeKey": "$default",
             "stage": "$default",
-            "time": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "time": _request_time(int(now)),
             "timeEpoch": int(now * 1000),
         },
         "isBase64Encoded": False,
@@ -94,8 +108,9 @@ def build_event(request: Request, body: bytes) -> dict[str, Any]:
         event["cookies"] = cookies
     if query:
         event["queryStringParameters"] = query
-    if request.path_params:
-        event["pathParameters"] = {k: str(v) for k, v in request.path_params.items()}
+    path_params = scope.get("path_params")
+    if path_params:
+        event["pathParameters"] = {k: str(v) for k, v in path_params.items()}
     if body:
         if _is_text(headers.get("content-type", "")):
             try:

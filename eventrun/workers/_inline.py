@@ -99,8 +99,11 @@ class InlineRunner:
         self._handler: Callable[..., Any] | None = None
         self._init_error: HandlerLoadFailure | None = None
         self._init_duration: float | None = None
+        self._is_async = False
         self._busy = 0
         self._counts = dict.fromkeys(("cold_starts", "invocations", "errors", "timeouts"), 0)
+        # bound once: a per-call lookup through structlog's lazy proxy costs microseconds
+        self._log = log.bind(function=name)
 
     async def __aenter__(self) -> Self:
         started = anyio.current_time()
@@ -108,6 +111,7 @@ class InlineRunner:
             self._handler = await anyio.to_thread.run_sync(
                 resolve_handler, self.settings.handler, self.task_root
             )
+            self._is_async = inspect.iscoroutinefunction(self._handler)
         except HandlerLoadFailure as exc:
             self._init_error = exc
             log.warning("worker.init_failed", function=self.name, error_type=exc.error_type)
@@ -161,9 +165,8 @@ class InlineRunner:
             self._counts["errors"] += 1
         if outcome == "timeout":
             self._counts["timeouts"] += 1
-        (log.info if log_done else log.debug)(
+        (self._log.info if log_done else self._log.debug)(
             "invoke.done",
-            function=self.name,
             request_id=rid,
             duration_s=round(result.duration_s, 6),
             outcome=outcome,
@@ -171,7 +174,7 @@ class InlineRunner:
         return result
 
     async def _call(self, handler: Callable[..., Any], event: Any, ctx: LambdaContext) -> Any:
-        if inspect.iscoroutinefunction(handler):
+        if self._is_async:
             value = await handler(event, ctx)
         else:
             value = await anyio.to_thread.run_sync(
@@ -207,10 +210,10 @@ class InlineRunner:
             ), "error"
         lines: list[str] = []
         token = _captured.set((rid, lines))
-        started = anyio.current_time()
+        started = time.perf_counter()
         ok, error_type, outcome = False, None, "error"
         try:
-            with anyio.CancelScope(deadline=started + timeout) as scope:
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
                 try:
                     ctx = LambdaContext(
                         self._info, rid, time.monotonic() + timeout, client_context, identity
@@ -225,7 +228,7 @@ class InlineRunner:
                     lines.append(f"[ERROR] {error_type}: {exc}\n")
         finally:
             _captured.reset(token)
-        duration = anyio.current_time() - started
+        duration = time.perf_counter() - started
         status = None
         if scope.cancelled_caught:
             ok, error_type, outcome, duration = False, "Sandbox.Timedout", "timeout", timeout

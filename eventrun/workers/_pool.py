@@ -86,6 +86,8 @@ class ProcessRunner:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._launcher: Launcher | None = None
+        # bound once: a per-call lookup through structlog's lazy proxy costs microseconds
+        self._log = log.bind(function=name)
         self._counts = dict.fromkeys(
             (
                 "cold_starts",
@@ -279,9 +281,8 @@ class ProcessRunner:
         self._counts["invocations"] += 1
         for counter in _OUTCOME_COUNTERS.get(outcome, ()):
             self._counts[counter] += 1
-        (log.info if log_done else log.debug)(
+        (self._log.info if log_done else self._log.debug)(
             "invoke.done",
-            function=self.name,
             request_id=rid,
             duration_s=round(result.duration_s, 6),
             outcome=outcome,
