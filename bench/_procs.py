@@ -112,12 +112,14 @@ def quiet_json_logs() -> None:
 
     import structlog
 
+    from eventrun._logging import json_renderer
+
     sink = open(os.environ.get("BENCH_LOG") or os.devnull, "w")  # noqa: SIM115 - process lifetime
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
+            json_renderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(sink),

@@ -113,7 +113,9 @@ class DispatchSettings:
     def buffer_limit(self) -> int:
         if self.buffer_records:
             return self.buffer_records
-        return max(self.batch_size * 2, 200) * max(self.parallelization_factor, 1)
+        # four batches: the poller reads ahead while a lane's batch runs in a worker
+        # (with two, a single-stream Redis trigger idled ~20% waiting for its worker)
+        return max(self.batch_size * 4, 400) * max(self.parallelization_factor, 1)
 
 
 @dataclass(slots=True)
@@ -266,20 +268,22 @@ class TriggerDispatcher:
         flt = self._s.filter
         filtered: list[Pending] = []
         touched: set[Lane] = set()
+        register = self._tracker.register if self._ordered else None
+        hold = self._unsettled.add
+        lane: Lane | None = None
+        shard: str | None = None
         for record in records:
-            if self._ordered:
-                pending = self._tracker.register(record, now)
-            else:
-                pending = Pending(record, None, now)
-            self._unsettled.add(pending)
+            pending = Pending(record, None, now) if register is None else register(record, now)
+            hold(pending)
             if flt is not None and not flt.matches_record(
                 record.event, record.data_key, record.data
             ):
                 filtered.append(pending)
                 continue
-            lane = self._lane_for(record)
+            if lane is None or record.shard != shard:  # a lane depends on the shard only
+                lane, shard = self._lane_for(record), record.shard
+                touched.add(lane)
             lane.put(pending)
-            touched.add(lane)
         for lane in touched:
             lane.notify()
         if filtered:

@@ -6,11 +6,25 @@ import logging
 import sys
 from typing import Literal
 
+import msgspec
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "json_renderer"]
 
 LogFormat = Literal["auto", "json", "console"]
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _dumps(event: object, **_: object) -> str:
+    return _ENCODER.encode(event).decode()
+
+
+def json_renderer() -> structlog.processors.JSONRenderer:
+    """JSON lines through msgspec (several times faster than the stdlib encoder; a value
+    it cannot encode is logged as its ``repr``)."""
+    return structlog.processors.JSONRenderer(serializer=_dumps)
 
 
 def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
@@ -24,7 +38,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         raise ValueError(f"unknown log level {level!r}; expected debug, info, warning or error")
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        json_renderer()
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
