@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -25,7 +27,7 @@ from redis.exceptions import (
 
 from eventrun.exceptions import SourceAuthError, SourceUnavailable
 
-__all__ = ["RAW_COMMANDS", "connection_url", "make_client", "translate_errors"]
+__all__ = ["RAW_COMMANDS", "connection_url", "execute_packed", "make_client", "translate_errors"]
 
 RAW_COMMANDS = (
     "XREADGROUP",
@@ -65,6 +67,30 @@ def make_client(url: str, *, read_timeout_s: float) -> aioredis.Redis:
 
 def _identity(response: Any, **_options: Any) -> Any:
     return response
+
+
+async def execute_packed(client: aioredis.Redis, *args: str | bytes) -> Any:
+    """Run one command packed by hiredis' C packer and return its raw reply.
+
+    For the long XACKs of the ack flusher: redis-py's asyncio connection packs arguments
+    in Python (about 40 µs for a 100-id XACK, 9 µs with hiredis), a measurable share of a
+    stream's per-record cost. Same connection pool, no retries (like ``make_client``);
+    a connection interrupted mid-command is closed, never reused.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        packed = hiredis.pack_command(args)  # type: ignore[arg-type]  # stub: 1-tuple
+        await conn.send_packed_command(packed, check_health=False)
+        return await conn.read_response()
+    except ResponseError:
+        raise  # a server error reply: the connection is in a clean state
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from eventrun.abc import Record
+from eventrun.sources._redis_client import execute_packed
 from eventrun.sources._redis_records import EntryBuilder
 
 __all__ = ["ReadState"]
@@ -89,7 +90,7 @@ class ReadState:
         try:
             if len(batch) == 1:
                 [(stream, ids)] = batch.items()
-                await client.execute_command("XACK", stream, self.group, *ids)
+                await execute_packed(client, "XACK", stream, self.group, *ids)
             else:
                 async with client.pipeline(transaction=False) as pipe:
                     for stream, ids in batch.items():
@@ -144,6 +145,7 @@ class ReadState:
         while self.recovering:
             streams = list(self.recovering)
             cursors = [self.recovering[s] for s in streams]
+            seen = self._settling(streams)
             async with client.pipeline(transaction=False) as pipe:
                 pipe.execute_command(
                     "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
@@ -156,7 +158,7 @@ class ReadState:
                     )
                 reply, *pendings = await pipe.execute()
             entries_of = {raw.decode(): entries for raw, entries in reply or []}
-            records = self._pel_records(streams, entries_of, pendings, count)
+            records = self._pel_records(streams, entries_of, pendings, count, seen)
             if records:
                 return records
         return []
@@ -167,6 +169,7 @@ class ReadState:
         entries_of: dict[str, list[Any]],
         pendings: list[Any],
         count: int,
+        seen: dict[str, set[bytes]],
     ) -> list[Record]:
         records: list[Record] = []
         for stream, pending in zip(streams, pendings, strict=True):
@@ -176,12 +179,25 @@ class ReadState:
             else:
                 self.recovering[stream] = entries[-1][0]
             counts = {row[0]: int(row[3]) for row in pending}
-            records.extend(self._fresh(stream, entries, counts))
+            records.extend(self._fresh(stream, entries, counts, seen[stream]))
         return records
 
-    def _fresh(self, stream: str, entries: Iterable[Any], counts: dict[bytes, int]) -> list[Record]:
-        """Records for entries not held yet; ids whose entry was deleted are acked."""
-        skip = self._skip(stream)
+    def _settling(self, streams: Iterable[str]) -> dict[str, set[bytes]]:
+        """A copy of what each stream holds or is acknowledging, taken before a read of
+        pending entries: an XACK in flight may complete (and leave ``acking``) before
+        that read's reply is filtered, though the reply still lists its entries."""
+        return {s: set(self._skip(s)) for s in streams}
+
+    def _fresh(
+        self,
+        stream: str,
+        entries: Iterable[Any],
+        counts: dict[bytes, int],
+        seen: set[bytes] | None = None,
+    ) -> list[Record]:
+        """Records for entries not held yet (nor in ``seen``); ids whose entry was deleted
+        are acked."""
+        skip = self._skip(stream) if seen is None else seen.union(self._skip(stream))
         build = self.builders[stream].build
         held = self.held[stream]
         out: list[Record] = []
@@ -199,6 +215,7 @@ class ReadState:
         """XAUTOCLAIM entries idle for ``idle_ms`` on any consumer; True when every stream's
         scan reached the end of its PEL."""
         streams = list(self.streams)
+        seen = self._settling(streams)
         async with client.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.execute_command(
@@ -211,7 +228,7 @@ class ReadState:
         for stream, reply in zip(streams, replies, strict=True):
             self.claim_cursor[stream] = reply[0]
             finished = finished and reply[0] == _START
-            skip = self._skip(stream)
+            skip = seen[stream].union(self._skip(stream))
             entries = [e for e in reply[1] if e is not None and e[0] not in skip]
             if entries:
                 claimed[stream] = entries
@@ -229,7 +246,7 @@ class ReadState:
         records: list[Record] = []
         for (stream, entries), pending in zip(claimed.items(), pendings, strict=True):
             counts = {row[0]: int(row[3]) for row in pending}
-            records.extend(self._fresh(stream, entries, counts))
+            records.extend(self._fresh(stream, entries, counts, seen[stream]))
         return records, finished
 
     async def heartbeat(self, client: Any) -> None:
