@@ -38,9 +38,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         raise ValueError(f"unknown log level {level!r}; expected debug, info, warning or error")
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        json_renderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        json_renderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
