@@ -224,6 +224,11 @@ class Route:
     """A Starlette-style ``async def endpoint(request) -> Response``."""
     auth: bool = True
     """Require the server's bearer token (False only for ``auth: none`` triggers)."""
+    respond: Callable[..., Awaitable[Any]] | None = None
+    """Optional ``async def respond(scope, receive) -> Response``: what ``endpoint`` does,
+    from the raw ASGI scope. The server calls it directly, skipping Starlette's routing
+    and request layers, when present; ``endpoint`` must then be ``respond`` applied to
+    ``request.scope, request.receive`` so both paths behave the same."""
 
 
 class Clock(Protocol):

@@ -26,14 +26,17 @@ import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope
 
 from eventrun._config_connections import is_loopback
 from eventrun._dlq_api import dlq_routes
+from eventrun._fastpath import FastApp, Responder, first_headers
 from eventrun._openapi import openapi_document
 from eventrun._web import SESSION_COOKIE, session_value, web_routes
+from eventrun.asgi import read_body
 from eventrun.exceptions import ConfigError, FunctionSaturated
 
 if TYPE_CHECKING:
@@ -112,21 +115,30 @@ class _Auth:
         return any([hmac.compare_digest(given, t) for t in self._tokens])  # noqa: C419
 
     def ok(self, request: Request) -> bool:
+        return self.allows(request.scope)
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether a request (its ASGI scope) carries a valid token or session cookie."""
         if not self._tokens:
             return True
-        header = request.headers.get("authorization", "")
+        headers = first_headers(scope)
+        header = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
-            return self._session_ok(request)
+            return self._session_ok(scope, headers)
         return self.valid_token(presented.strip().encode())
 
-    def _session_ok(self, request: Request) -> bool:
+    def _session_ok(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
         """The web page's session cookie (see eventrun._web); a state-changing request
         must also carry ``X-Requested-With`` so no cross-site form can forge it."""
-        cookie = request.cookies.get(SESSION_COOKIE)
+        cookies: dict[str, str] = {}
+        for name, value in scope["headers"]:  # every Cookie header, as request.cookies
+            if name == b"cookie":
+                cookies.update(cookie_parser(value.decode("latin-1")))
+        cookie = cookies.get(SESSION_COOKIE)
         if not cookie:
             return False
-        if request.method not in ("GET", "HEAD") and not request.headers.get("x-requested-with"):
+        if scope["method"] not in ("GET", "HEAD") and not headers.get(b"x-requested-with"):
             return False
         given = cookie.encode()
         valid = [session_value(t).encode() for t in self._tokens]
@@ -135,25 +147,39 @@ class _Auth:
     def guard(self, endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
             if not self.ok(request):
-                return JSONResponse(
-                    {"message": "missing or invalid bearer token"},
-                    status_code=401,
-                    headers={
-                        "WWW-Authenticate": "Bearer",
-                        "x-amzn-ErrorType": "UnauthorizedException",
-                    },
-                )
+                return _unauthorized()
             return await endpoint(request)
 
         return guarded
+
+    def guard_responder(self, respond: Responder) -> Responder:
+        """:meth:`guard` for a fast-path responder (eventrun._fastpath)."""
+
+        async def guarded(scope: Scope, receive: Receive) -> Response:
+            if not self.allows(scope):
+                return _unauthorized()
+            return await respond(scope, receive)
+
+        return guarded
+
+
+def _unauthorized() -> Response:
+    return JSONResponse(
+        {"message": "missing or invalid bearer token"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer", "x-amzn-ErrorType": "UnauthorizedException"},
+    )
 
 
 def build_app(runtime: Runtime) -> Starlette:
     """The ASGI app for a runtime whose push sources already registered their routes."""
     auth = _Auth(load_tokens(runtime))
 
+    async def respond_invoke(scope: Scope, receive: Receive) -> Response:
+        return await _invoke(runtime, scope, receive)
+
     async def invoke(request: Request) -> Response:
-        return await _invoke(runtime, request)
+        return await respond_invoke(request.scope, request.receive)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -177,10 +203,13 @@ def build_app(runtime: Runtime) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(runtime))
 
+    invoke_route = StarletteRoute(
+        "/2015-03-31/functions/{name}/invocations", auth.guard(invoke), methods=["POST"]
+    )
+    # routes answered by a responder without Starlette's middleware (eventrun._fastpath)
+    responders: dict[int, Responder] = {id(invoke_route): auth.guard_responder(respond_invoke)}
     routes = [
-        StarletteRoute(
-            "/2015-03-31/functions/{name}/invocations", auth.guard(invoke), methods=["POST"]
-        ),
+        invoke_route,
         StarletteRoute("/healthz", healthz, methods=["GET"]),
         StarletteRoute("/readyz", readyz, methods=["GET"]),
         StarletteRoute("/metrics", auth.guard(metrics), methods=["GET"]),
@@ -191,30 +220,37 @@ def build_app(runtime: Runtime) -> Starlette:
         endpoint = auth.guard(route.endpoint) if route.auth else route.endpoint
         # Starlette treats methods=None on a function endpoint as GET only: spell "*" out
         methods = list(ANY_METHOD) if "*" in route.methods else list(route.methods)
-        routes.append(StarletteRoute(route.path, endpoint, methods=methods))
+        mounted = StarletteRoute(route.path, endpoint, methods=methods)
+        if route.respond is not None:
+            respond: Responder = route.respond
+            responders[id(mounted)] = auth.guard_responder(respond) if route.auth else respond
+        routes.append(mounted)
     # after the function URLs, so a function mounted at / or /dlq keeps its path
     routes.extend(dlq_routes(runtime, auth))
     routes.extend(web_routes(runtime, auth))
-    return Starlette(routes=routes)
+    return FastApp(routes, responders)
 
 
 _NOT_JSON = "Could not parse request body into json"
 
 
-async def _invoke(runtime: Runtime, request: Request) -> Response:
-    """``POST /2015-03-31/functions/{name}/invocations``: Lambda's status codes and headers."""
-    name = _function_name(request.path_params["name"])
+async def _invoke(runtime: Runtime, scope: Scope, receive: Receive) -> Response:
+    """``POST /2015-03-31/functions/{name}/invocations``: Lambda's status codes and headers
+    (from the ASGI scope: this runs once per invocation, see eventrun._fastpath)."""
+    name = _function_name(scope["path_params"]["name"])
     if name not in runtime.functions:
         return _error(
             404,
             "ResourceNotFoundException",
             f"Function not found: arn:aws:lambda:us-east-1:000000000000:function:{name}",
         )
-    kind = request.headers.get("x-amz-invocation-type", "RequestResponse")
+    headers = first_headers(scope)
+    kind = headers.get(b"x-amz-invocation-type", b"RequestResponse").decode("latin-1")
     limit = ASYNC_LIMIT if kind == "Event" else SYNC_LIMIT
-    body = await _read_body(request, limit)
+    declared = _declared_length(headers)
+    body = await read_body(receive, limit, declared)
     if body is None:
-        return _too_large(_declared_length(request) or limit + 1, limit)
+        return _too_large(declared or limit + 1, limit)
     if kind == "DryRun":
         return Response(status_code=204)
     if kind == "Event":
@@ -234,16 +270,19 @@ async def _invoke(runtime: Runtime, request: Request) -> Response:
         return _too_large(len(body), SYNC_LIMIT)
     if body and not _is_json(body):
         return _error(400, "InvalidRequestContentException", _NOT_JSON)
-    return await _invoke_sync(runtime, request, name, body or b"{}")
+    return await _invoke_sync(runtime, headers, name, body or b"{}")
 
 
-async def _invoke_sync(runtime: Runtime, request: Request, name: str, body: bytes) -> Response:
+async def _invoke_sync(
+    runtime: Runtime, headers: dict[bytes, bytes], name: str, body: bytes
+) -> Response:
+    context = headers.get(b"x-amz-client-context")
     try:
         result = await runtime.invoke(
             name,
             body,
             wait=False,
-            client_context=_client_context(request.headers.get("x-amz-client-context")),
+            client_context=_client_context(context.decode("latin-1") if context else None),
         )
     except FunctionSaturated:
         return _error(
@@ -253,40 +292,20 @@ async def _invoke_sync(runtime: Runtime, request: Request, name: str, body: byte
             headers={"Retry-After": "1"},
             Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
         )
-    headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": result.request_id}
+    out = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": result.request_id}
     if not result.ok:
-        headers["X-Amz-Function-Error"] = "Unhandled"
-    if request.headers.get("x-amz-log-type", "").lower() == "tail":
+        out["X-Amz-Function-Error"] = "Unhandled"
+    if headers.get(b"x-amz-log-type", b"").decode("latin-1").lower() == "tail":
         tail = result.logs.encode()[-TAIL_BYTES:]
-        headers["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
-    return Response(result.payload, status_code=200, headers=headers, media_type="application/json")
+        out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
+    return Response(result.payload, status_code=200, headers=out, media_type="application/json")
 
 
-def _declared_length(request: Request) -> int | None:
+def _declared_length(headers: dict[bytes, bytes]) -> int | None:
     try:
-        return int(request.headers["content-length"])
+        return int(headers[b"content-length"])
     except (KeyError, ValueError):
         return None
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit`` (from Content-Length,
-    without waiting for a body that may never come, or while streaming). A client that
-    disconnects mid-body gets whatever arrived (its response goes nowhere)."""
-    declared = _declared_length(request)
-    if declared is not None and declared > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    except ClientDisconnect:
-        pass
-    return b"".join(chunks)
 
 
 def _too_large(size: int, limit: int) -> JSONResponse:

@@ -11,7 +11,7 @@ import eventrun
 from eventrun import _plugins
 
 PACKAGE = Path(eventrun.__file__).parent
-SEAM = {"eventrun.abc", "eventrun.exceptions", "eventrun._clock"}
+SEAM = {"eventrun.abc", "eventrun.asgi", "eventrun.exceptions", "eventrun._clock"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -29,10 +29,12 @@ from urllib.parse import parse_qsl
 
 import anyio
 from anyio.abc import TaskStatus
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope
 
 from eventrun.abc import Route, SourceContext, SourceSpec
+from eventrun.asgi import header, read_body
 from eventrun.exceptions import FunctionSaturated
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
@@ -57,9 +59,12 @@ def _request_time(second: int) -> str:
 
 
 def build_event(request: Request, body: bytes) -> dict[str, Any]:
-    """The payload-format-2.0 event for a request (read straight from the ASGI scope:
-    this runs once per request)."""
-    scope = request.scope
+    """The payload-format-2.0 event for a request."""
+    return _event(request.scope, body)
+
+
+def _event(scope: Scope, body: bytes) -> dict[str, Any]:
+    """:func:`build_event` straight from the ASGI scope (this runs once per request)."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
     for raw_name, raw_value in scope["headers"]:
@@ -152,21 +157,9 @@ def map_response(payload: bytes) -> Response:
     return response
 
 
-async def _body_within(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it is known to exceed ``limit``: from Content-Length before
-    reading anything (a huge declared body is never waited for), or while streaming."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return None
-    except ClientDisconnect:
-        pass
-    return bytes(body)
+async def _body_within(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    declared = header(scope, b"content-length") or ""
+    return await read_body(receive, limit, int(declared) if declared.isdigit() else None)
 
 
 class HttpSource:
@@ -183,12 +176,12 @@ class HttpSource:
     async def serve(
         self, ctx: SourceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        async def endpoint(request: Request) -> Response:
-            body = await _body_within(request, 6 * 1024 * 1024)
+        async def respond(scope: Scope, receive: Receive) -> Response:
+            body = await _body_within(scope, receive, 6 * 1024 * 1024)
             if body is None:
                 return JSONResponse({"Message": "Request Entity Too Large"}, status_code=413)
             try:
-                outcome = await ctx.invoke(build_event(request, body))
+                outcome = await ctx.invoke(_event(scope, body))
             except FunctionSaturated:
                 return JSONResponse({"Message": "Too Many Requests"}, status_code=429)
             if not outcome.ok:
@@ -198,8 +191,11 @@ class HttpSource:
             else:
                 response = map_response(outcome.payload)
             response.headers["x-amzn-RequestId"] = outcome.request_id
-            self._cors_headers(request, response)
+            self._cors_headers(header(scope, b"origin"), response)
             return response
+
+        async def endpoint(request: Request) -> Response:
+            return await respond(request.scope, request.receive)
 
         if self.cors is not None:
             # browsers send preflights without credentials: answered before auth, and
@@ -208,12 +204,11 @@ class HttpSource:
                 return self._preflight(request)
 
             ctx.add_route(Route(self.path, ("OPTIONS",), preflight, auth=False))
-        ctx.add_route(Route(self.path, self.methods, endpoint, auth=self.auth))
+        ctx.add_route(Route(self.path, self.methods, endpoint, auth=self.auth, respond=respond))
         task_status.started()
         await anyio.sleep_forever()
 
-    def _allowed_origin(self, request: Request) -> str | None:
-        origin = request.headers.get("origin")
+    def _allowed_origin(self, origin: str | None) -> str | None:
         if origin is None or self.cors is None:
             return None
         allowed = list(self.cors.allow_origins or [])
@@ -221,8 +216,8 @@ class HttpSource:
             return "*"
         return origin if origin in allowed else None
 
-    def _cors_headers(self, request: Request, response: Response) -> None:
-        origin = self._allowed_origin(request)
+    def _cors_headers(self, request_origin: str | None, response: Response) -> None:
+        origin = self._allowed_origin(request_origin)
         if origin is None or self.cors is None:
             return
         response.headers["access-control-allow-origin"] = origin
@@ -235,7 +230,7 @@ class HttpSource:
 
     def _preflight(self, request: Request) -> Response:
         response = Response(status_code=200)
-        self._cors_headers(request, response)
+        self._cors_headers(request.headers.get("origin"), response)
         assert self.cors is not None
         if self.cors.allow_methods:
             response.headers["access-control-allow-methods"] = ",".join(self.cors.allow_methods)
