@@ -172,7 +172,13 @@ class ProcessRunner:
             raise
         finally:
             theirs.close()
-        worker = Worker(proc, Channel(mine), memfd)
+        try:
+            channel = await Channel.open(mine)
+        except BaseException:
+            proc.kill()
+            os.close(memfd)
+            raise
+        worker = Worker(proc, channel, memfd)
         self._workers.add(worker)
         try:
             with anyio.fail_after(self.init_timeout):

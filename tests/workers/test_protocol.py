@@ -24,8 +24,29 @@ from eventrun.workers._protocol import (
 
 
 async def test_round_trip_over_a_socketpair() -> None:
+    await _round_trip()
+
+
+def test_round_trip_on_uvloop() -> None:
+    """The daemon runs on uvloop, whose transports differ from asyncio's own."""
+    anyio.run(_round_trip, backend_options={"use_uvloop": True})
+
+
+async def test_send_to_a_dead_worker_is_channel_closed() -> None:
     mine, theirs = socket.socketpair()
-    channel = Channel(mine)
+    channel = await Channel.open(mine)
+    theirs.close()
+    with pytest.raises(ChannelClosed), anyio.fail_after(5):
+        await channel.receive()
+    with pytest.raises(ChannelClosed):
+        await channel.send(encode(Invoke("r", b"{}", 1.0)))
+    channel.close()
+    channel.close()  # twice is fine
+
+
+async def _round_trip() -> None:
+    mine, theirs = socket.socketpair()
+    channel = await Channel.open(mine)
     try:
         big = b'{"k": "' + b"x" * 3_000_000 + b'"}'
         msg = Invoke("r1", big, 12.5, {"custom": {}}, None)
@@ -49,7 +70,7 @@ async def test_round_trip_over_a_socketpair() -> None:
 
 async def test_truncated_frame_is_channel_closed() -> None:
     mine, theirs = socket.socketpair()
-    channel = Channel(mine)
+    channel = await Channel.open(mine)
     theirs.sendall(encode(Result("r", True, b"1", None, b"", 0.0, 1))[:-3])
     theirs.close()
     with pytest.raises(ChannelClosed):
@@ -59,7 +80,7 @@ async def test_truncated_frame_is_channel_closed() -> None:
 
 async def test_oversized_header_is_frame_error() -> None:
     mine, theirs = socket.socketpair()
-    channel = Channel(mine)
+    channel = await Channel.open(mine)
     theirs.sendall(struct.pack(">I", MAX_FRAME_BYTES + 1))
     with pytest.raises(FrameError):
         await channel.receive()
