@@ -19,8 +19,9 @@ import inspect
 import logging
 import secrets
 import time
+import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -76,6 +77,33 @@ def _user_traceback(tb: TracebackType | None) -> TracebackType | None:
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIRS):
         tb = tb.tb_next
     return tb
+
+
+_NOT_STARTED = object()
+_FINISHED = object()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Finish ``coro`` from its first suspension, ``pending`` (what it handed the event
+    loop), exactly as ``await coro`` would have: results and exceptions (cancellation
+    included) go into it, what it awaits next goes out."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 class InlineRunner:
@@ -175,14 +203,10 @@ class InlineRunner:
 
     async def _call(self, handler: Callable[..., Any], event: Any, ctx: LambdaContext) -> Any:
         if self._is_async:
-            value = await handler(event, ctx)
-        else:
-            value = await anyio.to_thread.run_sync(
-                handler, event, ctx, limiter=self._threads, abandon_on_cancel=True
-            )
-        if inspect.isawaitable(value):
-            value = await value
-        return value
+            return await handler(event, ctx)
+        return await anyio.to_thread.run_sync(
+            handler, event, ctx, limiter=self._threads, abandon_on_cancel=True
+        )
 
     async def _invoke(
         self,
@@ -212,25 +236,46 @@ class InlineRunner:
         token = _captured.set((rid, lines))
         started = time.perf_counter()
         ok, error_type, outcome = False, None, "error"
+        timed_out = False
         try:
-            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
-                try:
-                    ctx = LambdaContext(
-                        self._info, rid, time.monotonic() + timeout, client_context, identity
-                    )
-                    value = await self._call(self._handler, msgspec.json.decode(payload), ctx)
+            try:
+                ctx = LambdaContext(
+                    self._info, rid, time.monotonic() + timeout, client_context, identity
+                )
+                event = msgspec.json.decode(payload)
+                pending: Any = _NOT_STARTED
+                if self._is_async:
+                    # first step outside any cancel scope: a handler that returns without
+                    # suspending cannot time out, and a deadline scope costs ~6 µs
+                    coro = self._handler(event, ctx)
+                    try:
+                        pending = coro.send(None)
+                    except StopIteration as done:
+                        value = done.value
+                        pending = _FINISHED
+                if pending is not _FINISHED or inspect.isawaitable(value):
+                    left = timeout - (time.perf_counter() - started)
+                    with anyio.CancelScope(deadline=anyio.current_time() + left) as scope:
+                        if pending is _NOT_STARTED:
+                            value = await self._call(self._handler, event, ctx)
+                        elif pending is not _FINISHED:
+                            value = await _resume(coro, pending)
+                        if inspect.isawaitable(value):
+                            value = await value
+                    timed_out = scope.cancelled_caught
+                if not timed_out:
                     body, ok, outcome = _errors.marshal(value), True, "ok"
-                except _errors.MarshalFailure as exc:
-                    error_type, body = "Runtime.MarshalError", _errors.marshal_error(str(exc), rid)
-                except Exception as exc:
-                    error_type = type(exc).__name__
-                    body = _errors.handler_error(exc, rid, _user_traceback(exc.__traceback__))
-                    lines.append(f"[ERROR] {error_type}: {exc}\n")
+            except _errors.MarshalFailure as exc:
+                error_type, body = "Runtime.MarshalError", _errors.marshal_error(str(exc), rid)
+            except Exception as exc:
+                error_type = type(exc).__name__
+                body = _errors.handler_error(exc, rid, _user_traceback(exc.__traceback__))
+                lines.append(f"[ERROR] {error_type}: {exc}\n")
         finally:
             _captured.reset(token)
         duration = time.perf_counter() - started
         status = None
-        if scope.cancelled_caught:
+        if timed_out:
             ok, error_type, outcome, duration = False, "Sandbox.Timedout", "timeout", timeout
             body = _errors.timeout_error(rid, timeout)
             lines.append(f"{rid} Task timed out after {timeout:.2f} seconds\n")

@@ -75,6 +75,27 @@ async def test_timeout() -> None:
     assert json.loads(ok.payload) == "woke"
 
 
+async def test_async_handlers_that_never_await_and_that_await_a_lot() -> None:
+    """The first step of an async handler runs outside any cancel scope (see _resume):
+    values and exceptions must still flow through every later suspension."""
+    async with inline("async_app.immediate", timeout=1) as runner:
+        assert json.loads((await runner.invoke(event([1]))).payload) == {"immediate": [1]}
+    async with inline("async_app.immediate_fail") as runner:
+        failed = await runner.invoke(event({}))
+    assert failed.error_type == "ValueError"
+    assert "async_app.py" in json.loads(failed.payload)["stackTrace"][0]
+    async with inline("async_app.relay", timeout=5) as runner:
+        result = await runner.invoke(event({}))
+    assert json.loads(result.payload) == ["from a future", "caught thrown in", "slept"]
+
+
+async def test_timeout_after_the_first_suspension() -> None:
+    async with inline("async_app.stubborn", timeout=0.2) as runner:
+        result = await runner.invoke(event({}))
+        assert result.error_type == "Sandbox.Timedout"
+        assert runner.statistics()["timeouts"] == 1
+
+
 async def test_logging_is_captured_per_invocation() -> None:
     async with inline("basic.noisy") as runner:
         result = await runner.invoke(event({}), request_id="l1")

@@ -28,3 +28,38 @@ async def fail(event, context):
 async def sleepy(event, context):
     await asyncio.sleep(event["s"])
     return "woke"
+
+
+async def immediate(event, context):
+    return {"immediate": event}
+
+
+async def immediate_fail(event, context):
+    raise ValueError("before any await")
+
+
+async def relay(event, context):
+    """Awaits that return values and awaits that raise, across several suspensions."""
+    loop = asyncio.get_running_loop()
+    got = []
+    future = loop.create_future()
+    loop.call_soon(future.set_result, "from a future")
+    got.append(await future)
+    await asyncio.sleep(0)
+    failing = loop.create_future()
+    loop.call_soon(failing.set_exception, LookupError("thrown in"))
+    try:
+        await failing
+    except LookupError as exc:
+        got.append(f"caught {exc}")
+    got.append(await asyncio.wait_for(asyncio.sleep(0.001, "slept"), 5))
+    return got
+
+
+async def stubborn(event, context):
+    """Catches the first cancellation (the timeout) and returns late: still a timeout."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0)
+        raise
