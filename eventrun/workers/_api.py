@@ -112,6 +112,16 @@ class FunctionRunner(Protocol):
         ...
 
 
+def new_request_id() -> str:
+    """A random (version 4) UUID in its text form, as Lambda's request ids are: the same
+    as ``str(uuid.uuid4())`` at a third of the cost (one per invocation)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 async def acquire_slot(slots: anyio.Semaphore, *, wait: bool, name: str, concurrency: int) -> None:
     """Take one of the function's concurrency slots: wait for it (backpressure), or raise
     FunctionSaturated at once (the Invoke API's 429) when ``wait`` is False."""

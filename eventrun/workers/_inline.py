@@ -20,7 +20,6 @@ import logging
 import secrets
 import time
 import types
-import uuid
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +31,13 @@ import msgspec
 import structlog
 
 from . import _errors
-from ._api import FunctionSettings, InvokeResult, acquire_slot, log_stream_name
+from ._api import (
+    FunctionSettings,
+    InvokeResult,
+    acquire_slot,
+    log_stream_name,
+    new_request_id,
+)
 from ._context import FunctionInfo, LambdaContext
 from ._handler import HandlerLoadFailure, resolve_handler
 from ._invocation import format_logs
@@ -178,7 +183,7 @@ class InlineRunner:
         log_done: bool = True,
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
-        rid = request_id or str(uuid.uuid4())
+        rid = request_id or new_request_id()
         await acquire_slot(
             self._slots, wait=wait, name=self.name, concurrency=self.settings.concurrency
         )

@@ -21,7 +21,6 @@ import os
 import secrets
 import signal
 import socket
-import uuid
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -38,6 +37,7 @@ from ._api import (
     acquire_slot,
     function_environment,
     log_stream_name,
+    new_request_id,
 )
 from ._channel import Channel
 from ._invocation import Worker, init_failure, run_invocation
@@ -274,7 +274,7 @@ class ProcessRunner:
         log_done: bool = True,
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
-        rid = request_id or str(uuid.uuid4())
+        rid = request_id or new_request_id()
         await acquire_slot(
             self._slots, wait=wait, name=self.name, concurrency=self.settings.concurrency
         )
