@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -131,10 +132,15 @@ def _event(scope: Scope, body: bytes) -> dict[str, Any]:
 
 def map_response(payload: bytes) -> Response:
     """Map a handler's JSON return value to a response, as Function URLs do."""
+    if b'"statusCode"' not in payload:  # the shortcut, known without parsing
+        return Response(payload, status_code=200, media_type="application/json")
     try:
-        value = json.loads(payload)
-    except ValueError:
-        value = None
+        value = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        try:  # what msgspec refuses and Python's json writes: NaN, Infinity
+            value = json.loads(payload)
+        except ValueError:
+            value = None
     if not isinstance(value, dict) or "statusCode" not in value:
         return Response(payload, status_code=200, media_type="application/json")
     status = int(value.get("statusCode") or 200)

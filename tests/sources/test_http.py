@@ -382,3 +382,14 @@ def test_no_cors_config_means_no_cors_headers(app: App) -> None:
     with app.client() as http:
         r = http.get("/echo", headers={"Origin": "https://app.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_map_response_reads_what_python_json_writes() -> None:
+    """Handlers are marshalled with Python's json (NaN allowed); the shortcut needs no
+    parse, a mapped response is parsed by msgspec or, failing that, by json."""
+    mapped = map_response(b'{"statusCode": 201, "body": "x", "score": NaN}')
+    assert (mapped.status_code, mapped.body) == (201, b"x")
+    shortcut = map_response(b'{"ok": true}')
+    assert (shortcut.status_code, shortcut.body) == (200, b'{"ok": true}')
+    listed = map_response(b'["statusCode", 404]')
+    assert (listed.status_code, listed.body) == (200, b'["statusCode", 404]')
