@@ -248,26 +248,28 @@ class InlineRunner:
                     self._info, rid, time.monotonic() + timeout, client_context, identity
                 )
                 event = msgspec.json.decode(payload)
-                pending: Any = _NOT_STARTED
-                if self._is_async:
-                    # first step outside any cancel scope: a handler that returns without
-                    # suspending cannot time out, and a deadline scope costs ~6 µs
-                    coro = self._handler(event, ctx)
-                    try:
-                        pending = coro.send(None)
-                    except StopIteration as done:
-                        value = done.value
-                        pending = _FINISHED
-                if pending is not _FINISHED or inspect.isawaitable(value):
-                    left = timeout - (time.perf_counter() - started)
-                    with anyio.CancelScope(deadline=anyio.current_time() + left) as scope:
+                # The deadline is armed only once the handler suspends: a handler that
+                # returns without awaiting (the common trivial one) cannot time out, and
+                # the timer is most of a deadline scope's cost. The scope is entered first
+                # so scopes the handler opens before its first await nest inside it.
+                with anyio.CancelScope() as scope:
+                    pending: Any = _NOT_STARTED
+                    if self._is_async:
+                        coro = self._handler(event, ctx)
+                        try:
+                            pending = coro.send(None)
+                        except StopIteration as done:
+                            value, pending = done.value, _FINISHED
+                    if pending is not _FINISHED or inspect.isawaitable(value):
+                        left = timeout - (time.perf_counter() - started)
+                        scope.deadline = anyio.current_time() + left
                         if pending is _NOT_STARTED:
                             value = await self._call(self._handler, event, ctx)
                         elif pending is not _FINISHED:
                             value = await _resume(coro, pending)
                         if inspect.isawaitable(value):
                             value = await value
-                    timed_out = scope.cancelled_caught
+                timed_out = scope.cancelled_caught
                 if not timed_out:
                     body, ok, outcome = _errors.marshal(value), True, "ok"
             except _errors.MarshalFailure as exc:

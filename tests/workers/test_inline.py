@@ -87,6 +87,10 @@ async def test_async_handlers_that_never_await_and_that_await_a_lot() -> None:
     async with inline("async_app.relay", timeout=5) as runner:
         result = await runner.invoke(event({}))
     assert json.loads(result.payload) == ["from a future", "caught thrown in", "slept"]
+    # anyio cancel scopes and task groups opened before the first await nest properly
+    async with inline("async_app.scoped", timeout=5) as runner:
+        scoped = await runner.invoke(event({}))
+    assert (scoped.ok, json.loads(scoped.payload)) == (True, "scoped")
 
 
 async def test_timeout_after_the_first_suspension() -> None:

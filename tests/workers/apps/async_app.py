@@ -63,3 +63,16 @@ async def stubborn(event, context):
     except asyncio.CancelledError:
         await asyncio.sleep(0)
         raise
+
+
+async def scoped(event, context):
+    """Enters anyio cancel scopes and a task group before its first suspension."""
+    import anyio
+
+    with anyio.move_on_after(5):
+        await anyio.sleep(0.001)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.sleep, 0.001)
+    with anyio.fail_after(5):
+        await asyncio.sleep(0)
+    return "scoped"
