@@ -16,6 +16,7 @@ import struct
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -88,7 +89,7 @@ def _frames() -> st.SearchStrategy[bytes]:
 def test_channel_receive_on_random_bytes(data: bytes) -> None:
     async def receive_all() -> None:
         mine, theirs = socket.socketpair()
-        channel = Channel(mine)
+        channel = await Channel.open(mine)
         theirs.sendall(data)
         theirs.close()  # EOF after the garbage: a receive never blocks forever
         try:
@@ -99,6 +100,7 @@ def test_channel_receive_on_random_bytes(data: bytes) -> None:
             pass
         finally:
             channel.close()
+            await anyio.lowlevel.checkpoint()  # the transport closes its socket on the loop
 
     anyio.run(receive_all)
 
@@ -106,12 +108,13 @@ def test_channel_receive_on_random_bytes(data: bytes) -> None:
 def test_channel_rejects_lengths_over_the_limit() -> None:
     async def main() -> None:
         mine, theirs = socket.socketpair()
-        channel = Channel(mine)
+        channel = await Channel.open(mine)
         theirs.sendall(struct.pack(">I", MAX_FRAME_BYTES + 1) + b"x" * 100)
         with pytest.raises(FrameError):
             await channel.receive()
         channel.close()
         theirs.close()
+        await anyio.lowlevel.checkpoint()
 
     anyio.run(main)
 
