@@ -313,6 +313,17 @@ def all_handled_and_empty(
     return check
 
 
+async def acks_counted(stats: Any, count: int) -> None:
+    """Wait until the dispatcher counted ``count`` acks: the queue is empty once the last
+    DeleteMessageBatch landed, the count moves when the whole ack call (several batches
+    of 10) returned."""
+
+    async def check() -> bool:
+        return bool(stats.acked >= count)
+
+    await wait_until(check, 10, f"{count} deletes counted")
+
+
 @asynccontextmanager
 async def started(config: Path) -> AsyncIterator[Runtime]:
     """The in-process runtime, once every source is connected (``runtime.ready``)."""
@@ -377,6 +388,7 @@ async def test_standard_queue_all_processed_and_deleted(
         [source] = runtime.sources.values()
         assert source.dispatcher is not None
         stats = source.dispatcher.stats
+        await acks_counted(stats, STANDARD_MESSAGES)
         assert stats.acked == STANDARD_MESSAGES
         assert stats.invoke_errors == 0
     seen = handled(ledger)
@@ -842,6 +854,7 @@ async def test_filtered_out_messages_are_deleted_without_invoking(
         [source] = runtime.sources.values()
         assert source.dispatcher is not None
         stats = source.dispatcher.stats
+        await acks_counted(stats, 91)
         assert stats.filtered == 61
         assert stats.acked == 91
     # The handler logs every record it is given: only the matching ones reached it.
