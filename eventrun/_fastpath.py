@@ -26,17 +26,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["FastApp", "Responder", "first_headers"]
+__all__ = ["FastApp", "Responder"]
 
 Responder = Callable[[Scope, Receive], Awaitable[Response]]
 _Hit = tuple[Responder, dict[str, Any]] | None
 _CACHE_SIZE = 1024
-
-
-def first_headers(scope: Scope) -> dict[bytes, bytes]:
-    """Header name -> its first value (what Starlette's ``request.headers.get`` reads)."""
-    raw = scope["headers"]
-    return dict(reversed(raw if isinstance(raw, list) else list(raw)))
 
 
 class FastApp(Starlette):

@@ -33,10 +33,10 @@ from starlette.types import Receive, Scope
 
 from eventrun._config_connections import is_loopback
 from eventrun._dlq_api import dlq_routes
-from eventrun._fastpath import FastApp, Responder, first_headers
+from eventrun._fastpath import FastApp, Responder
 from eventrun._openapi import openapi_document
 from eventrun._web import SESSION_COOKIE, session_value, web_routes
-from eventrun.asgi import read_body
+from eventrun.asgi import first_headers, read_body
 from eventrun.exceptions import ConfigError, FunctionSaturated
 
 if TYPE_CHECKING:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope
 
-__all__ = ["header", "read_body"]
+__all__ = ["first_headers", "header", "read_body"]
+
+
+def first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """Header name -> its first value, for a caller that reads several headers."""
+    raw = scope["headers"]
+    return dict(reversed(raw if isinstance(raw, list) else list(raw)))
 
 
 def header(scope: Scope, name: bytes) -> str | None:

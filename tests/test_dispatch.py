@@ -250,9 +250,8 @@ async def test_invalid_item_identifier_fails_the_whole_batch() -> None:
     assert attempts == [3, 3]
 
 
-async def test_gap_aware_ack_never_passes_a_failed_middle_record() -> None:
-    stream = MemoryStream()
-    # keys a,b,c land in different lanes of one shard; b's record keeps failing
+def _b_blocked(stream: MemoryStream) -> tuple[Handler, anyio.Event]:
+    """Keys a, b, c in one shard; b's record fails until the returned event is set."""
     for i, key in enumerate(["a", "b", "c", "a", "c"]):
         stream.put("s", f"{key}:{i}".encode(), key=key)
     gate = anyio.Event()
@@ -261,7 +260,12 @@ async def test_gap_aware_ack_never_passes_a_failed_middle_record() -> None:
         if any(data_of(r).startswith("b:") for r in records) and not gate.is_set():
             raise ValueError("b is not ready")
 
-    handler = Handler(fn=handle)
+    return Handler(fn=handle), gate
+
+
+async def test_gap_aware_ack_never_passes_a_failed_middle_record() -> None:
+    stream = MemoryStream()
+    handler, gate = _b_blocked(stream)
     async with running(stream, handler, batch_size=1, parallelization_factor=10):
         # a:0 completes; b:1 fails; c:2, a:3, c:4 complete: only offset 0 may be committed
         await handler.wait_calls(8)
@@ -281,15 +285,7 @@ class _EachAckStream(MemoryStream):
 
 async def test_acks_each_record_acknowledges_past_a_failing_key() -> None:
     stream = _EachAckStream()
-    for i, key in enumerate(["a", "b", "c", "a", "c"]):
-        stream.put("s", f"{key}:{i}".encode(), key=key)
-    gate = anyio.Event()
-
-    def handle(records: list[dict[str, Any]]) -> None:
-        if any(data_of(r).startswith("b:") for r in records) and not gate.is_set():
-            raise ValueError("b is not ready")
-
-    handler = Handler(fn=handle)
+    handler, gate = _b_blocked(stream)
     async with running(stream, handler, batch_size=1, parallelization_factor=10):
         await handler.wait_calls(8)
         # everything but b's record is acknowledged while b keeps failing

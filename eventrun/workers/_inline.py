@@ -206,9 +206,8 @@ class InlineRunner:
         )
         return result
 
-    async def _call(self, handler: Callable[..., Any], event: Any, ctx: LambdaContext) -> Any:
-        if self._is_async:
-            return await handler(event, ctx)
+    async def _call_sync(self, handler: Callable[..., Any], event: Any, ctx: LambdaContext) -> Any:
+        """A sync handler, in a worker thread (async ones are driven in _invoke)."""
         return await anyio.to_thread.run_sync(
             handler, event, ctx, limiter=self._threads, abandon_on_cancel=True
         )
@@ -264,7 +263,7 @@ class InlineRunner:
                         left = timeout - (time.perf_counter() - started)
                         scope.deadline = anyio.current_time() + left
                         if pending is _NOT_STARTED:
-                            value = await self._call(self._handler, event, ctx)
+                            value = await self._call_sync(self._handler, event, ctx)
                         elif pending is not _FINISHED:
                             value = await _resume(coro, pending)
                         if inspect.isawaitable(value):
