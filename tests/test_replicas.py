@@ -452,7 +452,9 @@ async def _stop_one_mid_run(
     tmp_path: Path, brokers: Brokers, client: aioredis.Redis, how: signal.Signals
 ) -> tuple[Workload, float]:
     config = write_replica_app(tmp_path, brokers, delay_s=0.1)
-    work = Workload(brokers, client, tmp_path / "ledger.jsonl", per_source=120)
+    # enough work that some is left once the victim has drained (a faster dispatcher
+    # let the survivors finish everything during the victim's shutdown)
+    work = Workload(brokers, client, tmp_path / "ledger.jsonl", per_source=180)
     with replicas(config) as daemons:
         victim = daemons[0]
         await work.send(daemons)
