@@ -14,6 +14,7 @@ attributed through a context variable); ``print`` goes to the daemon's stdout.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -84,7 +85,6 @@ def _user_traceback(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-_NOT_STARTED = object()
 _FINISHED = object()
 
 
@@ -127,7 +127,8 @@ class InlineRunner:
             log_stream_name=log_stream_name(secrets.token_hex(16)),
         )
         concurrency = max(1, settings.concurrency)
-        self._slots = anyio.Semaphore(concurrency)
+        # fast_acquire: a free slot is taken without a trip through the event loop
+        self._slots = anyio.Semaphore(concurrency, fast_acquire=True)
         self._threads = anyio.CapacityLimiter(concurrency)
         self._handler: Callable[..., Any] | None = None
         self._init_error: HandlerLoadFailure | None = None
@@ -212,6 +213,41 @@ class InlineRunner:
             handler, event, ctx, limiter=self._threads, abandon_on_cancel=True
         )
 
+    async def _call_async(
+        self, handler: Callable[..., Any], event: Any, ctx: LambdaContext, started: float
+    ) -> tuple[Any, bool]:
+        """An async handler, driven by hand until it first suspends: ``(value, timed_out)``.
+
+        A handler that returns without awaiting (the common trivial one) cannot time out,
+        so it runs with no timer at all. One that suspends is resumed under
+        ``asyncio.timeout``, armed with what is left of its time: unlike an anyio cancel
+        scope, that can be entered after the handler opened scopes or task groups of its
+        own (they see an ordinary task cancellation, as they would under any caller's
+        timeout). Both were measured on the hot path: an anyio scope entered up front
+        cost about 4 us per invocation, a fifth of an inline invocation's overhead.
+        """
+        coro = handler(event, ctx)
+        try:
+            pending = coro.send(None)
+        except StopIteration as done:
+            value = done.value
+            if not inspect.isawaitable(value):
+                return value, False
+            pending = _FINISHED
+        left = self.settings.timeout - (time.perf_counter() - started)
+        deadline = asyncio.timeout(left)
+        try:
+            async with deadline:
+                if pending is not _FINISHED:
+                    value = await _resume(coro, pending)
+                if inspect.isawaitable(value):
+                    value = await value
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the handler's own TimeoutError: an error like any other
+        # expired also when the handler swallowed the cancellation and returned late
+        return (None, True) if deadline.expired() else (value, False)
+
     async def _invoke(
         self,
         rid: str,
@@ -247,28 +283,14 @@ class InlineRunner:
                     self._info, rid, time.monotonic() + timeout, client_context, identity
                 )
                 event = msgspec.json.decode(payload)
-                # The deadline is armed only once the handler suspends: a handler that
-                # returns without awaiting (the common trivial one) cannot time out, and
-                # the timer is most of a deadline scope's cost. The scope is entered first
-                # so scopes the handler opens before its first await nest inside it.
-                with anyio.CancelScope() as scope:
-                    pending: Any = _NOT_STARTED
-                    if self._is_async:
-                        coro = self._handler(event, ctx)
-                        try:
-                            pending = coro.send(None)
-                        except StopIteration as done:
-                            value, pending = done.value, _FINISHED
-                    if pending is not _FINISHED or inspect.isawaitable(value):
-                        left = timeout - (time.perf_counter() - started)
-                        scope.deadline = anyio.current_time() + left
-                        if pending is _NOT_STARTED:
-                            value = await self._call_sync(self._handler, event, ctx)
-                        elif pending is not _FINISHED:
-                            value = await _resume(coro, pending)
+                if self._is_async:
+                    value, timed_out = await self._call_async(self._handler, event, ctx, started)
+                else:
+                    with anyio.move_on_after(timeout) as scope:
+                        value = await self._call_sync(self._handler, event, ctx)
                         if inspect.isawaitable(value):
                             value = await value
-                timed_out = scope.cancelled_caught
+                    timed_out = scope.cancelled_caught
                 if not timed_out:
                     body, ok, outcome = _errors.marshal(value), True, "ok"
             except _errors.MarshalFailure as exc:

@@ -78,7 +78,9 @@ class ProcessRunner:
         self.init_timeout = init_timeout
         self.stop_grace = stop_grace
         self._fork_server = fork_server
-        self._slots = anyio.Semaphore(max(1, settings.concurrency))
+        # fast_acquire: a free slot is taken without a trip through the event loop (an
+        # invocation always suspends anyway, waiting for its worker's answer)
+        self._slots = anyio.Semaphore(max(1, settings.concurrency), fast_acquire=True)
         self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
         self._busy = 0

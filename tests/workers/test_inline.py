@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import anyio
 import pytest
@@ -98,6 +99,29 @@ async def test_timeout_after_the_first_suspension() -> None:
         result = await runner.invoke(event({}))
         assert result.error_type == "Sandbox.Timedout"
         assert runner.statistics()["timeouts"] == 1
+
+
+async def test_timeout_reaches_a_task_group_opened_before_the_first_await(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    async with inline("async_app.grouped_sleeper", timeout=0.2) as runner:
+        with anyio.fail_after(5):
+            result = await runner.invoke(event({"marker": str(marker)}))
+    assert result.error_type == "Sandbox.Timedout"
+    assert marker.read_text() == "child cancelled"
+
+
+async def test_a_handlers_own_timeout_error_is_an_error_not_a_timeout() -> None:
+    async with inline("async_app.own_timeout", timeout=5) as runner:
+        result = await runner.invoke(event({}))
+        assert runner.statistics()["timeouts"] == 0
+    assert result.error_type == "TimeoutError"
+    assert json.loads(result.payload)["errorMessage"] == "upstream took too long"
+
+
+async def test_swallowing_the_timeout_and_returning_late_is_a_timeout() -> None:
+    async with inline("async_app.swallower", timeout=0.2) as runner:
+        result = await runner.invoke(event({}))
+    assert result.error_type == "Sandbox.Timedout"
 
 
 async def test_logging_is_captured_per_invocation() -> None:

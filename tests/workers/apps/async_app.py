@@ -76,3 +76,36 @@ async def scoped(event, context):
     with anyio.fail_after(5):
         await asyncio.sleep(0)
     return "scoped"
+
+
+async def grouped_sleeper(event, context):
+    """Opens a task group before its first suspension and outlives its timeout in it;
+    the child's cancellation is recorded in the event's file."""
+    import anyio
+
+    async def child() -> None:
+        try:
+            await anyio.sleep(10)
+        except anyio.get_cancelled_exc_class():
+            # no await allowed here (the task is being cancelled): a blocking write
+            with open(event["marker"], "w") as f:  # noqa: ASYNC230
+                f.write("child cancelled")
+            raise
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+        await anyio.sleep(10)
+
+
+async def own_timeout(event, context):
+    """Raises a TimeoutError of its own, well within its time: a handler error."""
+    await asyncio.sleep(0)
+    raise TimeoutError("upstream took too long")
+
+
+async def swallower(event, context):
+    """Swallows the timeout's cancellation and returns a value late: still a timeout."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        return "too late"
