@@ -1,14 +1,17 @@
 """ASGI helpers for HTTP push sources (part of the plugin seam) and the daemon's routes.
 
 Hot routes answer from the raw ASGI scope (see :mod:`eventrun._fastpath`); these read it
-the way Starlette's ``Request`` would, without building one.
+the way Starlette's ``Request`` would, without building one. :func:`new_request_id`
+gives an event its ``requestContext.requestId`` (``str(uuid.uuid4())``, cheaper).
 """
 
 from __future__ import annotations
 
 from starlette.types import Receive, Scope
 
-__all__ = ["first_headers", "header", "read_body"]
+from eventrun._ids import new_request_id
+
+__all__ = ["first_headers", "header", "new_request_id", "read_body"]
 
 
 def first_headers(scope: Scope) -> dict[bytes, bytes]:

@@ -22,7 +22,6 @@ import base64
 import functools
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope
 
 from eventrun.abc import Route, SourceContext, SourceSpec
-from eventrun.asgi import header, read_body
+from eventrun.asgi import header, new_request_id, read_body
 from eventrun.exceptions import FunctionSaturated
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
@@ -102,7 +101,7 @@ def _event(scope: Scope, body: bytes) -> dict[str, Any]:
                 "sourceIp": client[0] if client else "127.0.0.1",
                 "userAgent": headers.get("user-agent", ""),
             },
-            "requestId": str(uuid.uuid4()),
+            "requestId": new_request_id(),
             "routeKey": "$default",
             "stage": "$default",
             "time": _request_time(int(now)),

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol, Self
 
 import anyio
 
+from eventrun._ids import new_request_id
 from eventrun.exceptions import FunctionSaturated
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "acquire_slot",
     "function_environment",
     "log_stream_name",
+    "new_request_id",
 ]
 
 
@@ -110,16 +112,6 @@ class FunctionRunner(Protocol):
     def statistics(self) -> Mapping[str, int | float]:
         """workers, busy, idle, cold_starts, invocations, errors, timeouts, crashes, recycled."""
         ...
-
-
-def new_request_id() -> str:
-    """A random (version 4) UUID in its text form, as Lambda's request ids are: the same
-    as ``str(uuid.uuid4())`` at a third of the cost (one per invocation)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 async def acquire_slot(slots: anyio.Semaphore, *, wait: bool, name: str, concurrency: int) -> None:
