@@ -3,8 +3,9 @@
 ``async def`` handlers are awaited directly; sync handlers run in a worker thread
 (``anyio.to_thread``, bounded by the function's ``concurrency``). Same contract as the
 process pool: same :class:`InvokeResult` shapes, ``concurrency`` slots with
-``wait=False`` -> FunctionSaturated, the timeout enforced with a cancel scope
-(``Sandbox.Timedout``).
+``wait=False`` -> FunctionSaturated, the timeout enforced (``Sandbox.Timedout``) with
+``asyncio.timeout`` once an async handler suspends (see ``_call_async``; the daemon runs
+on asyncio) and with an anyio scope around a sync handler's thread.
 
 Limits of running in-process: a timed-out *sync* handler cannot be killed; its thread
 runs on (holding a thread slot) while the caller gets its timeout result. No memory
