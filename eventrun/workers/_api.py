@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol, Self
 
 import anyio
 
-from eventrun._ids import new_request_id
 from eventrun.exceptions import FunctionSaturated
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "acquire_slot",
     "function_environment",
     "log_stream_name",
-    "new_request_id",
 ]
 
 

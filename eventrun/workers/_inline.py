@@ -32,13 +32,14 @@ import anyio.to_thread
 import msgspec
 import structlog
 
+from eventrun._ids import new_request_id
+
 from . import _errors
 from ._api import (
     FunctionSettings,
     InvokeResult,
     acquire_slot,
     log_stream_name,
-    new_request_id,
 )
 from ._context import FunctionInfo, LambdaContext
 from ._handler import HandlerLoadFailure, resolve_handler

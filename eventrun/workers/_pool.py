@@ -31,13 +31,14 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from eventrun._ids import new_request_id
+
 from ._api import (
     FunctionSettings,
     InvokeResult,
     acquire_slot,
     function_environment,
     log_stream_name,
-    new_request_id,
 )
 from ._channel import Channel
 from ._invocation import Worker, init_failure, run_invocation
