@@ -25,7 +25,8 @@ over 1,000 keys (``seq`` per key in the value), an inline ``async`` handler that
 20 ms per batch (batch size 10, no batching window), ``parallelization_factor`` 1 vs 10;
 records/s and per-key order violations.
 
-Prints tables (median and min..max records/s, ratios vs plain and vs FastStream) and one
+Prints tables (median and min..max records/s, ratios vs plain and vs FastStream, CPU time
+of this process per record: the consumer side, without process-runtime workers) and one
 JSON line with every result.
 """
 
@@ -369,6 +370,7 @@ async def main(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     rates: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in args.modes}
     keys: dict[int, tuple[float, int]] = {}
     with tansu() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -378,7 +380,9 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  produced {args.records} records in {load_s:.1f}s", file=sys.stderr)
         for rep in range(args.reps):
             for mode in args.modes:
+                cpu_started = time.process_time()
                 seconds = await contender(mode, bootstrap, ends, root)(f"{mode}-{rep}")
+                cpu[mode].append((time.process_time() - cpu_started) * 1e6 / args.records)
                 rates[mode].append(args.records / seconds)
                 print(f"  {mode} rep {rep}: {args.records / seconds:,.0f} rec/s", file=sys.stderr)
         if args.profile:
@@ -387,7 +391,7 @@ async def main(args: argparse.Namespace) -> None:
             key_ends = await load(bootstrap, KEY_TOPIC, args.key_records, args.value_bytes, 1000)
             for factor in (1, 10):
                 keys[factor] = await key_run(bootstrap, root, factor, key_ends)
-    report(rates, keys, load_s, args)
+    report(rates, cpu, keys, load_s, args)
 
 
 async def profile(mode: str, bootstrap: str, ends: dict[int, int], root: Path) -> None:
@@ -401,6 +405,7 @@ async def profile(mode: str, bootstrap: str, ends: dict[int, int], root: Path) -
 
 def report(
     rates: dict[str, list[float]],
+    cpu: dict[str, list[float]],
     keys: dict[int, tuple[float, int]],
     load_s: float,
     args: argparse.Namespace,
@@ -414,20 +419,28 @@ def report(
         f"batch 100, {args.reps} reps, produced in {load_s:.1f}s, "
         f"cpus={os.cpu_count()} load={load_avg:.2f}"
     )
-    print(f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}{'vs fs':>9}")
+    print(
+        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}{'vs fs':>9}"
+        f"{'cpu µs/rec':>12}"
+    )
     results: dict[str, Any] = {}
     for mode, samples in rates.items():
         median = medians[mode]
         spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
         vs_plain = median / plain if plain else float("nan")
         vs_fast = median / fast if fast else float("nan")
-        print(f"{mode:<12}{median:>14,.0f}{spread:>22}{vs_plain:>9.2f}x{vs_fast:>8.2f}x")
+        cpu_us = statistics.median(cpu[mode])
+        print(
+            f"{mode:<12}{median:>14,.0f}{spread:>22}{vs_plain:>9.2f}x{vs_fast:>8.2f}x"
+            f"{cpu_us:>12.2f}"
+        )
         results[mode] = {
             "median_rps": round(median),
             "min_rps": round(min(samples)),
             "max_rps": round(max(samples)),
             "ratio_vs_plain": round(vs_plain, 3),
             "ratio_vs_faststream": round(vs_fast, 3),
+            "cpu_us_per_record": round(cpu_us, 3),
         }
     key_results: dict[str, Any] = {}
     if keys:

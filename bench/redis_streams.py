@@ -243,13 +243,13 @@ def contender(mode: str, url: str, entries: int, root: Path) -> Callable[[str], 
 
 async def main(args: argparse.Namespace) -> None:
     quiet_json_logs()
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
-    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
+    rates: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in args.modes}
     with redis_server() as url, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         await load(url, args.entries, args.value_bytes)
         for rep in range(args.reps):
-            for mode in MODES:
+            for mode in args.modes:
                 cpu_started = time.process_time()
                 seconds = await contender(mode, url, args.entries, root)(f"{mode}-{rep}")
                 cpu[mode].append((time.process_time() - cpu_started) * 1e6 / args.entries)
@@ -273,7 +273,7 @@ def report(
 ) -> None:
     """Throughput table; ``cpu µs/rec`` is this process's CPU time per entry (the daemon
     side: a process-mode worker's CPU is not included; Redis' never is)."""
-    base = statistics.median(rates["plain"])
+    base = statistics.median(rates["plain"]) if rates.get("plain") else float("nan")
     load_avg = os.getloadavg()[0]
     print(
         f"redis streams: {args.entries} entries x {args.value_bytes} B, {args.reps} reps, "
@@ -295,7 +295,7 @@ def report(
             "ratio_vs_plain": round(median / base, 3),
             "cpu_us_per_record": round(cpu_us, 3),
         }
-    fs = statistics.median(rates["faststream"])
+    fs = statistics.median(rates["faststream"]) if rates.get("faststream") else float("nan")
     doc = {
         "bench": "redis_streams",
         "entries": args.entries,
@@ -308,6 +308,7 @@ def report(
         "ratios": {
             f"{mode}_vs_faststream": round(statistics.median(rates[mode]) / fs, 3)
             for mode in ("inline", "process")
+            if mode in rates
         },
     }
     print(json.dumps(doc))
@@ -318,5 +319,6 @@ if __name__ == "__main__":
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--profile", choices=MODES, default=None)
     anyio.run(main, parser.parse_args(), backend_options={"use_uvloop": True})

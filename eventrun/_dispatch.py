@@ -55,6 +55,7 @@ from eventrun._filters import RecordFilter
 from eventrun._lanes import KeyedLane, Lane
 from eventrun._outputs import output_key, pipeline_outputs
 from eventrun._records import stream_failure_record
+from eventrun._shared_events import event_places, restore_events
 from eventrun.abc import Clock, OutMessage, Poller, Record
 from eventrun.exceptions import SourceError, WorkerError
 
@@ -78,7 +79,12 @@ class InvokeResultLike(Protocol):
     def error_type(self) -> str | None: ...
 
 
-Invoke = Callable[[bytes], Awaitable[InvokeResultLike]]
+class Invoke(Protocol):
+    """Runs the function on a batch event (JSON bytes). With ``share_events`` the
+    dispatcher also passes the event object those bytes encode, for an in-process
+    handler to take as is (see :mod:`eventrun._shared_events`)."""
+
+    def __call__(self, payload: bytes, *, event: Any = ...) -> Awaitable[InvokeResultLike]: ...
 
 
 class Publisher(Protocol):
@@ -108,6 +114,9 @@ class DispatchSettings:
     poll_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.2, cap_s=10.0))
     buffer_records: int = 0
     region: str = "us-east-1"
+    share_events: bool = False
+    """The function runs in this process (``runtime: inline``): hand it the batch event
+    object instead of a copy decoded from the bytes (restored from them on failure)."""
 
     @property
     def buffer_limit(self) -> int:
@@ -388,22 +397,35 @@ class TriggerDispatcher:
         (None = the whole batch failed, [] = every record succeeded). Logs one
         ``batch.done`` line per batch (``attempt`` = failed attempts before this one)."""
         records = [p.record for p in batch]
-        payload = _ENCODER.encode(self._poller.batch_event(records))
+        doc = self._poller.batch_event(records)
+        payload = _ENCODER.encode(doc)
+        places = event_places(doc, records) if self._s.share_events else None
         self.stats.invocations += 1
         if self._on_batch is not None:
             self._on_batch(len(records))
         started = time.perf_counter()
         try:
-            result: InvokeResultLike = await self._invoke(payload)
+            if places is None:
+                result: InvokeResultLike = await self._invoke(payload)
+            else:
+                result = await self._invoke(payload, event=doc)
         except WorkerError as exc:
             self._log.error("invoke.failed", error=str(exc))
             result = _RuntimeFailure(str(exc))
+        except BaseException:
+            if places is not None:  # cancelled: the records may be released and retried
+                restore_events(records, places, payload)
+            raise
         failed: list[int] | None = []
         if not result.ok:
             self.stats.invoke_errors += 1
             failed = None
         elif self._s.report_batch_item_failures:
             failed = _failed_indexes(result.payload, records)
+        if places is not None and failed != []:
+            # the handler had the records' events themselves: what is retried, split or
+            # sent to on_failure must be what was sent, whatever the handler did to it
+            restore_events(records, places, payload)
         self._log.info(
             "batch.done",
             request_id=result.request_id,

@@ -179,6 +179,7 @@ class Runtime:
         client_context: dict[str, Any] | None = None,
         trigger: str = "api",
         log_done: bool = True,
+        event: Any = None,
     ) -> InvokeResult:
         """Synchronous invocation; raises FunctionSaturated when ``wait`` is False and
         every concurrency slot is busy. ``trigger`` labels the invocation in metrics (a
@@ -192,6 +193,7 @@ class Runtime:
                 wait=wait,
                 client_context=client_context,
                 log_done=log_done,
+                event=event,
             )
         except FunctionSaturated:
             self.metrics.throttled(function)
@@ -455,9 +457,11 @@ class Runtime:
                 await anyio.sleep(delay)
 
     def _batch_invoke_fn(self, name: str, trigger: str) -> Any:
-        async def _invoke(payload: bytes) -> InvokeResult:
+        async def _invoke(payload: bytes, *, event: Any = None) -> InvokeResult:
             # The dispatcher logs one batch.done line per batch: invoke.done goes to debug.
-            return await self.invoke(name, payload, wait=True, trigger=trigger, log_done=False)
+            return await self.invoke(
+                name, payload, wait=True, trigger=trigger, log_done=False, event=event
+            )
 
         return _invoke
 
@@ -473,6 +477,7 @@ class Runtime:
             parallelization_factor=getattr(c, "parallelization_factor", 1),
             bisect=getattr(c, "bisect_batch_on_function_error", False),
             max_retry_attempts=getattr(c, "maximum_retry_attempts", -1),
+            share_events=self.config.functions[fname].runtime == "inline",
             max_record_age_s=getattr(c, "maximum_record_age", -1.0),
             report_batch_item_failures=c.report_batch_item_failures,
             filter=RecordFilter(patterns) if patterns else None,

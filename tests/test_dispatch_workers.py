@@ -201,3 +201,118 @@ async def test_shutdown_drains_in_flight_batches_of_workers(tmp_path: Path) -> N
         for offset in range(upto):
             value = f"{shard}:{stream.shards[shard][offset][1].decode().split(':')[1]}"
             assert value in handled
+
+
+INLINE_HANDLERS = """
+import base64
+
+seen = []
+
+def mutate_then_fail(event, context):
+    records = event["Records"]
+    seen.append([base64.b64decode(r["data"]).decode() for r in records])
+    for r in records:
+        r["data"] = base64.b64encode(b"mutated").decode()
+    records.append({"data": "junk"})
+    if len(seen) == 1:
+        raise RuntimeError("first attempt fails")
+    return None
+
+def mutate_stream_partial(event, context):
+    records = event["Records"]
+    seen.append([base64.b64decode(r["data"]).decode() for r in records])
+    failed = [r["sequenceNumber"] for r in records if len(seen) == 1 and r["sequenceNumber"] == "1"]
+    for r in records:
+        r["data"] = base64.b64encode(b"mutated").decode()
+        r["sequenceNumber"] = "mutated"
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+
+def mutate_partial(event, context):
+    seen.append([r["messageId"] + "=" + r["body"] for r in event["Records"]])
+    failed = [r["messageId"] for r in event["Records"] if r["body"].startswith("bad")]
+    for r in event["Records"]:
+        r["body"] = "mutated"
+        r["messageId"] = "mutated"
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+"""
+
+
+@asynccontextmanager
+async def inline_dispatching(
+    tmp_path: Path, handler: str, poller: Any, **opts: Any
+) -> AsyncIterator[tuple[TriggerDispatcher, Any]]:
+    """An ``inline`` runner behind a dispatcher that shares batch events with it."""
+    (tmp_path / "inline_handlers.py").write_text(textwrap.dedent(INLINE_HANDLERS))
+    settings = Settings(f"inline_handlers.{handler}", runtime="inline")
+    async with create_runner("fn", settings, config_dir=tmp_path) as runner:
+        dispatcher = TriggerDispatcher(
+            poller,
+            DispatchSettings(
+                function="fn",
+                trigger="fn/memory[0]",
+                backoff=Backoff(base_s=0.01, cap_s=0.02),
+                share_events=True,
+                **opts,
+            ),
+            runner.invoke,
+            clock=SystemClock(),
+        )
+        import inline_handlers  # type: ignore[import-not-found]  # loaded by the runner
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(dispatcher.run)
+            try:
+                yield dispatcher, inline_handlers
+            finally:
+                await dispatcher.shutdown(10)
+
+
+async def test_inline_retry_sees_the_event_as_sent_not_as_the_handler_left_it(
+    tmp_path: Path,
+) -> None:
+    stream = MemoryStream()
+    for i in range(3):
+        stream.put("s", f"s:{i}".encode())
+    async with inline_dispatching(tmp_path, "mutate_then_fail", stream, batch_size=3) as (
+        d,
+        module,
+    ):
+        with anyio.fail_after(30):
+            await stream.wait_until(lambda: stream.lag() == 0)
+    expected = [f"s:{i}" for i in range(3)]
+    assert module.seen == [expected, expected]  # the retry got the original records
+    assert d.statistics()["invoke_errors"] == 1
+
+
+async def test_inline_partial_failure_retries_the_unmutated_records(tmp_path: Path) -> None:
+    queue = MemoryQueue()
+    for i in range(4):
+        queue.send((f"bad:{i}" if i == 2 else f"ok:{i}").encode())
+    async with inline_dispatching(
+        tmp_path,
+        "mutate_partial",
+        queue,
+        batch_size=4,
+        report_batch_item_failures=True,
+        max_receive_count=5,
+    ) as (_d, module):
+        with anyio.fail_after(30):
+            await queue.wait_until(lambda: len(module.seen) >= 2)
+    first, second = module.seen[:2]
+    assert first == [f"m-00000{i + 1}=" + ("bad:2" if i == 2 else f"ok:{i}") for i in range(4)]
+    assert second == ["m-000003=bad:2"]  # released as sent, then received again
+
+
+async def test_inline_stream_partial_failure_resumes_with_the_records_as_sent(
+    tmp_path: Path,
+) -> None:
+    stream = MemoryStream()
+    for i in range(3):
+        stream.put("s", f"s:{i}".encode())
+    async with inline_dispatching(
+        tmp_path, "mutate_stream_partial", stream, batch_size=3, report_batch_item_failures=True
+    ) as (_d, module):
+        with anyio.fail_after(30):
+            await stream.wait_until(lambda: stream.lag() == 0)
+    # resumes from the failed item: the same Record objects, events as first sent
+    assert module.seen == [["s:0", "s:1", "s:2"], ["s:1", "s:2"]]

@@ -96,8 +96,14 @@ class FunctionRunner(Protocol):
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
+        event: Any = None,
     ) -> InvokeResult:
         """Run the handler once on ``payload`` (the event as JSON bytes).
+
+        ``event``, when given, is the object ``payload`` encodes, handed over by its
+        caller (the dispatcher of an ``inline`` function): a runner that calls the
+        handler in this process passes it as is instead of decoding a copy; a process
+        runner ignores it.
 
         ``wait=True`` waits for a free concurrency slot; ``wait=False`` raises
         :class:`~eventrun.exceptions.FunctionSaturated` when every slot is busy.

@@ -184,6 +184,7 @@ class InlineRunner:
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
+        event: Any = None,
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or new_request_id()
@@ -192,7 +193,7 @@ class InlineRunner:
         )
         self._busy += 1
         try:
-            result, outcome = await self._invoke(rid, payload, client_context, identity)
+            result, outcome = await self._invoke(rid, payload, client_context, identity, event)
         finally:
             self._busy -= 1
             self._slots.release()
@@ -256,6 +257,7 @@ class InlineRunner:
         payload: bytes,
         client_context: dict[str, Any] | None,
         identity: dict[str, Any] | None,
+        shared: Any = None,
     ) -> tuple[InvokeResult, str]:
         init_duration, self._init_duration = self._init_duration, None
         timeout, memory_mb = self.settings.timeout, self.settings.memory_mb
@@ -284,7 +286,7 @@ class InlineRunner:
                 ctx = LambdaContext(
                     self._info, rid, time.monotonic() + timeout, client_context, identity
                 )
-                event = msgspec.json.decode(payload)
+                event = msgspec.json.decode(payload) if shared is None else shared
                 if self._is_async:
                     value, timed_out = await self._call_async(self._handler, event, ctx, started)
                 else:

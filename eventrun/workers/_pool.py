@@ -275,6 +275,7 @@ class ProcessRunner:
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
+        event: Any = None,  # unused: a worker decodes its own copy of payload
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or new_request_id()

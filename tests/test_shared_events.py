@@ -1,0 +1,72 @@
+"""Where records' events sit in a batch event, and getting them back as sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from eventrun._shared_events import event_places, restore_events
+from eventrun.abc import Record
+from eventrun.sources._kafka_records import batch_event as kafka_batch_event
+
+
+def _records(shards: list[str]) -> list[Record]:
+    return [
+        Record(shard, str(i), {"n": i, "nested": {"tags": [i]}}, b"x", "data", 0.0)
+        for i, shard in enumerate(shards)
+    ]
+
+
+def test_records_list_envelope() -> None:
+    records = _records(["s"] * 5)
+    doc = {"Records": [r.event for r in records]}
+    assert event_places(doc, records) == [(("Records",), 0, 5)]
+
+
+def test_kafka_envelope_one_list_per_partition() -> None:
+    records = _records(["t-0", "t-0", "t-1"])
+    doc = kafka_batch_event(records, "127.0.0.1:9092")
+    places = event_places(doc, records)
+    assert places == [(("records", "t-0"), 0, 2), (("records", "t-1"), 2, 1)]
+
+
+def test_events_out_of_record_order_are_not_shared() -> None:
+    records = _records(["a", "b", "a"])  # Kafka groups a's together: [a0, a2], [b1]
+    doc = kafka_batch_event(records, "x")
+    assert event_places(doc, records) is None
+
+
+def test_a_copied_event_is_not_shared() -> None:
+    records = _records(["s"] * 3)
+    doc = {"Records": [records[0].event, dict(records[1].event), records[2].event]}
+    assert event_places(doc, records) is None
+
+
+def test_missing_and_extra_events_are_not_shared() -> None:
+    records = _records(["s"] * 3)
+    assert event_places({"Records": [r.event for r in records[:2]]}, records) is None
+    extra = {"n": 9}
+    doc = {"Records": [r.event for r in records] + [extra]}
+    assert event_places(doc, records) is None
+    assert event_places({"Records": []}, records) is None
+
+
+def test_restore_gives_back_what_was_sent_whatever_the_handler_did() -> None:
+    records = _records(["t-0", "t-0", "t-1"])
+    doc = kafka_batch_event(records, "x")
+    payload = msgspec.json.encode(doc)
+    places = event_places(doc, records)
+    assert places is not None
+    shared: Any = doc  # what an inline handler received
+    shared["records"]["t-0"][0]["n"] = "changed"
+    shared["records"]["t-0"][1]["nested"]["tags"].append("added")
+    shared["records"]["t-1"].clear()
+    shared["records"].pop("t-0")
+    restore_events(records, places, payload)
+    assert [r.event for r in records] == [
+        {"n": 0, "nested": {"tags": [0]}},
+        {"n": 1, "nested": {"tags": [1]}},
+        {"n": 2, "nested": {"tags": [2]}},
+    ]
+    assert records[0].event is not records[1].event
