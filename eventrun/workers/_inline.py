@@ -11,6 +11,12 @@ Limits of running in-process: a timed-out *sync* handler cannot be killed; its t
 runs on (holding a thread slot) while the caller gets its timeout result. No memory
 limit. Output capture is per invocation for ``logging`` records only (they are
 attributed through a context variable); ``print`` goes to the daemon's stdout.
+
+The event: decoded from the payload bytes for each invocation, as Lambda does, except
+when the caller hands over the event object itself (``invoke(event=...)``: the
+dispatcher of a batch trigger, which restores every record's event from the bytes when
+the batch did not fully succeed, see :mod:`eventrun._shared_events`). Either way, what a
+handler does to its event never reaches a retry or a failure record.
 """
 
 from __future__ import annotations
