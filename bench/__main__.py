@@ -42,8 +42,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--runtime", "inline"],
         ["--runtime", "inline", "--reps", "1", "--seconds", "3"],
     ),
-    "redis_streams": ("bench.redis_streams", [], ["--reps", "1", "--entries", "20000"]),
-    "kafka": ("bench.kafka", [], ["--reps", "1"]),
+    "redis_streams": (
+        "bench.redis_streams",
+        ["--reps", "5"],
+        ["--reps", "1", "--entries", "20000"],
+    ),
+    "kafka": ("bench.kafka", ["--reps", "5"], ["--reps", "1"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
     "pipeline": (
         "bench.pipeline",
