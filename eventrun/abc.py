@@ -67,7 +67,11 @@ class Record:
     """The ``itemIdentifier`` a handler reports in ``batchItemFailures``
     (SQS ``messageId``, Kafka ``{"partition": "t-0", "offset": 5}``, Redis entry id)."""
     event: dict[str, JSON]
-    """The Lambda-shaped record, exactly as it appears in the batch event."""
+    """The Lambda-shaped record, exactly as it appears in the batch event (plain JSON
+    types: dict, list, str, int, float, bool, None). An ``inline`` handler receives this
+    very object; after a failed invocation the dispatcher puts back a copy as it was
+    sent, but after a successful one it is as the handler left it: ``ack`` must not read
+    it (use ``item_id`` or ``token``)."""
     data: bytes
     """The payload bytes (SQS body, Kafka value, stream fields as JSON)."""
     data_key: str

@@ -271,7 +271,8 @@ class KafkaPoller:
             if not part.assigned:
                 log.debug("kafka.ack_skipped", trigger=self.spec.name, shard=part.shard)
                 continue
-            position = record.event["offset"] + 1
+            # item_id, not the event: an inline handler may have changed its event
+            position = record.item_id["offset"] + 1
             if position > part.done:
                 part.done = position
                 self._pending[part.tp] = position
@@ -286,7 +287,7 @@ class KafkaPoller:
         first: dict[_Partition, int] = {}
         for record in records:
             part: _Partition = record.token  # type: ignore[assignment]
-            offset = record.event["offset"]
+            offset: int = record.item_id["offset"]
             if offset < first.get(part, offset + 1):
                 first[part] = offset
         consumer = self._consumer

@@ -189,6 +189,26 @@ async def test_release_seeks_back_so_records_come_again(kafka_broker: KafkaBroke
         assert [r.data for r in again] == [b"1", b"2", b"3"]
 
 
+async def test_ack_and_release_ignore_what_a_handler_did_to_the_events(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """An inline handler gets the records' events themselves (eventrun._shared_events);
+    a successful one may have changed them before the records are acknowledged."""
+    topic = await create_topic(kafka_broker.bootstrap, partitions=1)
+    await produce(kafka_broker.bootstrap, topic, [(0, None, b"%d" % i) for i in range(6)])
+    group = unique_name("g")
+    async with make_poller(kafka_broker, group, topics=[topic]) as poller:
+        records = await poll_until([poller], 6)
+        for record in records:
+            record.event["offset"] = 10_000
+        await poller.release(records[3:], 0)
+        again = await poll_until([poller], 3)
+        assert [r.item_id["offset"] for r in again] == [3, 4, 5]  # type: ignore[index]
+        await poller.ack(records[:2])
+    async with make_poller(kafka_broker, group, topics=[topic]) as resumed:
+        assert by_shard(await poll_until([resumed], 4)) == {f"{topic}-0": [2, 3, 4, 5]}
+
+
 async def test_starting_positions(kafka_broker: KafkaBroker) -> None:
     # Tansu finds offsets by the time records were appended (Kafka by their CreateTime,
     # equal here): leave a gap around the AT_TIMESTAMP instant.
