@@ -125,3 +125,16 @@ def quiet_json_logs() -> None:
         logger_factory=structlog.PrintLoggerFactory(sink),
         cache_logger_on_first_use=True,
     )
+
+
+def paired_ratio(samples: Sequence[float], base: Sequence[float]) -> tuple[float, float, float]:
+    """Median, min and max of the per-repetition ratios ``samples[i] / base[i]``.
+
+    Every repetition runs each contender back to back, so a slow spell of this VM (its
+    neighbours' load moves absolute rates by 30% between minutes) hits both sides of a
+    pair alike; the ratio of two medians taken from different minutes does not cancel it.
+    """
+    ratios = [s / b for s, b in zip(samples, base, strict=True) if b]
+    if not ratios:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(ratios), min(ratios), max(ratios)

@@ -6,7 +6,8 @@ All three servers are separate processes on the same stack (Starlette on uvicorn
 httptools and uvloop) and return the same JSON body; the load generator is ``wrk``
 (Debian package) with the same connection count. Throughput is measured at
 ``--connections``; added latency at one connection (p50/p99 minus the bare endpoint's).
-Runs alternate (bare, invoke, url, ...) so drift affects all of them alike.
+Runs alternate (bare, invoke, url, ...) so drift affects all of them alike; a ratio is
+the median of the per-repetition ratios to that repetition's bare run (range shown).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench._procs import daemon, emit, free_port, summary, wait_port, write_app
+from bench._procs import daemon, emit, free_port, paired_ratio, summary, wait_port, write_app
 
 BARE_APP = """
 from starlette.applications import Starlette
@@ -175,16 +176,25 @@ def main() -> None:
         "errors": errors,
     }
     print(f"HTTP ({args.runtime} runtime, {args.connections} connections, wrk, {args.reps} reps)")
-    head = ("endpoint", "req/s median", "(min..max)", "ratio", "p50 ms@1", "p99 ms@1")
-    print("{:10} {:>13} {:>20} {:>6} {:>9} {:>9}".format(*head))
-    bare_rps = summary(through["bare"])["median"]
+    head = ("endpoint", "req/s median", "(min..max)", "ratio", "p50 ms@1", "p99 ms@1", "(min..max)")
+    print("{:10} {:>13} {:>20} {:>6} {:>9} {:>9}  {}".format(*head))
     for name in targets:
         s = summary(through[name])
         lat50, lat99 = summary(p50[name])["median"], summary(p99[name])["median"]
-        ratio = s["median"] / bare_rps
+        ratio, low, high = paired_ratio(through[name], through["bare"])
         spread = f"{s['min']:9,.0f}..{s['max']:<9,.0f}"
-        print(f"{name:10} {s['median']:13,.0f} {spread} {ratio:6.2f} {lat50:9.3f} {lat99:9.3f}")
-        results[name] = {"rps": s, "ratio": ratio, "p50_ms": lat50, "p99_ms": lat99}
+        print(
+            f"{name:10} {s['median']:13,.0f} {spread} {ratio:6.2f} {lat50:9.3f} {lat99:9.3f}"
+            f"  {low:.2f}..{high:.2f}"
+        )
+        results[name] = {
+            "rps": s,
+            "ratio": ratio,
+            "ratio_min": low,
+            "ratio_max": high,
+            "p50_ms": lat50,
+            "p99_ms": lat99,
+        }
     for name in ("invoke", "url"):
         added50 = summary(p50[name])["median"] - summary(p50["bare"])["median"]
         added99 = summary(p99[name])["median"] - summary(p99["bare"])["median"]

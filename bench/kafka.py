@@ -25,9 +25,10 @@ over 1,000 keys (``seq`` per key in the value), an inline ``async`` handler that
 20 ms per batch (batch size 10, no batching window), ``parallelization_factor`` 1 vs 10;
 records/s and per-key order violations.
 
-Prints tables (median and min..max records/s, ratios vs plain and vs FastStream, CPU time
-of this process per record: the consumer side, without process-runtime workers) and one
-JSON line with every result.
+Prints tables (median and min..max records/s; ratios vs plain and vs FastStream, each the
+median of the per-repetition ratios with their range; CPU time of this process per
+record: the consumer side, without process-runtime workers) and one JSON line with every
+result.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench._procs import quiet_json_logs
+from bench._procs import paired_ratio, quiet_json_logs
 from eventrun._runtime import Runtime
 from eventrun.config import load_config
 
@@ -410,9 +412,8 @@ def report(
     load_s: float,
     args: argparse.Namespace,
 ) -> None:
-    medians = {mode: statistics.median(samples) for mode, samples in rates.items()}
-    plain = medians.get("plain")
-    fast = medians.get("faststream")
+    plain = rates.get("plain", [])
+    fast = rates.get("faststream", [])
     load_avg = os.getloadavg()[0]
     print(
         f"kafka (Tansu): {args.records} records x {args.value_bytes} B, {PARTITIONS} partitions, "
@@ -420,26 +421,31 @@ def report(
         f"cpus={os.cpu_count()} load={load_avg:.2f}"
     )
     print(
-        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}{'vs fs':>9}"
-        f"{'cpu µs/rec':>12}"
+        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}"
+        f"{'(min..max)':>14}{'vs fs':>9}{'(min..max)':>14}{'cpu µs/rec':>12}"
     )
     results: dict[str, Any] = {}
     for mode, samples in rates.items():
-        median = medians[mode]
+        median = statistics.median(samples)
         spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
-        vs_plain = median / plain if plain else float("nan")
-        vs_fast = median / fast if fast else float("nan")
+        vs_plain, plain_lo, plain_hi = paired_ratio(samples, plain) if plain else (nan,) * 3
+        vs_fast, fast_lo, fast_hi = paired_ratio(samples, fast) if fast else (nan,) * 3
         cpu_us = statistics.median(cpu[mode])
         print(
-            f"{mode:<12}{median:>14,.0f}{spread:>22}{vs_plain:>9.2f}x{vs_fast:>8.2f}x"
-            f"{cpu_us:>12.2f}"
+            f"{mode:<12}{median:>14,.0f}{spread:>22}"
+            f"{vs_plain:>9.2f}x{f'{plain_lo:.2f}..{plain_hi:.2f}':>14}"
+            f"{vs_fast:>8.2f}x{f'{fast_lo:.2f}..{fast_hi:.2f}':>14}{cpu_us:>12.2f}"
         )
         results[mode] = {
             "median_rps": round(median),
             "min_rps": round(min(samples)),
             "max_rps": round(max(samples)),
             "ratio_vs_plain": round(vs_plain, 3),
+            "ratio_vs_plain_min": round(plain_lo, 3),
+            "ratio_vs_plain_max": round(plain_hi, 3),
             "ratio_vs_faststream": round(vs_fast, 3),
+            "ratio_vs_faststream_min": round(fast_lo, 3),
+            "ratio_vs_faststream_max": round(fast_hi, 3),
             "cpu_us_per_record": round(cpu_us, 3),
         }
     key_results: dict[str, Any] = {}

@@ -16,7 +16,8 @@ the modes in every repetition, each against a fresh consumer group on the same d
 The runtime is measured from ``runtime.ready`` (the poller connected and is about to
 poll; workers are warm) until every entry was acknowledged in Redis; logs render as
 JSON lines to /dev/null at level info, as a daemon's would. Prints a table (median and
-min..max records/s, ratio to the plain loop's median) and one JSON line of results.
+min..max records/s; ratio to the plain loop: the median of the per-repetition ratios, with
+their range) and one JSON line of results.
 ``--profile MODE`` runs that mode once more under pyinstrument and prints the profile.
 """
 
@@ -35,12 +36,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from math import nan
 from pathlib import Path
 
 import anyio
 import redis.asyncio as aioredis
 
-from bench._procs import quiet_json_logs
+from bench._procs import paired_ratio, quiet_json_logs
 from eventrun._runtime import Runtime
 from eventrun.config import load_config
 
@@ -273,29 +275,43 @@ def report(
 ) -> None:
     """Throughput table; ``cpu µs/rec`` is this process's CPU time per entry (the daemon
     side: a process-mode worker's CPU is not included; Redis' never is)."""
-    base = statistics.median(rates["plain"]) if rates.get("plain") else float("nan")
+    plain = rates.get("plain", [])
+    fast = rates.get("faststream", [])
     load_avg = os.getloadavg()[0]
     print(
         f"redis streams: {args.entries} entries x {args.value_bytes} B, {args.reps} reps, "
         f"cpus={os.cpu_count()} load={load_avg:.2f}"
     )
     print(
-        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}{'cpu µs/rec':>12}"
+        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}"
+        f"{'(min..max)':>14}{'cpu µs/rec':>12}"
     )
     results = {}
     for mode, samples in rates.items():
         median = statistics.median(samples)
         spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
         cpu_us = statistics.median(cpu[mode])
-        print(f"{mode:<12}{median:>14,.0f}{spread:>22}{median / base:>9.2f}x{cpu_us:>12.2f}")
+        ratio, low, high = paired_ratio(samples, plain) if plain else (nan, nan, nan)
+        print(
+            f"{mode:<12}{median:>14,.0f}{spread:>22}{ratio:>9.2f}x{f'{low:.2f}..{high:.2f}':>14}"
+            f"{cpu_us:>12.2f}"
+        )
         results[mode] = {
             "median_rps": round(median),
             "min_rps": round(min(samples)),
             "max_rps": round(max(samples)),
-            "ratio_vs_plain": round(median / base, 3),
+            "ratio_vs_plain": round(ratio, 3),
+            "ratio_vs_plain_min": round(low, 3),
+            "ratio_vs_plain_max": round(high, 3),
             "cpu_us_per_record": round(cpu_us, 3),
         }
-    fs = statistics.median(rates["faststream"]) if rates.get("faststream") else float("nan")
+    versus_fast = {
+        mode: paired_ratio(rates[mode], fast)
+        for mode in ("inline", "process")
+        if mode in rates and fast
+    }
+    for mode, (ratio, low, high) in versus_fast.items():
+        print(f"{mode} vs faststream: {ratio:.2f}x ({low:.2f}..{high:.2f}, per repetition)")
     doc = {
         "bench": "redis_streams",
         "entries": args.entries,
@@ -306,9 +322,7 @@ def report(
         "python": sys.version.split()[0],
         "results": results,
         "ratios": {
-            f"{mode}_vs_faststream": round(statistics.median(rates[mode]) / fs, 3)
-            for mode in ("inline", "process")
-            if mode in rates
+            f"{mode}_vs_faststream": round(ratio, 3) for mode, (ratio, _, _) in versus_fast.items()
         },
     }
     print(json.dumps(doc))
