@@ -350,18 +350,17 @@ class TriggerDispatcher:
         """Wait until the lane is notified, or until monotonic ``deadline``."""
         if lane.wake.is_set():
             lane.wake = anyio.Event()
+        wake = lane.wake
         if deadline is None:
-            await lane.wake.wait()
+            await wake.wait()
             return
-        async with anyio.create_task_group() as tg:
-
-            async def _timer() -> None:
-                await self._clock.sleep_until(deadline)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(_timer)
-            await lane.wake.wait()
-            tg.cancel_scope.cancel()
+        # the deadline sets the lane's event (a spurious wake-up for the lane's other
+        # loops, which re-check and wait again): a timer, not a task per wait
+        cancel = self._clock.wake_at(deadline, wake)
+        try:
+            await wake.wait()
+        finally:
+            cancel()
 
     async def _collect(self, lane: Lane) -> list[Pending] | None:
         """The next batch of a lane, or None when there is nothing (draining, or another

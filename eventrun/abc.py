@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
+import anyio
 from anyio.abc import TaskStatus
 
 __all__ = [
@@ -246,6 +247,12 @@ class Clock(Protocol):
 
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until ``monotonic() >= deadline``."""
+        ...
+
+    def wake_at(self, deadline: float, event: anyio.Event) -> Callable[[], None]:
+        """Set ``event`` once ``monotonic() >= deadline``, without a task (a timer: what a
+        dispatcher lane waiting out its batching window uses); returns a function that
+        cancels it."""
         ...
 
 

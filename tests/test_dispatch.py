@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 import anyio
@@ -115,6 +116,21 @@ async def test_batching_window_waits_on_the_clock() -> None:
         await clock.advance(0.2)
         await until(stream, lambda: stream.lag() == 0)
     assert [len(c) for c in handler.calls] == [2]
+
+
+async def test_batching_window_on_the_system_clock_ends_by_itself() -> None:
+    stream = MemoryStream()
+    handler = Handler()
+    async with running(stream, handler, batch_size=10, window_s=0.2):
+        started = time.monotonic()
+        stream.put("s", b"s:0")
+        stream.put("s", b"s:1")
+        with anyio.fail_after(5):
+            await handler.wait_calls(1)
+        waited = time.monotonic() - started
+        await until(stream, lambda: stream.lag() == 0)
+    assert [len(c) for c in handler.calls] == [2]  # one part batch, after the window
+    assert waited >= 0.19
 
 
 async def test_failing_batch_retries_with_backoff_then_goes_to_on_failure() -> None:

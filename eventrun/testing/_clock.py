@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -50,6 +51,23 @@ class FakeClock:
             if not event.is_set():
                 self._sleepers.remove(entry)
                 heapq.heapify(self._sleepers)
+
+    def wake_at(self, deadline: float, event: anyio.Event) -> Callable[[], None]:
+        """Set ``event`` when :meth:`advance` passes ``deadline`` (counted in
+        :attr:`sleepers` until then); returns a function that cancels it."""
+        if deadline <= self._now:
+            event.set()
+            return lambda: None
+        entry = (deadline, next(self._seq), event)
+        heapq.heappush(self._sleepers, entry)
+        self._parked.set()
+
+        def cancel() -> None:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
+
+        return cancel
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking every sleeper whose deadline has passed, in order.

@@ -1,0 +1,39 @@
+"""The system clock's timer (what a dispatcher lane waits out its batching window with)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from eventrun._clock import SystemClock
+
+
+async def test_wake_at_sets_the_event_once_the_deadline_passed() -> None:
+    clock = SystemClock()
+    event = anyio.Event()
+    deadline = clock.monotonic() + 0.05
+    clock.wake_at(deadline, event)
+    assert not event.is_set()
+    with anyio.fail_after(5):
+        await event.wait()
+    assert time.monotonic() >= deadline - 0.002  # the loop clock rounds to a millisecond
+
+
+async def test_a_cancelled_wake_never_fires() -> None:
+    clock = SystemClock()
+    cancelled, later = anyio.Event(), anyio.Event()
+    cancel = clock.wake_at(clock.monotonic() + 0.02, cancelled)
+    clock.wake_at(clock.monotonic() + 0.1, later)
+    cancel()
+    with anyio.fail_after(5):
+        await later.wait()
+    assert not cancelled.is_set()
+
+
+async def test_a_past_deadline_wakes_at_the_next_loop_turn() -> None:
+    clock = SystemClock()
+    event = anyio.Event()
+    clock.wake_at(clock.monotonic() - 1, event)
+    with anyio.fail_after(5):
+        await event.wait()
