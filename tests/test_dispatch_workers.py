@@ -73,33 +73,38 @@ def _ledger(path: Path) -> list[str]:
 
 
 @asynccontextmanager
+async def _running(runner: Any, poller: Any, **opts: Any) -> AsyncIterator[TriggerDispatcher]:
+    """A dispatcher in front of ``runner`` for the duration of the block."""
+    dispatcher = TriggerDispatcher(
+        poller,
+        DispatchSettings(
+            function="fn",
+            trigger="fn/memory[0]",
+            backoff=Backoff(base_s=0.01, cap_s=0.02),
+            **opts,
+        ),
+        runner.invoke,
+        clock=SystemClock(),
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        try:
+            yield dispatcher
+        finally:
+            await dispatcher.shutdown(10)
+
+
+@asynccontextmanager
 async def dispatching(
     tmp_path: Path, handler: str, poller: Any, **opts: Any
 ) -> AsyncIterator[TriggerDispatcher]:
     (tmp_path / "handlers.py").write_text(textwrap.dedent(HANDLERS))
     settings = Settings(handler, environment={"LEDGER": str(tmp_path / "ledger.jsonl")})
-    async with create_runner("fn", settings, config_dir=tmp_path) as runner:
-
-        async def invoke(payload: bytes) -> Any:
-            return await runner.invoke(payload)
-
-        dispatcher = TriggerDispatcher(
-            poller,
-            DispatchSettings(
-                function="fn",
-                trigger="fn/memory[0]",
-                backoff=Backoff(base_s=0.01, cap_s=0.02),
-                **opts,
-            ),
-            invoke,
-            clock=SystemClock(),
-        )
-        async with anyio.create_task_group() as tg:
-            await tg.start(dispatcher.run)
-            try:
-                yield dispatcher
-            finally:
-                await dispatcher.shutdown(10)
+    async with (
+        create_runner("fn", settings, config_dir=tmp_path) as runner,
+        _running(runner, poller, **opts) as dispatcher,
+    ):
+        yield dispatcher
 
 
 async def test_stream_through_worker_processes_in_order(tmp_path: Path) -> None:
@@ -244,27 +249,13 @@ async def inline_dispatching(
     """An ``inline`` runner behind a dispatcher that shares batch events with it."""
     (tmp_path / "inline_handlers.py").write_text(textwrap.dedent(INLINE_HANDLERS))
     settings = Settings(f"inline_handlers.{handler}", runtime="inline")
-    async with create_runner("fn", settings, config_dir=tmp_path) as runner:
-        dispatcher = TriggerDispatcher(
-            poller,
-            DispatchSettings(
-                function="fn",
-                trigger="fn/memory[0]",
-                backoff=Backoff(base_s=0.01, cap_s=0.02),
-                share_events=True,
-                **opts,
-            ),
-            runner.invoke,
-            clock=SystemClock(),
-        )
+    async with (
+        create_runner("fn", settings, config_dir=tmp_path) as runner,
+        _running(runner, poller, share_events=True, **opts) as dispatcher,
+    ):
         import inline_handlers  # type: ignore[import-not-found]  # loaded by the runner
 
-        async with anyio.create_task_group() as tg:
-            await tg.start(dispatcher.run)
-            try:
-                yield dispatcher, inline_handlers
-            finally:
-                await dispatcher.shutdown(10)
+        yield dispatcher, inline_handlers
 
 
 async def test_inline_retry_sees_the_event_as_sent_not_as_the_handler_left_it(

@@ -38,19 +38,12 @@ class FakeClock:
         return len(self._sleepers)
 
     async def sleep_until(self, deadline: float) -> None:
-        if deadline <= self._now:
-            await anyio.lowlevel.checkpoint()
-            return
         event = anyio.Event()
-        entry = (deadline, next(self._seq), event)
-        heapq.heappush(self._sleepers, entry)
-        self._parked.set()
+        cancel = self.wake_at(deadline, event)
         try:
-            await event.wait()
+            await event.wait()  # a checkpoint even when the deadline has passed
         finally:
-            if not event.is_set():
-                self._sleepers.remove(entry)
-                heapq.heapify(self._sleepers)
+            cancel()
 
     def wake_at(self, deadline: float, event: anyio.Event) -> Callable[[], None]:
         """Set ``event`` when :meth:`advance` passes ``deadline`` (counted in
