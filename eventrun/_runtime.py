@@ -35,6 +35,7 @@ from eventrun._depths import QueueDepths
 from eventrun._destinations import Publisher, SinkRouter
 from eventrun._dispatch import DispatchSettings, TriggerDispatcher
 from eventrun._filters import RecordFilter
+from eventrun._gc import tuned_gc
 from eventrun._metrics import RuntimeMetrics, source_gauges
 from eventrun._store_open import open_store
 from eventrun.abc import (
@@ -284,6 +285,8 @@ class Runtime:
                 await self._start_sources(tg, push_scopes, pollers)
                 if self.serve_http:
                     await tg.start(self._serve_http)
+                # start-up is over: what exists now lives as long as the daemon
+                stack.enter_context(tuned_gc())
                 self._serving = True
                 self._check_ready()
                 log.info(

@@ -22,6 +22,7 @@ workers, reap them and exit; the workers also have a parent-death signal.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import selectors
 import signal
@@ -85,6 +86,10 @@ def _shutdown(children: set[int]) -> NoReturn:
 
 def serve_template(ctl: socket.socket) -> NoReturn:
     """Fork workers on request until the control socket closes."""
+    # What the template imported is frozen: a worker's collections never traverse (and
+    # so never write to) those objects, which keeps their pages shared with the template.
+    gc.collect()
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

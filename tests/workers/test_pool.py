@@ -254,3 +254,22 @@ async def test_exit_stops_every_process(process_runner: RunnerFactory, fork_serv
         assert len(ours) >= 2
     for pid in ours:
         assert not _alive(pid)
+
+
+async def test_fork_server_workers_inherit_the_templates_frozen_objects(
+    process_runner: RunnerFactory,
+) -> None:
+    """The template freezes what it imported before forking (a worker's collections
+    leave those pages shared); a spawned interpreter has nothing frozen."""
+    results = {}
+    for fork_server in (True, False):
+        async with process_runner(
+            handler="basic.gc_state", fork_server=fork_server, concurrency=1
+        ) as runner:
+            result = await runner.invoke(event({}))
+        assert result.ok, result
+        results[fork_server] = json.loads(result.payload)
+    assert results[True]["frozen"] > 1000
+    assert results[False]["frozen"] == 0
+    assert results[True]["enabled"]
+    assert results[False]["enabled"]

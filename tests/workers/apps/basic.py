@@ -114,3 +114,9 @@ def window(event, context):
     start = time.time()
     time.sleep(event["s"])
     return {"pid": os.getpid(), "start": start, "end": time.time()}
+
+
+def gc_state(event, context):
+    import gc
+
+    return {"frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}
