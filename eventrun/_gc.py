@@ -8,8 +8,8 @@ outlive the young generations and pile up as "long-lived". Measured with
 of 25-65 ms each and 2,100 young ones, about 1 s of the 3 s the runs took. With the
 start-up objects frozen a full collection took 1-3 ms; with the young-generation
 threshold also raised from 700 to 20,000 allocations, the same bench process (plain
-loop included) ran 540 young collections and no full one after start-up, 0.06 s in all (and Kafka inline went from 0.64-0.75x to
-0.94-0.97x the plain aiokafka loop).
+loop included) ran 540 young collections and no full one after start-up, 0.06 s in
+all, and Kafka inline went from 0.64-0.75x to 0.94-0.97x the plain aiokafka loop.
 
 :func:`tuned_gc` does both while the daemon serves (the runtime enters it once its
 sources and server are up) and puts everything back when it ends. Objects frozen at
