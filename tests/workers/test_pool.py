@@ -256,20 +256,20 @@ async def test_exit_stops_every_process(process_runner: RunnerFactory, fork_serv
         assert not _alive(pid)
 
 
-async def test_fork_server_workers_inherit_the_templates_frozen_objects(
-    process_runner: RunnerFactory,
-) -> None:
-    """The template freezes what it imported before forking (a worker's collections
-    leave those pages shared); a spawned interpreter has nothing frozen."""
+async def test_worker_process_state_from_either_launcher(process_runner: RunnerFactory) -> None:
+    """Both launchers' workers run under SCHED_BATCH with the collector on; a fork
+    server's workers inherit the template's frozen objects (their collections leave
+    those pages shared), a spawned interpreter has nothing frozen."""
     results = {}
     for fork_server in (True, False):
         async with process_runner(
-            handler="basic.gc_state", fork_server=fork_server, concurrency=1
+            handler="basic.process_state", fork_server=fork_server, concurrency=1
         ) as runner:
             result = await runner.invoke(event({}))
         assert result.ok, result
         results[fork_server] = json.loads(result.payload)
     assert results[True]["frozen"] > 1000
     assert results[False]["frozen"] == 0
-    assert results[True]["enabled"]
-    assert results[False]["enabled"]
+    for state in results.values():
+        assert state["gc_enabled"]
+        assert state["batch_scheduling"]

@@ -116,7 +116,11 @@ def window(event, context):
     return {"pid": os.getpid(), "start": start, "end": time.time()}
 
 
-def gc_state(event, context):
+def process_state(event, context):
     import gc
 
-    return {"frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}
+    return {
+        "frozen": gc.get_freeze_count(),
+        "gc_enabled": gc.isenabled(),
+        "batch_scheduling": os.sched_getscheduler(0) == os.SCHED_BATCH,
+    }
