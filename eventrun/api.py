@@ -294,13 +294,17 @@ async def _invoke_sync(
             headers={"Retry-After": "1"},
             Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
         )
-    out = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": result.request_id}
+    response = Response(result.payload, status_code=200, media_type="application/json")
+    # raw (lower-case) header pairs: a third of the cost of a headers mapping
+    out = response.raw_headers
+    out.append((b"x-amz-executed-version", b"$LATEST"))
+    out.append((b"x-amzn-requestid", result.request_id.encode("latin-1")))
     if not result.ok:
-        out["X-Amz-Function-Error"] = "Unhandled"
-    if headers.get(b"x-amz-log-type", b"").decode("latin-1").lower() == "tail":
+        out.append((b"x-amz-function-error", b"Unhandled"))
+    if headers.get(b"x-amz-log-type", b"").lower() == b"tail":
         tail = result.logs.encode()[-TAIL_BYTES:]
-        out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
-    return Response(result.payload, status_code=200, headers=out, media_type="application/json")
+        out.append((b"x-amz-log-result", base64.b64encode(tail)))
+    return response
 
 
 def _declared_length(headers: dict[bytes, bytes]) -> int | None:

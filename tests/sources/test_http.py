@@ -275,6 +275,18 @@ def test_return_value_maps_to_the_response(
     assert r.headers["x-amzn-RequestId"]
 
 
+def test_request_id_header_is_eventruns_once_even_if_the_handler_set_one(app: App) -> None:
+    returned = {"statusCode": 200, "headers": {"X-Amzn-RequestId": "mine"}, "body": "ok"}
+    with app.client() as http:
+        mine = http.post("/respond", json=returned)
+        plain = http.post("/respond", json={"statusCode": 200, "body": "ok"})
+    for r in (mine, plain):
+        [rid] = r.headers.get_list("x-amzn-requestid")
+        assert rid != "mine"
+        assert len(rid) == 36
+    assert mine.headers["x-amzn-requestid"] != plain.headers["x-amzn-requestid"]
+
+
 def test_bare_string_body_has_the_quoted_length(app: App) -> None:
     with app.client() as http:
         r = http.post("/respond", json="Hello, world!")
