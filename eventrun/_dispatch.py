@@ -55,7 +55,7 @@ from eventrun._filters import RecordFilter
 from eventrun._lanes import KeyedLane, Lane
 from eventrun._outputs import output_key, pipeline_outputs
 from eventrun._records import stream_failure_record
-from eventrun._shared_events import event_places, restore_events
+from eventrun._shared_events import event_places, plain_events, restore_events
 from eventrun.abc import Clock, OutMessage, Poller, Record
 from eventrun.exceptions import SourceError, WorkerError
 
@@ -285,7 +285,7 @@ class TriggerDispatcher:
             pending = Pending(record, None, now) if register is None else register(record, now)
             hold(pending)
             if flt is not None and not flt.matches_record(
-                record.event, record.data_key, record.data
+                record.plain_event(), record.data_key, record.data
             ):
                 filtered.append(pending)
                 continue
@@ -396,6 +396,8 @@ class TriggerDispatcher:
         (None = the whole batch failed, [] = every record succeeded). Logs one
         ``batch.done`` line per batch (``attempt`` = failed attempts before this one)."""
         records = [p.record for p in batch]
+        if self._s.share_events:  # the handler gets the events themselves: plain JSON
+            plain_events(records)
         doc = self._poller.batch_event(records)
         payload = _ENCODER.encode(doc)
         places = event_places(doc, records) if self._s.share_events else None
@@ -600,6 +602,7 @@ class TriggerDispatcher:
         request_id: str,
     ) -> None:
         records = [p.record for p in items]
+        plain_events(records)
         self.stats.failed_to_destination += len(items)
         self._log.warning(
             "batch.failed", condition=condition, size=len(items), invoke_count=invoke_count

@@ -27,7 +27,7 @@ import msgspec
 
 from eventrun.abc import Record
 
-__all__ = ["event_places", "restore_events"]
+__all__ = ["event_places", "plain_events", "restore_events"]
 
 _DECODER = msgspec.json.Decoder()
 
@@ -38,6 +38,16 @@ Places = list[tuple[Path, int, int]]
 """Per list of record events: its path, the index of its first record, its length."""
 
 _event = attrgetter("event")
+
+
+def plain_events(records: Sequence[Record]) -> None:
+    """Give every record a plain-JSON event (``Record.plain_event`` for a whole batch:
+    struct events are converted in one ``msgspec.to_builtins`` call)."""
+    structs = [record for record in records if not isinstance(record.event, dict)]
+    if structs:
+        plain = msgspec.to_builtins([record.event for record in structs])
+        for record, event in zip(structs, plain, strict=True):
+            record.event = event
 
 
 def event_places(doc: Any, records: Sequence[Record]) -> Places | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventrun._shared_events import event_places, restore_events
+from eventrun._shared_events import event_places, plain_events, restore_events
 from eventrun.abc import Record
 from eventrun.sources._kafka_records import batch_event as kafka_batch_event
 
@@ -70,3 +70,33 @@ def test_restore_gives_back_what_was_sent_whatever_the_handler_did() -> None:
         {"n": 2, "nested": {"tags": [2]}},
     ]
     assert records[0].event is not records[1].event
+
+
+class _Event(msgspec.Struct, rename="camel"):
+    event_id: int
+    blob: bytes
+
+
+def test_plain_events_turn_structs_into_their_json_and_keep_dicts() -> None:
+    kept = {"n": 1}
+    records = [
+        Record("s", "0", _Event(0, b"\x00\xff"), b"x", "data", 0.0),
+        Record("s", "1", kept, b"x", "data", 0.0),
+        Record("s", "2", _Event(2, b"hi"), b"x", "data", 0.0),
+    ]
+    plain_events(records)
+    assert [r.event for r in records] == [
+        {"eventId": 0, "blob": "AP8="},
+        {"n": 1},
+        {"eventId": 2, "blob": "aGk="},
+    ]
+    assert records[1].event is kept
+    assert msgspec.json.encode(records[0].event) == b'{"eventId":0,"blob":"AP8="}'
+
+
+def test_record_plain_event_swaps_in_the_dict_once() -> None:
+    record = Record("s", "0", _Event(7, b"a"), b"x", "data", 0.0)
+    first = record.plain_event()
+    assert first == {"eventId": 7, "blob": "YQ=="}
+    assert record.event is first
+    assert record.plain_event() is first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from eventrun.abc import Record, SourceSpec
@@ -63,7 +65,7 @@ async def poll_until(
 def by_shard(records: Sequence[Record]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for r in records:
-        out.setdefault(r.shard, []).append(r.event["offset"])
+        out.setdefault(r.shard, []).append(r.plain_event()["offset"])
     return out
 
 
@@ -93,7 +95,10 @@ async def test_records_have_lambdas_shape_and_keep_partition_order(
 
     index = {(m.partition, m.offset): (msg, m) for msg, m in zip(sent, metas, strict=True)}
     for record in records:
-        (partition, key, value), meta = index[(record.event["partition"], record.event["offset"])]
+        sent_json = json.loads(msgspec.json.encode(record.event))  # what a batch carries
+        event = record.plain_event()  # what a filter or an inline handler sees
+        assert record.event is event
+        (partition, key, value), meta = index[(event["partition"], event["offset"])]
         expected: dict[str, Any] = {
             "topic": topic,
             "partition": partition,
@@ -106,15 +111,17 @@ async def test_records_have_lambdas_shape_and_keep_partition_order(
         if value is not None:
             expected["value"] = b64(value)
         expected["headers"] = [{"trace": [97, 98, 99]}, {"trace": [255]}, {"empty": []}]
-        assert record.event == expected
-        assert list(record.event) == list(expected)  # Lambda's field order
+        assert event == expected
+        assert list(event) == list(expected)  # Lambda's field order
+        assert sent_json == expected
+        assert list(sent_json) == list(expected)
         assert record.shard == f"{topic}-{partition}"
         assert record.item_id == {"partition": f"{topic}-{partition}", "offset": meta.offset}
         assert record.data == (value or b"")
         assert record.data_key == "value"
         assert record.timestamp == meta.timestamp / 1000
         assert abs(record.timestamp - time.time()) < 60
-    keys = {(r.event["partition"], r.event["offset"]): r.key for r in records}
+    keys = {(r.plain_event()["partition"], r.plain_event()["offset"]): r.key for r in records}
     assert keys == {
         (0, 0): "k0",
         (1, 0): None,
@@ -135,7 +142,7 @@ async def test_records_have_lambdas_shape_and_keep_partition_order(
     info = poller.batch_info(p0)["KafkaBatchInfo"]
     assert info["batchSize"] == 3
     assert info["bootstrapServers"] == kafka_broker.bootstrap
-    assert info["payloadSize"] > 0
+    assert info["payloadSize"] == len(msgspec.json.encode(poller.batch_event(p0)))
     ts = [m.timestamp for m in metas if m.partition == 0]
     first_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts[0] / 1000))
     assert info["recordsInfo"] == {
@@ -185,7 +192,7 @@ async def test_release_seeks_back_so_records_come_again(kafka_broker: KafkaBroke
         await poller.ack(records[:1])
         await poller.release(records[1:], 0)
         again = await poll_until([poller], 3)
-        assert [r.event["offset"] for r in again] == [1, 2, 3]
+        assert [r.plain_event()["offset"] for r in again] == [1, 2, 3]
         assert [r.data for r in again] == [b"1", b"2", b"3"]
 
 
@@ -200,7 +207,7 @@ async def test_ack_and_release_ignore_what_a_handler_did_to_the_events(
     async with make_poller(kafka_broker, group, topics=[topic]) as poller:
         records = await poll_until([poller], 6)
         for record in records:
-            record.event["offset"] = 10_000
+            record.plain_event()["offset"] = 10_000
         await poller.release(records[3:], 0)
         again = await poll_until([poller], 3)
         assert [r.item_id["offset"] for r in again] == [3, 4, 5]  # type: ignore[index]

@@ -78,6 +78,15 @@ def handler(event, context):
 
 def capture(event, context):
     _append(os.environ["EVENTS"], [json.dumps(event)])
+
+
+def capture_types(event, context):
+    """What an inline handler holds: the type names of each record and its key/value
+    (to types.jsonl beside this module: an inline function shares the daemon's env)."""
+    _append(os.path.join(os.path.dirname(__file__), "types.jsonl"), [json.dumps([
+        [type(r).__name__, type(r.get("key")).__name__, type(r.get("value")).__name__, r]
+        for recs in event["records"].values() for r in recs
+    ])])
 '''
 
 
@@ -90,12 +99,13 @@ def app(
     trigger: str,
     *,
     handler: str = "ledger:handler",
+    runtime: str = "process",
     concurrency: int = 4,
     environment: dict[str, str] | None = None,
     ledger: Path | None = None,
 ) -> Path:
-    """An app with one function ``fn`` (runtime: process) and one ``kafka`` trigger (YAML
-    flow mapping ``trigger``); the connection joins groups fast (2 s session timeout)."""
+    """An app with one function ``fn`` (``runtime``) and one ``kafka`` trigger (YAML flow
+    mapping ``trigger``); the connection joins groups fast (2 s session timeout)."""
     env = {"LEDGER": str(ledger or root / "ledger.jsonl"), **(environment or {})}
     yaml = f"""
         connections:
@@ -109,7 +119,7 @@ def app(
         functions:
           fn:
             handler: {handler}
-            runtime: process
+            runtime: {runtime}
             concurrency: {concurrency}
             min_warm: 1
             timeout: 30s
@@ -567,6 +577,44 @@ async def test_event_has_lambdas_self_managed_kafka_shape(
     assert base64.b64decode(tombstone["key"]) == b"\xff\xfe"
     assert "key" not in keyless
     assert base64.b64decode(keyless["value"]) == b"no key"
+
+
+async def test_inline_handler_and_filters_see_plain_json_records(
+    tmp_path: Path, kafka_broker: KafkaBroker
+) -> None:
+    """Kafka records travel as structs (eventrun.sources._kafka_records.KafkaEvent); a
+    filter and an inline handler get them as Lambda's dicts, base64 strings included."""
+    boot = kafka_broker.bootstrap
+    topic = await create_topic(boot, 1)
+    group = unique_name("g")
+    values = [b'{"keep": true, "n": 1}', b'{"keep": false, "n": 2}', b'{"keep": true, "n": 3}']
+    producer = AIOKafkaProducer(bootstrap_servers=boot, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"k", partition=0)
+    finally:
+        await producer.stop()
+    config = app(
+        tmp_path,
+        boot,
+        f"{{connection: main, topics: [{topic}], group_id: {group}, batch_size: 10,"
+        " maximum_batching_window: 500ms,"
+        """ filter_criteria: {filters: [{pattern: '{"value": {"keep": [true]}}'}]}}""",
+        handler="ledger:capture_types",
+        runtime="inline",
+    )
+    async with started(config):
+        await wait_committed_to_end(boot, topic, group, {0: 3}, timeout_s=30)
+    lines = (config.parent / "types.jsonl").read_text().splitlines()
+    seen = [record for line in lines for record in json.loads(line)]
+    assert [kinds for *kinds, _ in seen] == [["dict", "str", "str"]] * 2
+    assert [json.loads(base64.b64decode(r["value"])) for *_, r in seen] == [
+        {"keep": True, "n": 1},
+        {"keep": True, "n": 3},
+    ]
+    assert [r["offset"] for *_, r in seen] == [0, 2]
+    assert {r["key"] for *_, r in seen} == {base64.b64encode(b"k").decode()}
 
 
 # -- 7. partial batch failure with Kafka item identifiers -------------------------------
