@@ -419,7 +419,7 @@ class Runtime:
                     clock=self.clock,
                     on_failure=self._poller_on_failure(fname, spec),
                     on_success=self._on_success(spec),
-                    on_batch=self.metrics.batch_size.labels(fname, spec.name).observe,
+                    on_batch=self.metrics.batch_size(fname, spec.name).observe,
                 )
                 pollers.append(state)
                 tg.start_soon(self._run_poller, state)

@@ -38,7 +38,7 @@ from eventrun._fastpath import FastApp, Responder
 from eventrun._onewrite import OneWriteProtocol
 from eventrun._openapi import openapi_document
 from eventrun._web import SESSION_COOKIE, session_value, web_routes
-from eventrun.asgi import first_headers, read_body
+from eventrun.asgi import JSONBytesResponse, first_headers, read_body
 from eventrun.exceptions import ConfigError, FunctionSaturated
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ async def _invoke_sync(
             headers={"Retry-After": "1"},
             Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
         )
-    response = Response(result.payload, status_code=200, media_type="application/json")
+    response = JSONBytesResponse(result.payload)
     # raw (lower-case) header pairs: a third of the cost of a headers mapping
     out = response.raw_headers
     out.append((b"x-amz-executed-version", b"$LATEST"))

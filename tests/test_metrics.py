@@ -13,9 +13,11 @@ import anyio
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventrun._metrics import public_destination, source_gauges
+from eventrun._depths import QueueDepths
+from eventrun._metrics import RuntimeMetrics, _Collector, public_destination, source_gauges
 from eventrun._runtime import Runtime
 from tests._runtime_kit import running_app, write_app
 
@@ -262,3 +264,65 @@ def test_destination_labels_carry_no_credentials() -> None:
     )
     assert public_destination("local:orders-dlq") == "local:orders-dlq"
     assert public_destination("kafka:main/orders") == "kafka:main/orders"
+
+
+class _Stub:
+    """What the collector reads of a runtime besides its metrics: nothing running."""
+
+    def __init__(self, metrics: RuntimeMetrics) -> None:
+        self.metrics = metrics
+        self.functions: dict[str, object] = {}
+        self.sources: dict[str, object] = {}
+        self.depths = QueueDepths()
+        self.router = None
+
+
+def test_histograms_expose_what_prometheus_clients_histogram_would() -> None:
+    """The duration and batch size series are plain numbers (eventrun._metrics.Buckets);
+    their exposition equals prometheus_client's own Histogram fed the same values."""
+    values = [0.0004, 0.001, 0.001, 0.0031, 0.7, 61.0, 299.9, 5000.0]
+    sizes = [1, 1, 2, 99, 100, 101, 20000]
+    ours = RuntimeMetrics()
+    for value in values:
+        ours.observe_duration("fn", value)
+    for size in sizes:
+        ours.batch_size("fn", "fn/kafka[0]").observe(size)
+    ours.batch_size("fn", "fn/sqs[1]")  # exposed at zero before any batch
+    reference = CollectorRegistry()
+    duration = Histogram(
+        "eventrun_invocation_duration_seconds",
+        "Duration of invocations, by function.",
+        ["function"],
+        registry=reference,
+        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+    )
+    batch = Histogram(
+        "eventrun_batch_size_records",
+        "Records per batch invocation, by function and trigger.",
+        ["function", "trigger"],
+        registry=reference,
+        buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000),
+    )
+    for value in values:
+        duration.labels("fn").observe(value)
+    for size in sizes:
+        batch.labels("fn", "fn/kafka[0]").observe(size)
+    batch.labels("fn", "fn/sqs[1]")
+
+    def histogram_lines(text: bytes) -> list[str]:
+        return sorted(
+            line
+            for line in text.decode().splitlines()
+            if line.startswith(("eventrun_invocation_duration", "eventrun_batch_size"))
+            and "_created" not in line
+        )
+
+    registry = CollectorRegistry()
+    registry.register(_Collector(_Stub(ours)))  # type: ignore[arg-type]
+    mine = histogram_lines(generate_latest(registry))
+    assert mine == histogram_lines(generate_latest(reference))
+    assert 'eventrun_invocation_duration_seconds_bucket{function="fn",le="0.001"} 3.0' in mine
+    assert (
+        'eventrun_batch_size_records_bucket{function="fn",le="+Inf",trigger="fn/kafka[0]"} 7.0'
+        in mine
+    )

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope
 
 from eventrun.abc import Route, SourceContext, SourceSpec
-from eventrun.asgi import header, new_request_id, read_body
+from eventrun.asgi import JSONBytesResponse, header, new_request_id, read_body
 from eventrun.exceptions import FunctionSaturated
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
@@ -47,6 +47,7 @@ def create(spec: SourceSpec) -> HttpSource:
     return HttpSource(spec)
 
 
+@functools.lru_cache(maxsize=64)
 def _is_text(content_type: str) -> bool:
     ct = content_type.split(";", 1)[0].strip().lower()
     return ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES)
@@ -132,7 +133,7 @@ def _event(scope: Scope, body: bytes) -> dict[str, Any]:
 def map_response(payload: bytes) -> Response:
     """Map a handler's JSON return value to a response, as Function URLs do."""
     if b'"statusCode"' not in payload:  # the shortcut, known without parsing
-        return Response(payload, status_code=200, media_type="application/json")
+        return JSONBytesResponse(payload)
     try:
         value = msgspec.json.decode(payload)
     except msgspec.DecodeError:
@@ -141,7 +142,7 @@ def map_response(payload: bytes) -> Response:
         except ValueError:
             value = None
     if not isinstance(value, dict) or "statusCode" not in value:
-        return Response(payload, status_code=200, media_type="application/json")
+        return JSONBytesResponse(payload)
     status = int(value.get("statusCode") or 200)
     body = value.get("body")
     content: bytes

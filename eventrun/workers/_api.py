@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -62,11 +62,17 @@ class InvokeResult:
     """None when ok; the exception class name, or ``Sandbox.Timedout``,
     ``Runtime.OutOfMemory``, ``Runtime.ExitError``, ``Runtime.ImportModuleError``,
     ``Runtime.HandlerNotFound``, ``Runtime.MarshalError``..."""
-    logs: str
-    """This invocation's output in Lambda's format (START / output / END / REPORT)."""
+    log_source: str | Callable[[], str]
+    """The logs, or what formats them when read (most callers never read them)."""
     duration_s: float
     init_duration_s: float | None
     """Set when this invocation paid a cold start (spawn + handler import)."""
+
+    @property
+    def logs(self) -> str:
+        """This invocation's output in Lambda's format (START / output / END / REPORT)."""
+        source = self.log_source
+        return source if isinstance(source, str) else source()
 
 
 class FunctionRunner(Protocol):

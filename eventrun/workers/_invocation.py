@@ -16,6 +16,7 @@ import asyncio
 import math
 import os
 import time
+from functools import partial
 from typing import Any
 
 import structlog
@@ -168,7 +169,8 @@ async def run_invocation(
     worker.requests += 1
     worker.max_memory_mb = msg.max_memory_mb
     status = f"Status: error\tError Type: {msg.error_type}" if msg.fatal else None
-    logs = format_logs(
+    formatted = partial(  # formatted if read (1.2 us, on every invocation otherwise)
+        format_logs,
         rid,
         output=msg.output,
         duration_s=msg.duration_s,
@@ -179,7 +181,7 @@ async def run_invocation(
         status=status,
     )
     result = InvokeResult(
-        rid, msg.ok, msg.payload, msg.error_type, logs, msg.duration_s, init_duration_s
+        rid, msg.ok, msg.payload, msg.error_type, formatted, msg.duration_s, init_duration_s
     )
     outcome = "ok" if msg.ok else ("oom" if msg.fatal else "error")
     return result, outcome, not msg.fatal
