@@ -28,24 +28,55 @@ field, or else its ``body`` field, when exactly one of the two exists (what the
 ``redis:`` sink writes); otherwise the base64 of the compact JSON of ``fields``. Filters
 match that decoded payload under the ``data`` key, like Kinesis. The ARN never contains
 credentials: only host, port and database number of the connection URL.
+
+A record's event is a :class:`StreamRecord` struct (see ``eventrun.abc.Record.event``):
+msgspec encodes it to the JSON above and writes ``data`` as base64 itself, so building
+an entry and encoding a batch for a process worker costs no dict or base64 call per entry.
 """
 
 from __future__ import annotations
 
 import json
 from base64 import b64encode
-from binascii import b2a_base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from eventrun.abc import Record
 
-__all__ = ["EntryBuilder", "batch_info", "redacted_location"]
+__all__ = ["EntryBuilder", "StreamEntry", "StreamRecord", "batch_info", "redacted_location"]
 
 EVENT_SOURCE = "eventrun:redis-streams"
 EVENT_NAME = "eventrun:redis-streams:record"
+
+
+class StreamEntry(msgspec.Struct, rename="camel"):
+    """The ``redis`` part of a record (field order as documented above)."""
+
+    redis_schema_version: str
+    stream: str
+    id: str
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    approximate_arrival_timestamp: float
+    delivery_count: int
+    fields: dict[str, Any]
+
+
+class StreamRecord(msgspec.Struct):
+    """One record of the batch event."""
+
+    event_source: str = msgspec.field(name="eventSource")
+    event_version: str = msgspec.field(name="eventVersion")
+    event_id: str = msgspec.field(name="eventID")
+    event_name: str = msgspec.field(name="eventName")
+    aws_region: str = msgspec.field(name="awsRegion")
+    event_source_arn: str = msgspec.field(name="eventSourceARN")
+    redis: StreamEntry = msgspec.field(name="redis")
 
 
 def redacted_location(url: str) -> str:
@@ -118,25 +149,18 @@ class EntryBuilder:
         if payload_fields != 1 or payload is None:
             payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
         arrival = int(entry_id.partition("-")[0]) / 1000
-        event = {
-            "eventSource": EVENT_SOURCE,
-            "eventVersion": "1.0",
-            "eventID": self._prefix + entry_id,
-            "eventName": EVENT_NAME,
-            "awsRegion": self._region,
-            "eventSourceARN": self._arn,
-            "redis": {
-                "redisSchemaVersion": "1.0",
-                "stream": self.stream,
-                "id": entry_id,
-                "sequenceNumber": entry_id,
-                "partitionKey": key or "",
-                "data": b2a_base64(payload, newline=False).decode("ascii"),
-                "approximateArrivalTimestamp": arrival,
-                "deliveryCount": deliveries,
-                "fields": fields,
-            },
-        }
+        event = StreamRecord(
+            EVENT_SOURCE,
+            "1.0",
+            self._prefix + entry_id,
+            EVENT_NAME,
+            self._region,
+            self._arn,
+            StreamEntry(
+                "1.0", self.stream, entry_id, entry_id, key or "", payload, arrival,
+                deliveries, fields,
+            ),
+        )  # fmt: skip
         # Positional: measurably cheaper than keywords on this path (see Record's fields).
         return Record(
             self.stream, entry_id, event, payload, "data", arrival, key, raw_id,

@@ -481,9 +481,12 @@ async def test_two_daemons_share_a_group(
 # -- 8. the delivered event, field by field -------------------------------------------
 
 
+@pytest.mark.parametrize("runtime", ["process", "inline"])
 async def test_event_shape_field_by_field(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, runtime: str
 ) -> None:
+    """Entries travel as structs (_redis_records.StreamRecord): a process worker decodes
+    their JSON, an inline handler gets them turned into the same dicts."""
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
     raw = aioredis.Redis.from_url(redis_url)
     try:
@@ -502,8 +505,10 @@ async def test_event_shape_field_by_field(
         redis_url,
         f"{{connection: main, streams: [orders], group: {GROUP}, key_field: key}}",
         handler="ledger:capture",
+        runtime=runtime,
         environment={"EVENTS": str(events_file)},
     )
+    monkeypatch.setenv("EVENTS", str(events_file))  # an inline function shares os.environ
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
         async with started(config):
