@@ -44,6 +44,25 @@ class AckTracker:
         queue.append(pending)
         return pending
 
+    def register_all(self, records: Iterable[Record], arrived: float = 0.0) -> list[Pending]:
+        """:meth:`register` for a poll's records (a shard's records usually come in a
+        run: its queue is looked up once per run)."""
+        out: list[Pending] = []
+        append = out.append
+        shards = self._shards
+        shard: str | None = None
+        queue: deque[Pending] | None = None
+        for record in records:
+            if record.shard != shard or queue is None:
+                shard = record.shard
+                queue = shards.get(shard)
+                if queue is None:
+                    queue = shards[shard] = deque()
+            pending = Pending(record, queue, arrived)
+            queue.append(pending)
+            append(pending)
+        return out
+
     def complete(self, items: Iterable[Pending]) -> list[Record]:
         """Mark ``items`` done; return the records that became acknowledgeable, in shard
         order (the newly contiguous completed prefix of every shard touched)."""

@@ -42,6 +42,7 @@ import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Protocol
 
 import anyio
@@ -65,6 +66,7 @@ log = structlog.get_logger("eventrun.dispatch")
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _ENCODER = msgspec.json.Encoder()
+_size = attrgetter("record.size")
 _DECODER = msgspec.json.Decoder()
 
 
@@ -277,13 +279,15 @@ class TriggerDispatcher:
         flt = self._s.filter
         filtered: list[Pending] = []
         touched: set[Lane] = set()
-        register = self._tracker.register if self._ordered else None
-        hold = self._unsettled.add
+        if self._ordered:
+            pendings = self._tracker.register_all(records, now)
+        else:
+            pendings = [Pending(record, None, now) for record in records]
+        self._unsettled.update(pendings)
         lane: Lane | None = None
         shard: str | None = None
-        for record in records:
-            pending = Pending(record, None, now) if register is None else register(record, now)
-            hold(pending)
+        for pending in pendings:
+            record = pending.record
             if flt is not None and not flt.matches_record(
                 record.plain_event(), record.data_key, record.data
             ):
@@ -447,7 +451,7 @@ class TriggerDispatcher:
             items = await self._expire_old(items, invoke_count)
             if not items:
                 continue
-            if sum(p.record.size for p in items) > self._s.max_payload_bytes:
+            if sum(map(_size, items)) > self._s.max_payload_bytes:
                 await self._fail(items, "MaximumPayloadSizeExceeded", invoke_count, None, "")
                 continue
             result, failed = await self._call(items, attempts)

@@ -28,12 +28,25 @@ def _record(shard: str, n: int) -> Record:
     shards=st.integers(1, 4),
     count=st.integers(1, 60),
     order=st.randoms(use_true_random=False),
+    poll=st.integers(0, 25),
+    runs=st.booleans(),
 )
 def test_ack_tracker_releases_exactly_the_contiguous_prefix(
-    shards: int, count: int, order: Any
+    shards: int, count: int, order: Any, poll: int, runs: bool
 ) -> None:
+    """Records registered one by one (``poll`` 0) or a poll at a time (``register_all``),
+    shards interleaved or in runs as a Kafka poll gives them."""
     tracker = AckTracker()
-    pending = [tracker.register(_record(f"s{i % shards}", i)) for i in range(count)]
+    records = [_record(f"s{i % shards}", i) for i in range(count)]
+    if runs:  # shard by shard, each shard's records in order
+        records.sort(key=lambda r: (r.shard, int(r.token)))  # type: ignore[call-overload]
+    if poll == 0:
+        pending = [tracker.register(record) for record in records]
+    else:
+        pending = []
+        for start in range(0, count, poll):
+            pending.extend(tracker.register_all(records[start : start + poll]))
+    assert [p.record for p in pending] == records
     completion = list(pending)
     order.shuffle(completion)
     acked: list[Record] = []
