@@ -91,7 +91,7 @@ def build_records(
             try:
                 text_key: str | None = key.decode()
             except UnicodeDecodeError:
-                text_key = _b64(key, newline=False).decode("ascii")
+                text_key = decode_key(key)
         else:
             event = _sparse_event(m, topic, partition)
             text_key = None if key is None else decode_key(key)

@@ -76,7 +76,7 @@ class StreamRecord(msgspec.Struct):
     event_name: str = msgspec.field(name="eventName")
     aws_region: str = msgspec.field(name="awsRegion")
     event_source_arn: str = msgspec.field(name="eventSourceARN")
-    redis: StreamEntry = msgspec.field(name="redis")
+    redis: StreamEntry
 
 
 def redacted_location(url: str) -> str:
