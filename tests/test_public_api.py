@@ -83,3 +83,26 @@ def test_unknown_plugin_kind_is_an_actionable_error() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_record_builds_like_a_dataclass_and_compares_by_identity() -> None:
+    from eventrun.abc import Record
+
+    positional = Record("t-0", {"offset": 1}, {"v": 1}, b"abc", "value", 1.5, "k", None, 10)
+    keywords = Record(
+        shard="t-0",
+        item_id={"offset": 1},
+        event={"v": 1},
+        data=b"abc",
+        data_key="value",
+        timestamp=1.5,
+        key="k",
+        size=10,
+    )
+    for record in (positional, keywords):
+        assert (record.shard, record.key, record.size, record.attempt) == ("t-0", "k", 10, 1)
+    assert Record("s", 1, {}, b"abc", "data", 0.0).size == 3 + 256  # size 0: derived
+    assert positional != keywords  # equal fields, still two records
+    assert len({positional, keywords, positional}) == 2
+    positional.attempt = 3  # the dispatcher and pollers update records in place
+    assert positional.attempt == 3
