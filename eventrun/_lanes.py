@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from operator import attrgetter
 
 import anyio
 
@@ -20,14 +21,17 @@ from eventrun._acks import Pending
 
 __all__ = ["KeyedLane", "Lane"]
 
+_size = attrgetter("record.size")
+
 
 class Lane:
     """Records waiting in arrival order."""
 
-    __slots__ = ("items", "wake")
+    __slots__ = ("items", "payload", "wake")
 
     def __init__(self) -> None:
         self.items: deque[Pending] = deque()
+        self.payload = 0  # bytes of the waiting records (sizes as counted by the limit)
         self.wake = anyio.Event()
 
     def notify(self) -> None:
@@ -35,6 +39,12 @@ class Lane:
 
     def put(self, pending: Pending) -> None:
         self.items.append(pending)
+        self.payload += pending.record.size
+
+    def put_all(self, pendings: list[Pending]) -> None:
+        """:meth:`put` each of ``pendings``, in order."""
+        self.items.extend(pendings)
+        self.payload += sum(map(_size, pendings))
 
     def available(self) -> int:
         """Records a lane loop could take now."""
@@ -46,24 +56,39 @@ class Lane:
     def take(self, count: int, max_bytes: int) -> list[Pending]:
         """Up to ``count`` records, and no more than ``max_bytes`` of payload unless a
         single record is larger (it then goes alone, to fail as too large)."""
-        batch: list[Pending] = []
-        payload = 0
         items = self.items
+        if self.payload <= max_bytes:  # all that waits fits: take by count alone
+            popleft = items.popleft
+            batch = [popleft() for _ in range(min(count, len(items)))]
+            self.payload = self.payload - sum(map(_size, batch)) if items else 0
+            return batch
+        batch = []
+        payload = 0
         while items and len(batch) < count:
             size = items[0].record.size
             if batch and payload + size > max_bytes:
                 break
             batch.append(items.popleft())
             payload += size
+        self.payload -= payload
         return batch
 
     def finished(self, batch: list[Pending]) -> None:
         """``batch`` (taken from this lane) is settled or given up."""
 
+    def remove_shards(self, shards: set[str]) -> list[Pending]:
+        """Remove and return the waiting records of ``shards``, in order."""
+        removed = [p for p in self.items if p.record.shard in shards]
+        if removed:
+            self.items = deque(p for p in self.items if p.record.shard not in shards)
+            self.payload -= sum(map(_size, removed))
+        return removed
+
     def drain(self) -> list[Pending]:
         """Remove and return every waiting record."""
         items = list(self.items)
         self.items.clear()
+        self.payload = 0
         return items
 
 
@@ -100,6 +125,10 @@ class KeyedLane(Lane):
         queue.append((self._seq, pending))
         if key not in self._claimed:
             self._count += 1
+
+    def put_all(self, pendings: list[Pending]) -> None:
+        for pending in pendings:
+            self.put(pending)
 
     def available(self) -> int:
         return self._count

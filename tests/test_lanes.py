@@ -157,3 +157,63 @@ def test_keyed_lane_keeps_key_order_and_loses_nothing(
             handed += expected
             waiting = [i for i in waiting if i not in expected]
     assert sorted(handed) == list(range(len(keys)))
+
+
+def _reference_take(items: list[Pending], count: int, max_bytes: int) -> list[Pending]:
+    """The lane's batching rule, spelled out: records in order while the count and the
+    payload allow, but always at least one."""
+    batch: list[Pending] = []
+    payload = 0
+    for p in items:
+        if len(batch) == count or (batch and payload + p.record.size > max_bytes):
+            break
+        batch.append(p)
+        payload += p.record.size
+    return batch
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.lists(st.integers(0, 3000), min_size=1, max_size=8)),
+            st.tuples(st.just("take"), st.tuples(st.integers(1, 6), st.integers(300, 9000))),
+            st.tuples(st.just("remove"), st.sampled_from(["a", "b"])),
+        ),
+        max_size=40,
+    )
+)
+def test_fifo_lane_payload_tracking_matches_the_batching_rule(
+    ops: list[tuple[str, object]],
+) -> None:
+    """The lane keeps a running payload total to take by count alone when everything
+    waiting fits; whatever the puts, takes and removals, it batches as the rule says."""
+    lane = Lane()
+    model: list[Pending] = []
+    seq = 0
+    for op, arg in ops:
+        if op == "put":
+            run = []
+            for size in arg:  # type: ignore[attr-defined]
+                p = _pending(None, seq, size)
+                p.record.shard = "ab"[seq % 2]
+                run.append(p)
+                seq += 1
+            if len(run) == 1:
+                lane.put(run[0])
+            else:
+                lane.put_all(run)
+            model += run
+        elif op == "take":
+            count, max_bytes = arg  # type: ignore[misc]
+            expected = _reference_take(model, count, max_bytes)
+            assert lane.take(count, max_bytes) == expected
+            del model[: len(expected)]
+        else:
+            removed = lane.remove_shards({arg})  # type: ignore[arg-type]
+            assert removed == [p for p in model if p.record.shard == arg]
+            model = [p for p in model if p.record.shard != arg]
+        assert lane.available() == len(model)
+        assert lane.payload == sum(p.record.size for p in model)
+    assert lane.drain() == model
+    assert lane.payload == 0

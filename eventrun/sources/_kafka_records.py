@@ -35,6 +35,9 @@ from eventrun.abc import JSON, Record
 __all__ = ["KafkaEvent", "batch_event", "batch_info", "build_records", "decode_key"]
 
 _TIMESTAMP_TYPES = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
+_NO_HEADERS: list[dict[str, list[int]]] = []
+"""Shared by every struct event without headers (most records): never mutated, and
+never handed out, since whatever user code sees is a plain copy of the struct."""
 _ENCODER = msgspec.json.Encoder()
 _b64 = binascii.b2a_base64
 
@@ -47,8 +50,11 @@ def decode_key(key: bytes) -> str:
         return _b64(key, newline=False).decode("ascii")
 
 
-class KafkaEvent(msgspec.Struct, rename="camel"):
-    """One record of a Kafka event with both a key and a value (field order is Lambda's)."""
+class KafkaEvent(msgspec.Struct, rename="camel", gc=False):
+    """One record of a Kafka event with both a key and a value (field order is Lambda's).
+
+    Not tracked by the cyclic garbage collector (``gc=False``: its fields can never lead
+    back to it), so records in flight give the collector fewer objects to traverse."""
 
     topic: str
     partition: int
@@ -86,7 +92,7 @@ def build_records(
                 types.get(m.timestamp_type, "CREATE_TIME"),
                 key,
                 value,
-                [{k: list(v or b"")} for k, v in headers] if headers else [],
+                [{k: list(v or b"")} for k, v in headers] if headers else _NO_HEADERS,
             )
             try:
                 text_key: str | None = key.decode()
@@ -136,6 +142,9 @@ def batch_event(records: Sequence[Record], bootstrap_servers: str) -> dict[str, 
     Records are grouped by ``topic-partition`` in the order given.
     """
     grouped: dict[str, list[JSON]] = {}
+    if len({record.shard for record in records}) == 1:  # one partition: the usual batch
+        grouped[records[0].shard] = [record.event for record in records]
+        records = ()
     for record in records:
         events = grouped.get(record.shard)
         if events is None:

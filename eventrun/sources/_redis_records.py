@@ -53,8 +53,10 @@ EVENT_SOURCE = "eventrun:redis-streams"
 EVENT_NAME = "eventrun:redis-streams:record"
 
 
-class StreamEntry(msgspec.Struct, rename="camel"):
-    """The ``redis`` part of a record (field order as documented above)."""
+class StreamEntry(msgspec.Struct, rename="camel", gc=False):
+    """The ``redis`` part of a record (field order as documented above). Like
+    :class:`StreamRecord`, not tracked by the cyclic garbage collector: nothing in it
+    can lead back to it."""
 
     redis_schema_version: str
     stream: str
@@ -67,7 +69,7 @@ class StreamEntry(msgspec.Struct, rename="camel"):
     fields: dict[str, Any]
 
 
-class StreamRecord(msgspec.Struct):
+class StreamRecord(msgspec.Struct, gc=False):
     """One record of the batch event."""
 
     event_source: str = msgspec.field(name="eventSource")
