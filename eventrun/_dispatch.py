@@ -56,7 +56,7 @@ from eventrun._filters import RecordFilter
 from eventrun._lanes import KeyedLane, Lane
 from eventrun._outputs import output_key, pipeline_outputs
 from eventrun._records import stream_failure_record
-from eventrun._shared_events import event_places, plain_events, restore_events
+from eventrun._shared_events import plain_events, restore_events, shared_event
 from eventrun.abc import Clock, OutMessage, Poller, Record
 from eventrun.exceptions import SourceError, WorkerError
 
@@ -254,12 +254,15 @@ class TriggerDispatcher:
                 # fewer would leave each lane waiting out its window with a part batch)
                 limit = max(self._s.buffer_limit, self._s.batch_size * (self._lane_loops + 1))
                 free = limit - self._held()
-                if free <= 0:
+                # under load, wait until a batch's worth is free: polling each few
+                # records that complete costs a poll (a fetch per partition) for each
+                # (the records held meanwhile run or complete without more polling)
+                if free <= 0 or (free < self._s.batch_size and free < limit // 2):
                     self._space = anyio.Event()
                     await self._space.wait()
                     continue
                 try:
-                    records = await self._poller.poll(min(free, max(self._s.batch_size, 100)))
+                    records = await self._poller.poll(free)
                 except SourceError as exc:
                     failures += 1
                     self.stats.poll_errors += 1
@@ -284,8 +287,11 @@ class TriggerDispatcher:
         else:
             pendings = [Pending(record, None, now) for record in records]
         self._unsettled.update(pendings)
+        # a lane depends on the shard only, and a poll's records come in shard runs: a
+        # run goes to its lane in one call
         lane: Lane | None = None
         shard: str | None = None
+        run: list[Pending] = []
         for pending in pendings:
             record = pending.record
             if flt is not None and not flt.matches_record(
@@ -293,10 +299,15 @@ class TriggerDispatcher:
             ):
                 filtered.append(pending)
                 continue
-            if lane is None or record.shard != shard:  # a lane depends on the shard only
+            if lane is None or record.shard != shard:
+                if run:
+                    lane.put_all(run)  # type: ignore[union-attr]
+                    run = []
                 lane, shard = self._lane_for(record), record.shard
                 touched.add(lane)
-            lane.put(pending)
+            run.append(pending)
+        if lane is not None and run:
+            lane.put_all(run)
         for lane in touched:
             lane.notify()
         if filtered:
@@ -400,20 +411,19 @@ class TriggerDispatcher:
         (None = the whole batch failed, [] = every record succeeded). Logs one
         ``batch.done`` line per batch (``attempt`` = failed attempts before this one)."""
         records = [p.record for p in batch]
-        if self._s.share_events:  # the handler gets the events themselves: plain JSON
-            plain_events(records)
         doc = self._poller.batch_event(records)
-        payload = _ENCODER.encode(doc)
-        places = event_places(doc, records) if self._s.share_events else None
+        shared, places = shared_event(doc, records) if self._s.share_events else (None, None)
+        # a plain copy of struct events needs no bytes: nothing to restore from them
+        payload = _ENCODER.encode(doc) if shared is None or places is not None else b""
         self.stats.invocations += 1
         if self._on_batch is not None:
             self._on_batch(len(records))
         started = time.perf_counter()
         try:
-            if places is None:
+            if shared is None:
                 result: InvokeResultLike = await self._invoke(payload)
             else:
-                result = await self._invoke(payload, event=doc)
+                result = await self._invoke(payload, event=shared)
         except WorkerError as exc:
             self._log.error("invoke.failed", error=str(exc))
             result = _RuntimeFailure(str(exc))
@@ -519,8 +529,7 @@ class TriggerDispatcher:
         # ... and its later messages still buffered in the lane (received after it).
         held_back: list[Pending] = []
         for lane in {self._lane_for(p.record) for p in bad if p.record.shard}:
-            held_back += [p for p in lane.items if p.record.shard in broken_groups]
-            lane.items = deque(p for p in lane.items if p.record.shard not in broken_groups)
+            held_back += lane.remove_shards(broken_groups)
         if good:
             await self._succeed(batch, result.payload, good, failed or ())
         cap = self._s.max_receive_count
@@ -587,7 +596,7 @@ class TriggerDispatcher:
         until delivered, so an input is acknowledged only after its outputs are durable.
         """
         indexes = range(len(batch)) if keep is None else keep
-        items = [batch[i] for i in indexes]
+        items = batch if keep is None else [batch[i] for i in keep]
         self.stats.succeeded += len(items)
         if self._on_success is not None:
             keys = [output_key(p.record, ordered=self._ordered) for p in batch]

@@ -15,6 +15,12 @@ are acknowledged and dropped.
 Where each record's event sits in the batch event is found before the call (by
 identity: a poller's ``batch_event`` places ``record.event`` objects in its envelope);
 a batch whose events are not all found that way is not shared, it is decoded as before.
+
+A batch with ``msgspec.Struct`` events (Kafka, Redis Streams) is not handed over: the
+handler needs plain JSON types, so it gets ``msgspec.to_builtins`` of the batch event, a
+fresh copy made in one call, and the records keep their structs. Nothing to restore, and
+nothing to encode either (0.35 us per Kafka record for the copy, where converting the
+records' events, encoding the batch and finding the events cost 0.74).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import msgspec
 
 from eventrun.abc import Record
 
-__all__ = ["event_places", "plain_events", "restore_events"]
+__all__ = ["event_places", "plain_events", "restore_events", "shared_event"]
 
 _DECODER = msgspec.json.Decoder()
 
@@ -48,6 +54,17 @@ def plain_events(records: Sequence[Record]) -> None:
         plain = msgspec.to_builtins([record.event for record in structs])
         for record, event in zip(structs, plain, strict=True):
             record.event = event
+
+
+def shared_event(doc: Any, records: Sequence[Record]) -> tuple[Any, Places | None]:
+    """What an inline handler gets for batch event ``doc`` of ``records``, and where the
+    records' events sit in it when that is ``doc`` itself (to restore them from the
+    encoded batch if the batch does not fully succeed). ``(None, None)``: decode the
+    encoded batch instead. A batch with struct events gets a plain copy (no places)."""
+    if not all(isinstance(record.event, dict) for record in records):
+        return msgspec.to_builtins(doc), None
+    places = event_places(doc, records)
+    return (None, None) if places is None else (doc, places)
 
 
 def event_places(doc: Any, records: Sequence[Record]) -> Places | None:

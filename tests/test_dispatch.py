@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import pytest
 
 from eventrun._filters import RecordFilter
+from eventrun.abc import Record
 from eventrun.testing import FakeClock, MemoryQueue, MemorySink, MemoryStream
 from tests._dispatch_kit import Handler, data_of, running, until
 
@@ -554,3 +556,36 @@ async def test_revoked_shard_releases_buffered_records_and_finishes_in_flight() 
     # the running batch (0..9) finished and was committed; the buffered 10..29 went back
     assert [data_of(r) for c in handler.calls for r in c] == [f"a:{i}" for i in range(10)]
     assert sorted(off for _, off in stream.released_offsets) == list(range(10, 30))
+
+
+class AskingStream(MemoryStream):
+    """A stream that hands out at most ``per_poll`` records a poll and notes each ask."""
+
+    def __init__(self, per_poll: int) -> None:
+        super().__init__()
+        self.per_poll = per_poll
+        self.asks: list[int] = []
+
+    async def poll(self, max_records: int) -> Sequence[Record]:
+        self.asks.append(max_records)
+        return await super().poll(min(max_records, self.per_poll))
+
+
+async def test_a_full_buffer_is_polled_again_once_a_batch_fits() -> None:
+    """With the buffer near its limit, a poll waits until a batch's worth of room is
+    free instead of asking for the few records that just completed (under load, a poll
+    per handful of records cost a poll, a fetch per partition, for each)."""
+    stream = AskingStream(per_poll=7)
+    for i in range(600):
+        stream.put("s", f"s:{i}".encode())
+
+    async def slow(payload: bytes) -> Any:
+        await anyio.sleep(0.002)  # the work: records pile up in the buffer meanwhile
+        return await Handler()(payload)
+
+    async with running(stream, slow, batch_size=10, window_s=0.0, buffer_records=30):  # type: ignore[arg-type]
+        await until(stream, lambda: stream.lag() == 0)
+    # the limit is 30 here (room for the one lane's batch and another): a batch is 10
+    assert len(stream.asks) >= 600 // 30
+    assert min(stream.asks) >= 10, sorted(stream.asks)[:10]
+    assert max(stream.asks) <= 30

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventrun._shared_events import event_places, plain_events, restore_events
+from eventrun._shared_events import event_places, plain_events, restore_events, shared_event
 from eventrun.abc import Record
 from eventrun.sources._kafka_records import batch_event as kafka_batch_event
 
@@ -100,3 +100,46 @@ def test_record_plain_event_swaps_in_the_dict_once() -> None:
     assert first == {"eventId": 7, "blob": "YQ=="}
     assert record.event is first
     assert record.plain_event() is first
+
+
+def _kafka_like(records: list[Record]) -> dict[str, Any]:
+    return {"eventSource": "x", "records": {"s": [r.event for r in records]}}
+
+
+def test_struct_events_are_shared_as_a_plain_copy_and_the_records_keep_them() -> None:
+    records = [Record("s", str(i), _Event(i, b"\x01"), b"x", "data", 0.0) for i in range(3)]
+    events = [r.event for r in records]
+    doc = _kafka_like(records)
+    shared, places = shared_event(doc, records)
+    assert places is None  # nothing to restore: the handler never holds a record's event
+    assert shared == msgspec.json.decode(msgspec.json.encode(doc))
+    assert shared is not doc
+    shared["records"]["s"][0]["eventId"] = "changed"  # what a handler may do
+    shared["records"]["s"].clear()
+    assert [r.event for r in records] == events
+    assert all(r.event is e for r, e in zip(records, events, strict=True))
+    assert msgspec.json.encode(records[0].event) == b'{"eventId":0,"blob":"AQ=="}'
+
+
+def test_a_batch_mixing_struct_and_dict_events_is_copied_whole() -> None:
+    kept = {"n": 1}
+    records = [
+        Record("s", "0", _Event(0, b"a"), b"x", "data", 0.0),
+        Record("s", "1", kept, b"x", "data", 0.0),
+    ]
+    shared, places = shared_event(_kafka_like(records), records)
+    assert places is None
+    assert shared["records"]["s"] == [{"eventId": 0, "blob": "YQ=="}, {"n": 1}]
+    assert shared["records"]["s"][1] is not kept  # a copy: the record's dict stays as is
+    shared["records"]["s"][1]["n"] = 2
+    assert kept == {"n": 1}
+
+
+def test_dict_events_are_shared_themselves_with_their_places() -> None:
+    records = [Record("s", str(i), {"n": i}, b"x", "data", 0.0) for i in range(2)]
+    doc = _kafka_like(records)
+    shared, places = shared_event(doc, records)
+    assert shared is doc
+    assert places == [(("records", "s"), 0, 2)]
+    # laid out where the events cannot be found: not shared, decoded from the bytes
+    assert shared_event({"Records": [{"n": 0}, {"n": 1}]}, records) == (None, None)

@@ -40,7 +40,7 @@ async def fair_fetch(
     if count <= 1:
         got: Fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
         return got
-    share = max(batch_size, -(-(sum(n for _, n in outstanding) + max_records) // count))
+    share = max(2 * batch_size, -(-(sum(n for _, n in outstanding) + max_records) // count))
     turn %= count
     rooms = [(tp, share - n) for tp, n in (*outstanding[turn:], *outstanding[:turn])]
     out: Fetched = {}

@@ -29,6 +29,7 @@ import secrets
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator, Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -271,7 +272,7 @@ class InlineRunner:
             fault = self._init_error
             assert fault is not None
             body = _errors.init_error(fault.error_type, fault.message, fault.stack)
-            logs = format_logs(
+            init_logs = format_logs(
                 rid,
                 output=f"[ERROR] {fault.error_type}: {fault.message}\n".encode(),
                 duration_s=0.0,
@@ -280,7 +281,7 @@ class InlineRunner:
                 init_duration_s=init_duration,
             )
             return InvokeResult(
-                rid, False, body, fault.error_type, logs, 0.0, init_duration
+                rid, False, body, fault.error_type, init_logs, 0.0, init_duration
             ), "error"
         lines: list[str] = []
         token = _captured.set((rid, lines))
@@ -318,12 +319,12 @@ class InlineRunner:
             body = _errors.timeout_error(rid, timeout)
             lines.append(f"{rid} Task timed out after {timeout:.2f} seconds\n")
             status = "Status: timeout"
-        logs = format_logs(
+        logs = partial(  # formatted if read, like a process worker's
+            _format_captured,
             rid,
-            output="".join(lines).encode(),
+            "".join(lines),  # what was printed by now (a task it left may print later)
             duration_s=duration,
             memory_mb=memory_mb,
-            max_memory_mb=0,
             init_duration_s=init_duration,
             status=status,
         )
@@ -339,3 +340,24 @@ class InlineRunner:
             "crashes": 0,
             "recycled": 0,
         }
+
+
+def _format_captured(
+    rid: str,
+    output: str,
+    *,
+    duration_s: float,
+    memory_mb: int,
+    init_duration_s: float | None,
+    status: str | None,
+) -> str:
+    """An inline invocation's captured output in Lambda's log format."""
+    return format_logs(
+        rid,
+        output=output.encode(),
+        duration_s=duration_s,
+        memory_mb=memory_mb,
+        max_memory_mb=0,
+        init_duration_s=init_duration_s,
+        status=status,
+    )
