@@ -6,8 +6,10 @@ bounded buffer one partition would take all of it and the lanes of the others wo
 starve: 4 partitions with a 20 ms handler then ran at the speed of one.
 
 :func:`fair_fetch` lets each partition have at most ``share`` records outstanding
-(handed out, not yet acked): the buffer split evenly, never less than a batch so
-batches still fill. Partitions are visited from a rotating start with non-blocking
+(handed out, not yet acked): the buffer split evenly, never less than two batches, one
+running and one filling (with one, a partition's acks lag its completions, so the
+rooms left were a few records each and a 100-record poll took six ``getmany`` calls to
+fill half). Partitions are visited from a rotating start with non-blocking
 ``getmany(tp)`` calls; when none within its share has records ready, one ``getmany``
 over all partitions takes up to ``share`` records from whichever has some, waiting up
 to ``wait_ms`` (work-conserving: a backlog still flows while the others are caught up).
