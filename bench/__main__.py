@@ -52,7 +52,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--reps", "5"],
         ["--reps", "1", "--entries", "20000"],
     ),
-    "kafka": ("bench.kafka", ["--reps", "7"], ["--reps", "1"]),
+    "kafka": ("bench.kafka", ["--reps", "7"], ["--reps", "1", "--records", "100000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
     "pipeline": (
         "bench.pipeline",
