@@ -647,8 +647,7 @@ class TriggerDispatcher:
             for p in items:
                 p.done = True
             ready = [p.record for p in items]
-        for p in items:
-            self._unsettled.discard(p)
+        self._unsettled.difference_update(items)
         self._space.set()
         if ready:
             self._to_ack.extend(ready)

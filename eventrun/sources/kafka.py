@@ -41,6 +41,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from types import TracebackType
 from typing import Any, Self
 
@@ -58,6 +59,7 @@ from eventrun.sources._kafka_records import batch_event, batch_info, build_recor
 __all__ = ["KafkaPoller", "create"]
 
 log = structlog.get_logger("eventrun.sources.kafka")
+_token = attrgetter("token")
 
 RevokeHook = Callable[[frozenset[str]], Awaitable[None]]
 
@@ -267,9 +269,8 @@ class KafkaPoller:
     async def ack(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        last: dict[_Partition, Record] = {}
-        for record in records:
-            last[record.token] = record  # type: ignore[index]
+        # each partition's last record (a later one overwrites an earlier one)
+        last: dict[_Partition, Record] = dict(zip(map(_token, records), records, strict=True))
         now = time.time()
         age = 0.0
         want: dict[TopicPartition, int] = {}
