@@ -300,8 +300,8 @@ class TriggerDispatcher:
                 filtered.append(pending)
                 continue
             if lane is None or record.shard != shard:
-                if run:
-                    lane.put_all(run)  # type: ignore[union-attr]
+                if lane is not None and run:
+                    lane.put_all(run)
                     run = []
                 lane, shard = self._lane_for(record), record.shard
                 touched.add(lane)

@@ -320,11 +320,13 @@ class InlineRunner:
             lines.append(f"{rid} Task timed out after {timeout:.2f} seconds\n")
             status = "Status: timeout"
         logs = partial(  # formatted if read, like a process worker's
-            _format_captured,
+            format_logs,
             rid,
-            "".join(lines),  # what was printed by now (a task it left may print later)
+            # what was printed by now (a task the handler left may print later)
+            output="".join(lines).encode(),
             duration_s=duration,
             memory_mb=memory_mb,
+            max_memory_mb=0,
             init_duration_s=init_duration,
             status=status,
         )
@@ -340,24 +342,3 @@ class InlineRunner:
             "crashes": 0,
             "recycled": 0,
         }
-
-
-def _format_captured(
-    rid: str,
-    output: str,
-    *,
-    duration_s: float,
-    memory_mb: int,
-    init_duration_s: float | None,
-    status: str | None,
-) -> str:
-    """An inline invocation's captured output in Lambda's log format."""
-    return format_logs(
-        rid,
-        output=output.encode(),
-        duration_s=duration_s,
-        memory_mb=memory_mb,
-        max_memory_mb=0,
-        init_duration_s=init_duration_s,
-        status=status,
-    )
