@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps run test lint format bench soak docs clean
+.PHONY: setup system-deps run test fuzz lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,13 @@ run: setup
 ## test: the whole suite against real servers started on free loopback ports
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## fuzz: explore the property tests with random seeds and FUZZ_SCALE times their examples,
+## round after round for FUZZ_MINUTES; `make test` (and CI, with CI set) runs them derandomized
+FUZZ_MINUTES ?= 10
+FUZZ_SCALE ?= 10
+fuzz: setup
+	bash scripts/fuzz.sh $(FUZZ_MINUTES) $(FUZZ_SCALE)
 
 lint: setup
 	$(BIN)/ruff check eventrun tests bench examples

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
+from eventrun._text import one_line
 from eventrun.exceptions import EventrunError
 
 __all__ = ["dlq"]
@@ -143,7 +144,7 @@ def _backend(url: str | None, config: str) -> _Remote | _Direct:
 
 
 def _fail(exc: EventrunError) -> NoReturn:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {one_line(str(exc))}", err=True)
     sys.exit(exc.exit_code)
 
 

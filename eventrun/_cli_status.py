@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from eventrun._text import one_line
 from eventrun.exceptions import EventrunError
 
 __all__ = ["daemon_url", "render", "status"]
@@ -146,7 +147,7 @@ def status(url: str | None, as_json: bool, config: str, interval: float) -> None
         base = daemon_url(url, config)
         doc = _fetch(base)
     except EventrunError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from ._config_types import render_value
+from ._text import one_line
 
 __all__ = ["Loc", "format_path", "format_problem", "translate_errors"]
 
@@ -58,7 +59,8 @@ _PLAIN_KEY = re.compile(r"[\w-]+")
 def format_path(loc: Loc) -> str:
     """``("functions", "f", "triggers", 0, "kafka")`` -> ``functions.f.triggers[0].kafka``.
 
-    Keys that are not plain words are quoted: ``environment["A B"]``.
+    Keys that are not plain words are quoted, control characters and line separators
+    escaped: ``environment["A B"]``, ``["bad\\u2028key"]``.
     """
     out = ""
     for part in loc:
@@ -67,15 +69,19 @@ def format_path(loc: Loc) -> str:
         elif _PLAIN_KEY.fullmatch(part):
             out += f".{part}" if out else part
         else:
-            out += f"[{json.dumps(part, ensure_ascii=False)}]"
+            out += f"[{one_line(json.dumps(part, ensure_ascii=False))}]"
     return out
 
 
 def format_problem(filename: str, loc: Loc, message: str, got: str | None) -> str:
-    """One problem line; ``got`` is an already rendered value or None for none."""
+    """One problem line; ``got`` is an already rendered value or None for none.
+
+    The line is passed through :func:`one_line`: a key, file name or value holding a line
+    separator never splits one problem into two lines.
+    """
     path = format_path(loc)
     head = f"{filename}: {path}: " if path else f"{filename}: "
-    return head + message + (f", got {got}" if got is not None else "")
+    return one_line(head + message + (f", got {got}" if got is not None else ""))
 
 
 def _split_at(at: str) -> list[str | int]:

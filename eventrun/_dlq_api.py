@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from eventrun import _dlq
+from eventrun._text import one_line
 from eventrun.exceptions import StoreError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _problem(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status)
+    return JSONResponse({"message": one_line(message)}, status_code=status)
 
 
 def _int(request: Request, name: str, default: int) -> int:

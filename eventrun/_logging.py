@@ -9,6 +9,8 @@ from typing import Literal
 import msgspec
 import structlog
 
+from eventrun._text import one_line
+
 __all__ = ["configure_logging", "json_renderer"]
 
 LogFormat = Literal["auto", "json", "console"]
@@ -18,7 +20,10 @@ _ENCODER = msgspec.json.Encoder(enc_hook=repr)
 
 
 def _dumps(event: object, **_: object) -> str:
-    return _ENCODER.encode(event).decode()
+    # msgspec escapes C0 controls; one_line also escapes DEL, C1 (U+0085) and U+2028/9,
+    # so a value holding them never splits the JSON line (isascii() is the cheap check)
+    text = _ENCODER.encode(event).decode()
+    return text if text.isascii() else one_line(text)
 
 
 def json_renderer() -> structlog.processors.JSONRenderer:

@@ -37,6 +37,7 @@ from eventrun._dlq_api import dlq_routes
 from eventrun._fastpath import FastApp, Responder
 from eventrun._onewrite import OneWriteProtocol
 from eventrun._openapi import openapi_document
+from eventrun._text import one_line
 from eventrun._web import SESSION_COOKIE, session_value, web_routes
 from eventrun.asgi import JSONBytesResponse, first_headers, read_body
 from eventrun.exceptions import ConfigError, FunctionSaturated
@@ -90,7 +91,7 @@ def _error(
     """A Lambda service error: the code in ``x-amzn-ErrorType`` (what botocore's rest-json
     parser reads), ``{"Type": "User", "message"|"Message": ...}`` in the body."""
     key = "Message" if kind in _CAPITAL_MESSAGE else "message"
-    body = {"Type": "User", key: message, **extra}
+    body = {"Type": "User", key: one_line(message), **extra}
     return JSONResponse(
         body, status_code=status, headers={"x-amzn-ErrorType": kind, **(headers or {})}
     )

@@ -18,6 +18,7 @@ import click
 
 from eventrun._cli_dlq import dlq
 from eventrun._cli_status import status
+from eventrun._text import one_line
 from eventrun.exceptions import EventrunError
 
 __all__ = ["main"]
@@ -26,10 +27,11 @@ CONFIG_HELP = "Config file (default ./eventrun.yaml)."
 
 
 def _fail(exc: EventrunError) -> NoReturn:
-    click.echo(f"error: {exc}", err=True)
+    """One ``error:`` line per problem (user text in them escaped by ``one_line``)."""
+    click.echo(f"error: {one_line(str(exc))}", err=True)
     extra = getattr(exc, "problems", [])[1:]
     for line in extra:
-        click.echo(f"error: {line}", err=True)
+        click.echo(f"error: {one_line(line)}", err=True)
     sys.exit(exc.exit_code)
 
 

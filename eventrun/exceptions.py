@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from eventrun._text import one_line
+
 __all__ = [
     "ConfigError",
     "DaemonError",
@@ -65,8 +67,9 @@ class ConfigError(EventrunError):
     exit_code = 2
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        message = one_line(message)
         super().__init__(message)
-        self.problems = problems or [message]
+        self.problems = [one_line(p) for p in problems] if problems else [message]
 
 
 class PluginNotFound(EventrunError):

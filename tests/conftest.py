@@ -7,6 +7,10 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from tests._hypothesis import load_profile
+
+HYPOTHESIS_PROFILE = load_profile()
+
 pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.kafka",
@@ -22,3 +26,7 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+def pytest_report_header() -> str:
+    return f"hypothesis profile: {HYPOTHESIS_PROFILE}"

@@ -294,6 +294,17 @@ async def test_unknown_function_is_404_resource_not_found(app: App) -> None:
     assert r.json()["Type"] == "User"
 
 
+async def test_error_message_quoting_user_text_is_one_line(app: App) -> None:
+    """A function name holding line separators (percent-encoded in the path) comes back
+    escaped: the error message is one line, in the body and in anything that logs it."""
+    async with app.client() as http:
+        r = await http.post(INVOKE.format("no%E2%80%A8pe%C2%85x%0Ay"), json={})
+    assert r.status_code == 404
+    message = r.json()["Message"]
+    assert message.splitlines() == [message]
+    assert message.endswith("function:no\\u2028pe\\u0085x\\ny")
+
+
 async def test_saturated_function_is_429_while_a_slot_is_held(app: App) -> None:
     first: dict[str, httpx.Response] = {}
     async with gate() as g, app.client() as http, anyio.create_task_group() as tg:

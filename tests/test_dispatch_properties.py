@@ -12,9 +12,12 @@ from eventrun._acks import AckTracker
 from eventrun.abc import Record
 from eventrun.testing import MemorySink, MemoryStream
 from tests._dispatch_kit import Handler, data_of, running, until
+from tests._hypothesis import examples
 
 FAST = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 

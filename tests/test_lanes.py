@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from eventrun._acks import Pending
 from eventrun._lanes import KeyedLane, Lane
 from eventrun.abc import Record
+from tests._hypothesis import examples
 
 
 def _pending(key: str | None, seq: int, size: int = 10) -> Pending:
@@ -124,7 +125,7 @@ def test_keyed_lane_drain_returns_everything_waiting_in_arrival_order() -> None:
     assert lane.available() == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     keys=st.lists(st.sampled_from(["a", "b", "c", "d", None]), min_size=1, max_size=60),
     steps=st.lists(st.tuples(st.integers(1, 6), st.booleans()), max_size=80),
@@ -172,7 +173,7 @@ def _reference_take(items: list[Pending], count: int, max_bytes: int) -> list[Pe
     return batch
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.one_of(

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventrun._filters import FilterError, RecordFilter
+from tests._hypothesis import examples
 
 KEYS = st.sampled_from(["a", "b", "c"])
 TEXT = st.text(alphabet="aAbB", max_size=3)
@@ -118,14 +119,14 @@ def ref_match(pattern: dict[str, Any], doc: Any) -> bool:
     return True
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.lists(PATTERN, min_size=1, max_size=2), DOCUMENT)
 def test_filters_agree_with_the_reference(patterns: list[dict[str, Any]], doc: Any) -> None:
     expected = any(ref_match(p, doc) for p in patterns)
     assert RecordFilter(patterns).matches(doc) == expected
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.recursive(
         SCALAR,

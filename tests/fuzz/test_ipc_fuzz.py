@@ -31,9 +31,10 @@ from eventrun.workers._protocol import (
     decode_from_daemon,
     decode_from_worker,
 )
+from tests._hypothesis import examples
 from tests.workers.conftest import Settings
 
-EXAMPLES = {"decoder": 500, "channel": 200, "worker": 25}
+EXAMPLES = {"decoder": examples(500), "channel": examples(200), "worker": examples(25)}
 GARBLER = """
 import contextlib
 import json

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventrun.sources._schedule import parse_schedule
+from tests._hypothesis import examples
 
 DST_ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago"]
 ALL_ZONES = ["UTC", "Asia/Kolkata", *DST_ZONES]
@@ -82,7 +83,7 @@ def _fires(expression: str, zone: str, start: float, n: int) -> list[int]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(daily_crons(), st.sampled_from(ALL_ZONES), NEAR_TRANSITIONS)
 def test_next_fire_is_strictly_monotonic(
     cron: tuple[str, set[int], set[int]], zone: str, start: float
@@ -92,7 +93,7 @@ def test_next_fire_is_strictly_monotonic(
     assert all(isinstance(f, int) for f in fires)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(1, 90),
     st.sampled_from(["second", "minute", "hour", "day"]),
@@ -110,7 +111,7 @@ def test_rate_ticks_are_the_same_instants_in_every_zone(
     assert _fires(expression, "Europe/Berlin", start, 5) == utc
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(daily_crons(), st.integers(-12, 14).filter(bool), NEAR_TRANSITIONS)
 def test_cron_in_a_fixed_offset_zone_is_utc_shifted(
     cron: tuple[str, set[int], set[int]], offset_h: int, start: float
@@ -123,7 +124,7 @@ def test_cron_in_a_fixed_offset_zone_is_utc_shifted(
     assert _fires(local, f"Etc/GMT{-offset_h:+d}", start, 10) == _fires(in_utc, "UTC", start, 10)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(daily_crons(), st.sampled_from(DST_ZONES), NEAR_TRANSITIONS)
 def test_dst_fires_at_the_wall_time_or_skips(
     cron: tuple[str, set[int], set[int]], zone: str, start: float
