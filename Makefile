@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps run test fuzz lint format bench soak docs clean
+.PHONY: setup system-deps run test fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,13 @@ FUZZ_MINUTES ?= 10
 FUZZ_SCALE ?= 10
 fuzz: setup
 	bash scripts/fuzz.sh $(FUZZ_MINUTES) $(FUZZ_SCALE)
+
+## coverage: the whole suite under coverage.py, subprocesses (daemons, workers) included
+coverage: setup system-deps
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 lint: setup
 	$(BIN)/ruff check eventrun tests bench examples
