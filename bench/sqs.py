@@ -3,9 +3,10 @@
     .venv/bin/python -m bench.sqs [--messages 300] [--concurrency 4] [--reps 3] [--profile MODE]
 
 Starts its own moto server on a free loopback port (with moto's unlocked queue mutations
-made thread-safe, see ``SAFE_MOTO``), creates one standard queue, and measures, alternating
-the modes in every repetition, each draining the same ``--messages`` message bodies
-(loaded again before every run) with batches of 10 and the same concurrency:
+made thread-safe by tests/fixtures/safe_moto.py), creates one standard queue, and
+measures, alternating the modes in every repetition, each draining the same
+``--messages`` message bodies (loaded again before every run) with batches of 10 and the
+same concurrency:
 
 * ``plain``   - ``--concurrency`` aiobotocore tasks, each a ReceiveMessage(10, 1 s long
   poll) + DeleteMessageBatch loop, nothing else;
@@ -49,31 +50,7 @@ from eventrun.config import load_config
 MODES = ("plain", "inline", "process")
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-SAFE_MOTO = """
-import sys, time
-from moto.sqs.models import Queue, SQSBackend
-_delete = Queue.delete_message
-def delete_message(self, receipt_handle):
-    with self._messages_lock:
-        return _delete(self, receipt_handle)
-Queue.delete_message = delete_message
-_receive = SQSBackend.receive_message
-def receive_message(self, queue_name, count, wait_seconds, *args):
-    queue = self.get_queue(queue_name)
-    deadline = time.time() + (wait_seconds or 0)
-    while True:
-        with queue._messages_lock:
-            queue.pending_messages.difference_update(
-                [m for m in queue.pending_messages if m.visible]
-            )
-            result = _receive(self, queue_name, count, 0, *args)
-            if result or time.time() >= deadline:
-                return result
-            queue._messages_lock.wait(0.05)
-SQSBackend.receive_message = receive_message
-from moto.server import main
-main(sys.argv[1:])
-"""
+SAFE_MOTO = Path(__file__).parents[1] / "tests" / "fixtures" / "safe_moto.py"
 HANDLERS = """
 def handler(event, context):
     return None
@@ -121,7 +98,7 @@ def moto_server() -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", SAFE_MOTO, "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-P", str(SAFE_MOTO), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
