@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import pytest
 
+from eventrun.config import DEFAULT_INHERIT_ENV
 from eventrun.workers import ProcessRunner
 
 APPS = Path(__file__).parent / "apps"
@@ -28,6 +29,7 @@ class Settings:
     min_warm: int = 0
     max_requests: int = 0
     environment: dict[str, str] = field(default_factory=dict)
+    inherit_env: tuple[str, ...] = DEFAULT_INHERIT_ENV
 
 
 def event(obj: Any) -> bytes:
