@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +41,23 @@ RunnerFactory = Callable[..., AbstractAsyncContextManager[ProcessRunner]]
 
 @pytest.fixture
 def process_runner() -> RunnerFactory:
-    """``async with process_runner(handler=..., fork_server=...) as runner``."""
+    """``async with process_runner(handler=..., fork_server=..., hidden_env=...) as runner``."""
 
     @asynccontextmanager
     async def factory(
-        name: str = "fn", *, fork_server: bool = True, **settings: Any
+        name: str = "fn",
+        *,
+        fork_server: bool = True,
+        hidden_env: Collection[str] = (),
+        **settings: Any,
     ) -> AsyncIterator[ProcessRunner]:
-        runner = ProcessRunner(name, Settings(**settings), config_dir=APPS, fork_server=fork_server)
+        runner = ProcessRunner(
+            name,
+            Settings(**settings),
+            config_dir=APPS,
+            fork_server=fork_server,
+            hidden_env=hidden_env,
+        )
         async with runner:
             yield runner
 
