@@ -163,9 +163,10 @@ def function_environment(
     In order, later ones winning: the daemon's variables whose names match one of
     ``settings.inherit_env`` (names or ``fnmatch`` globs, case-sensitive), minus every
     ``EVENTRUN_*`` variable and the names in ``hidden`` (the bearer-token variable);
-    then ``PYTHONUNBUFFERED=1``; then ``settings.environment``; then Lambda's reserved variables (Lambda refuses to let
-    a function set them). ``AWS_LAMBDA_LOG_STREAM_NAME`` is per worker and set when a
-    worker starts. Nothing else of the daemon's environment reaches a worker.
+    then ``PYTHONUNBUFFERED=1``; then ``settings.environment``; then Lambda's reserved
+    variables (Lambda refuses to let a function set them). ``AWS_LAMBDA_LOG_STREAM_NAME``
+    is per worker and set when a worker starts. Nothing else of the daemon's environment
+    reaches a worker.
 
     Built once per pool, so it costs an invocation nothing.
     """
