@@ -162,11 +162,11 @@ def function_environment(
 
     In order, later ones winning: the daemon's variables whose names match one of
     ``settings.inherit_env`` (names or ``fnmatch`` globs, case-sensitive), minus every
-    ``EVENTRUN_*`` variable and the names in ``hidden`` (the bearer-token variable);
-    then ``PYTHONUNBUFFERED=1``; then ``settings.environment``; then Lambda's reserved
-    variables (Lambda refuses to let a function set them). ``AWS_LAMBDA_LOG_STREAM_NAME``
-    is per worker and set when a worker starts. Nothing else of the daemon's environment
-    reaches a worker.
+    ``EVENTRUN_*`` variable and the names in ``hidden`` (the bearer-token variable),
+    plus coverage.py's subprocess variables when set; then ``PYTHONUNBUFFERED=1``; then
+    ``settings.environment``; then Lambda's reserved variables (Lambda refuses to let a
+    function set them). ``AWS_LAMBDA_LOG_STREAM_NAME`` is per worker and set when a
+    worker starts. Nothing else of the daemon's environment reaches a worker.
 
     Built once per pool, so it costs an invocation nothing.
     """
@@ -180,6 +180,9 @@ def function_environment(
         and not key.startswith("EVENTRUN_")
         and key not in hidden
     }
+    for key in _TOOLING:  # coverage.py measuring the daemon measures its workers too
+        if key in source:
+            env[key] = source[key]
     _keep_importable(env, source)
     # unbuffered, as Lambda's runtime writes: output printed before a kill is kept
     env["PYTHONUNBUFFERED"] = "1"
@@ -203,6 +206,7 @@ def function_environment(
 
 
 _GLOB = frozenset("*?[")
+_TOOLING = ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG")
 
 
 def _keep_importable(env: dict[str, str], source: Mapping[str, str]) -> None:
