@@ -24,6 +24,7 @@ import anyio
 import structlog
 
 from bench._procs import emit
+from eventrun.config import DEFAULT_INHERIT_ENV
 from eventrun.workers import InlineRunner, ProcessRunner
 
 HANDLER = """
@@ -45,6 +46,7 @@ class Settings:
     min_warm: int = 0
     max_requests: int = 0
     environment: dict[str, str] = field(default_factory=dict)
+    inherit_env: tuple[str, ...] = DEFAULT_INHERIT_ENV
 
 
 def pct(samples: list[float], q: float) -> float:

@@ -46,7 +46,7 @@ from eventrun.abc import (
     Route,
     SourceSpec,
 )
-from eventrun.config import FunctionConfig, LoadedConfig, TriggerConfig
+from eventrun.config import FunctionConfig, LoadedConfig, TriggerConfig, hidden_env
 from eventrun.exceptions import FunctionSaturated, SourceError
 from eventrun.store import Store
 from eventrun.workers import FunctionRunner, InvokeResult, create_runner
@@ -329,9 +329,10 @@ class Runtime:
 
     async def _start_functions(self, stack: contextlib.AsyncExitStack) -> None:
         assert self.router is not None
+        hidden = hidden_env(self.config)
         for name, cfg in self.config.functions.items():
             runner = await stack.enter_async_context(
-                create_runner(name, cfg, config_dir=self.loaded.dir)
+                create_runner(name, cfg, config_dir=self.loaded.dir, hidden_env=hidden)
             )
             retry_delay = self._retry_delay
             if retry_delay is None:

@@ -223,10 +223,12 @@ def invoke(
 
 
 async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[bool, str, str]:
+    from eventrun.config import hidden_env
     from eventrun.workers import create_runner
 
     cfg = loaded.config.functions[function]
-    async with create_runner(function, cfg, config_dir=loaded.dir) as runner:
+    hidden = hidden_env(loaded.config)
+    async with create_runner(function, cfg, config_dir=loaded.dir, hidden_env=hidden) as runner:
         result = await runner.invoke(body)
     return result.ok, result.payload.decode(), result.logs
 

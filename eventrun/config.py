@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ._config_connections import (
@@ -63,6 +70,7 @@ from ._config_types import (
 from .exceptions import ConfigError
 
 __all__ = [
+    "DEFAULT_INHERIT_ENV",
     "TRIGGER_KINDS",
     "AuthConfig",
     "Config",
@@ -89,6 +97,7 @@ __all__ = [
     "TriggerConfig",
     "TriggerSpec",
     "config_json_schema",
+    "hidden_env",
     "load_config",
     "parse_config",
     "parse_destination",
@@ -108,6 +117,56 @@ class DestinationsConfig(ConfigModel):
     on_failure: Destination | None = Field(
         None, description="Where events go after retries or maximum_event_age run out."
     )
+
+
+DEFAULT_INHERIT_ENV: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "AWS_*",
+)
+"""The daemon's variables a worker inherits unless its function says otherwise: locale,
+paths, proxies, CA bundles, and ``AWS_*`` (credentials, region, endpoints, as a Lambda
+execution role provides them to a handler)."""
+
+
+def hidden_env(config: Config) -> frozenset[str]:
+    """Variables no worker inherits whatever ``inherit_env`` says: the bearer-token
+    variable (``server.auth.tokens_env``); ``EVENTRUN_*`` is never inherited either."""
+    name = config.server.auth.tokens_env
+    return frozenset({name} if name else ())
+
+
+def _inherit_names(value: list[str]) -> list[str]:
+    for name in value:
+        if not name or "=" in name:
+            raise problem("must be variable names or globs (fnmatch), without '='", got=name)
+        if name.startswith("EVENTRUN_"):
+            raise problem(
+                "EVENTRUN_* variables hold the daemon's settings and secrets and are never "
+                "passed to workers; set what the handler needs under environment",
+                got=name,
+            )
+    return value
 
 
 def _environment_values(value: object) -> object:
@@ -142,6 +201,12 @@ class FunctionConfig(ConfigModel):
     )
     environment: Annotated[dict[str, str], BeforeValidator(_environment_values)] = Field(
         default_factory=dict, description="Environment variables of the handler."
+    )
+    inherit_env: Annotated[list[str], AfterValidator(_inherit_names)] = Field(
+        default_factory=lambda: list(DEFAULT_INHERIT_ENV),
+        description="Variables of the daemon's environment a process worker inherits "
+        "(names or fnmatch globs, case-sensitive); [] for none. Never EVENTRUN_* nor "
+        "server.auth.tokens_env. inline functions run in the daemon and see all of it.",
     )
     destinations: DestinationsConfig = Field(
         default_factory=DestinationsConfig, description="Async invocation destinations."

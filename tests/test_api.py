@@ -595,6 +595,36 @@ async def test_tokens_env_names_the_variable(
         assert r.status_code == 401
 
 
+async def test_process_handlers_never_see_the_tokens_or_other_functions_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_API_TOKENS", "mine")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "also-secret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    yaml = """
+    server: {auth: {tokens_env: MY_API_TOKENS}}
+    store: {url: "sqlite:///state.db"}
+    functions:
+      env:
+        handler: envs:environ
+        environment: {OWN: mine-only}
+        inherit_env: ["*"]  # everything, but never the token variables
+      other:
+        handler: envs:environ
+        environment: {OTHER: not-for-env}
+    """
+    files = {"envs.py": "import os\ndef environ(event, context):\n    return dict(os.environ)\n"}
+    config = write_app(tmp_path, yaml, files)
+    async with running_app(config) as runtime, client_of(runtime) as http:
+        r = await http.post(INVOKE.format("env"), json={}, headers=_bearer("mine"))
+    assert r.status_code == 200
+    env = r.json()
+    assert env["OWN"] == "mine-only"
+    assert env["LANG"] == "C.UTF-8"
+    assert not {"MY_API_TOKENS", "EVENTRUN_TOKENS", "OTHER"} & set(env)
+    assert not {"mine", "also-secret", "not-for-env"} & set(env.values())
+
+
 def client_of(runtime: Runtime) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.bound_port}", timeout=30)
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from eventrun._docgen import EXAMPLE
 from eventrun._duration import format_duration, parse_duration
 from eventrun.config import (
+    DEFAULT_INHERIT_ENV,
     Config,
     CronTrigger,
     FilewatchTrigger,
@@ -29,6 +30,7 @@ from eventrun.config import (
     SqsTrigger,
     StoreConfig,
     config_json_schema,
+    hidden_env,
     load_config,
     parse_config,
     parse_destination,
@@ -157,6 +159,17 @@ BAD = [
         E + "functions.f.runtime: must be one of 'process' or 'inline', got 'lambda'",
     ),
     (fn("environment: {A: [1]}"), E + "functions.f.environment.A: must be a string, got [1]"),
+    (
+        fn("inherit_env: [PATH, EVENTRUN_TOKENS]"),
+        E + "functions.f.inherit_env: EVENTRUN_* variables hold the daemon's settings and "
+        "secrets and are never passed to workers; set what the handler needs under "
+        "environment, got 'EVENTRUN_TOKENS'",
+    ),
+    (
+        fn("inherit_env: ['A=B']"),
+        E + "functions.f.inherit_env: must be variable names or globs (fnmatch), without '=', "
+        "got 'A=B'",
+    ),
     ("functions:\n  f: {}\n", E + "functions.f.handler: is required"),
     # out of range, one per range family
     (
@@ -399,7 +412,7 @@ def test_every_problem_is_reported() -> None:
         E + "functions.f.timeout: must be 1s..15m, got 0",
         E + "functions.f.memory_mb: must be 128..10240, got 1",
         E + "functions.f.colour: unknown key (expected one of: handler, runtime, timeout, "
-        "memory_mb, concurrency, min_warm, max_requests, environment, destinations, "
+        "memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, destinations, "
         "maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
     ]
     assert str(info.value) == info.value.problems[0]
@@ -651,6 +664,19 @@ def test_parse_destination() -> None:
     assert parse_destination("s3:bucket/prefix").kind == "s3"
     with pytest.raises(ValueError, match="must be a destination"):
         parse_destination("nowhere")
+
+
+def test_inherit_env_and_hidden_env() -> None:
+    default = parse(fn("handler: 'app:h'"))
+    assert default.functions["f"].inherit_env == list(DEFAULT_INHERIT_ENV)
+    assert "AWS_*" in DEFAULT_INHERIT_ENV
+    assert not [n for n in DEFAULT_INHERIT_ENV if n.startswith("EVENTRUN")]
+    assert parse(fn("inherit_env: []")).functions["f"].inherit_env == []
+    assert hidden_env(default) == {"EVENTRUN_TOKENS"}
+    named = parse("server: {auth: {tokens_env: MY_TOKENS}}\n" + fn("handler: 'app:h'"))
+    assert hidden_env(named) == {"MY_TOKENS"}
+    open_ = parse("server: {auth: {mode: none, tokens_env: null}}\n" + fn("handler: 'app:h'"))
+    assert hidden_env(open_) == frozenset()
 
 
 def test_loopback_without_auth_is_allowed() -> None:

@@ -16,6 +16,7 @@ import anyio
 from eventrun._backoff import Backoff
 from eventrun._clock import SystemClock
 from eventrun._dispatch import DispatchSettings, TriggerDispatcher
+from eventrun.config import DEFAULT_INHERIT_ENV
 from eventrun.testing import MemoryQueue, MemorySink, MemoryStream
 from eventrun.workers import create_runner
 
@@ -64,6 +65,7 @@ class Settings:
     min_warm: int = 0
     max_requests: int = 0
     environment: dict[str, str] = field(default_factory=dict)
+    inherit_env: tuple[str, ...] = DEFAULT_INHERIT_ENV
 
 
 def _ledger(path: Path) -> list[str]:

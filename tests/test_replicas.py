@@ -107,7 +107,9 @@ class Brokers:
 
 def write_replica_app(root: Path, b: Brokers, *, delay_s: float = 0.0) -> Path:
     """One config for every replica: Redis store; Kafka, SQS, stream and cron triggers."""
-    env = {"LEDGER": str(root / "ledger.jsonl"), "DELAY": str(delay_s)}
+    # WHO is each replica daemon's own variable: a worker inherits only what its function
+    # names, so the config passes it on explicitly (interpolated when the daemon loads it)
+    env = {"LEDGER": str(root / "ledger.jsonl"), "DELAY": str(delay_s), "WHO": "${WHO:-}"}
     yaml = f"""
         connections:
           redis: {{main: {{url: "{b.redis_url}"}}}}
@@ -512,7 +514,7 @@ async def test_sigkill_one_replica_loses_nothing(
 
 
 def write_cron_app(root: Path, redis_url: str, catch_up: int) -> Path:
-    env = {"LEDGER": str(root / "ledger.jsonl")}
+    env = {"LEDGER": str(root / "ledger.jsonl"), "WHO": "${WHO:-}"}
     yaml = f"""
         server: {{host: 127.0.0.1}}
         store: {{url: "{redis_url}"}}

@@ -4,7 +4,8 @@
 
 * ``runtime: process`` -> a pool of worker processes forked from a per-function
   template (fork server), with timeouts, memory limits, crash recovery and recycling;
-* ``runtime: inline`` -> handlers called in the daemon's event loop (no isolation).
+* ``runtime: inline`` -> handlers called in the daemon's event loop (no isolation: they
+  see the daemon's whole environment, memory and descriptors).
 
 Both return :class:`InvokeResult` values: a handler failure is an outcome, never an
 exception. Workers never touch brokers; they only run handlers.
@@ -12,6 +13,7 @@ exception. Workers never touch brokers; they only run handlers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from ._api import FunctionRunner, FunctionSettings, InvokeResult
@@ -33,9 +35,20 @@ __all__ = [
 
 
 def create_runner(
-    name: str, settings: FunctionSettings, *, config_dir: Path, region: str = "us-east-1"
+    name: str,
+    settings: FunctionSettings,
+    *,
+    config_dir: Path,
+    region: str = "us-east-1",
+    hidden_env: Collection[str] = (),
 ) -> FunctionRunner:
-    """The runner ``settings.runtime`` asks for; enter it with ``async with`` before use."""
+    """The runner ``settings.runtime`` asks for; enter it with ``async with`` before use.
+
+    ``hidden_env``: variables of the daemon a worker never inherits, whatever the
+    function's ``inherit_env`` says (the bearer-token variable); ``EVENTRUN_*`` never is.
+    """
     if settings.runtime == "inline":
         return InlineRunner(name, settings, config_dir=config_dir, region=region)
-    return ProcessRunner(name, settings, config_dir=config_dir, region=region)
+    return ProcessRunner(
+        name, settings, config_dir=config_dir, region=region, hidden_env=hidden_env
+    )

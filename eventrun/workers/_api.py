@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
@@ -48,6 +49,8 @@ class FunctionSettings(Protocol):
     def max_requests(self) -> int: ...
     @property
     def environment(self) -> Mapping[str, str]: ...
+    @property
+    def inherit_env(self) -> Sequence[str]: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -147,14 +150,42 @@ def log_stream_name(worker_id: str, now: float | None = None) -> str:
 
 
 def function_environment(
-    name: str, settings: FunctionSettings, task_root: Path, region: str
+    name: str,
+    settings: FunctionSettings,
+    task_root: Path,
+    region: str,
+    *,
+    hidden: Collection[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The daemon's environment + ``settings.environment`` + Lambda's reserved variables.
+    """A worker's whole environment, built from nothing (SPEC §4; docs/security-workers.md).
 
-    Reserved variables win, as on Lambda (which refuses to let a function set them).
-    ``AWS_LAMBDA_LOG_STREAM_NAME`` is per worker and set when a worker starts.
+    In order, later ones winning: the daemon's variables whose names match one of
+    ``settings.inherit_env`` (names or ``fnmatch`` globs, case-sensitive), minus every
+    ``EVENTRUN_*`` variable and the names in ``hidden`` (the bearer-token variable),
+    plus coverage.py's subprocess variables when set; then ``PYTHONUNBUFFERED=1``; then
+    ``settings.environment``; then Lambda's reserved variables (Lambda refuses to let a
+    function set them). ``AWS_LAMBDA_LOG_STREAM_NAME`` is per worker and set when a
+    worker starts. Nothing else of the daemon's environment reaches a worker.
+
+    Built once per pool, so it costs an invocation nothing.
     """
-    env = dict(os.environ)
+    source = os.environ if environ is None else environ
+    exact = {p for p in settings.inherit_env if not _GLOB.intersection(p)}
+    globs = [p for p in settings.inherit_env if _GLOB.intersection(p)]
+    env = {
+        key: value
+        for key, value in source.items()
+        if (key in exact or any(fnmatchcase(key, g) for g in globs))
+        and not key.startswith("EVENTRUN_")
+        and key not in hidden
+    }
+    for key in _TOOLING:  # coverage.py measuring the daemon measures its workers too
+        if key in source:
+            env[key] = source[key]
+    _keep_importable(env, source)
+    # unbuffered, as Lambda's runtime writes: output printed before a kill is kept
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(settings.environment)
     env.update(
         {
@@ -172,3 +203,20 @@ def function_environment(
         }
     )
     return env
+
+
+_GLOB = frozenset("*?[")
+_TOOLING = ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG")
+
+
+def _keep_importable(env: dict[str, str], source: Mapping[str, str]) -> None:
+    """Workers start as ``python -m eventrun.workers...``: when the daemon found eventrun
+    through a ``PYTHONPATH`` entry (a source checkout) that ``inherit_env`` left out, the
+    worker's ``PYTHONPATH`` gets that one entry."""
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    daemon_path = source.get("PYTHONPATH", "").split(os.pathsep)
+    if not any(p and str(Path(p).resolve()) == root for p in daemon_path):
+        return
+    ours = env.get("PYTHONPATH", "").split(os.pathsep)
+    if not any(p and str(Path(p).resolve()) == root for p in ours):
+        env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in ours if p)])

@@ -14,7 +14,8 @@ Memory: peak RSS (``VmHWM``) above ``memory_mb`` after an invocation, or a Memor
 during it, gives ``Runtime.OutOfMemory`` and the worker exits. The address space is also
 capped, generously (size at start + 2 x ``memory_mb`` + 256 MiB: native libraries reserve
 far more address space than they touch), so a runaway allocation fails fast instead of
-swapping the host.
+swapping the host. The cap is both the soft and the hard ``RLIMIT_AS``: the handler
+cannot raise it (a worker holds no ``CAP_SYS_RESOURCE``, see :mod:`._harden`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from . import _errors
+from . import _errors, _harden
 from ._context import FunctionInfo, LambdaContext
 from ._handler import HandlerLoadFailure, resolve_handler
 from ._protocol import (
@@ -91,7 +92,7 @@ def _apply_memory_limit(memory_mb: int) -> None:
     limit = vsz + (2 * memory_mb + 256) * _MIB
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 class _Capture:
@@ -278,6 +279,8 @@ def set_parent_death_signal() -> None:
 
 def main(argv: list[str]) -> NoReturn:
     set_parent_death_signal()
+    _harden.make_undumpable()
+    _harden.drop_capabilities()
     serve(socket.socket(fileno=int(argv[1])))
 
 

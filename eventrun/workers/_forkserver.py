@@ -17,6 +17,11 @@ Control protocol over a ``SOCK_SEQPACKET`` socketpair (one msgpack message per p
 
 EOF on the control socket (the daemon closed it or died) makes the template SIGKILL its
 workers, reap them and exit; the workers also have a parent-death signal.
+
+Isolation (:mod:`._harden`): the template starts with the function's own environment
+(never the daemon's), its stdout/stderr are a memfd of its own (never the daemon's), it
+makes itself non-dumpable and drops every capability before it forks anything, and a
+forked worker closes every descriptor but 0, 1, 2 and its socket.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import NoReturn
 
 import msgspec
 
-from . import _child
+from . import _child, _harden
 from ._protocol import Exited, Hello, Spawn, Spawned
 
 __all__ = ["main", "serve_template"]
@@ -55,6 +60,9 @@ def _become_worker(
         os.dup2(memfd, 1)
         os.dup2(memfd, 2)
         os.close(memfd)
+        # the selector's epoll fd and whatever else the template holds: 0, 1, 2 and
+        # the socket are all a worker gets
+        _harden.close_other_fds(sock_fd)
         os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = msg.log_stream_name
         _child.set_parent_death_signal()
         _child.serve(socket.socket(fileno=sock_fd))
@@ -130,6 +138,8 @@ def serve_template(ctl: socket.socket) -> NoReturn:
 
 def main(argv: list[str]) -> NoReturn:
     _child.set_parent_death_signal()
+    _harden.make_undumpable()
+    _harden.drop_capabilities()
     serve_template(socket.socket(fileno=int(argv[1])))
 
 

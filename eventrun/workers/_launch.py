@@ -6,6 +6,10 @@ background tasks (exit waiters, the fork server's reader) in the pool's task gro
 
 :class:`ForkServerLauncher` falls back to :class:`SpawnLauncher` if its template process
 dies, so a pool keeps working (slower) instead of failing.
+
+Neither hands a worker anything of the daemon's but the environment it was given: stdin
+is ``/dev/null``, stdout/stderr the worker's memfd (the template's own memfd for a fork
+server, whose tail is logged if the template fails), no other descriptor.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class ForkServerLauncher:
         self._handles: dict[int, ProcessHandle] = {}
         self._ctl: socket.socket | None = None
         self._template: Process | None = None
+        self._output = -1  # the template's stdout/stderr (a memfd)
         self._dead = True
         self._closing = False
 
@@ -138,7 +143,12 @@ class ForkServerLauncher:
                     with anyio.CancelScope(shield=True):
                         await self.start(ready_within)
                 except (OSError, TimeoutError, RuntimeError) as exc:
-                    log.warning("forkserver.start_failed", function=self._name, error=repr(exc))
+                    log.warning(
+                        "forkserver.start_failed",
+                        function=self._name,
+                        error=repr(exc),
+                        output=self._output_tail(),
+                    )
                     await self.aclose()
         return not self._dead
 
@@ -146,12 +156,14 @@ class ForkServerLauncher:
         """Start the template and wait until it has imported the worker code."""
         self._started = True
         ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if self._output < 0:
+            self._output = os.memfd_create(f"eventrun-forkserver-{self._name}", os.MFD_CLOEXEC)
         try:
             self._template = await anyio.open_process(
                 [sys.executable, "-m", "eventrun.workers._forkserver", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
-                stdout=None,
-                stderr=None,
+                stdout=self._output,
+                stderr=self._output,
                 cwd=self._cwd,
                 env=self._env,
                 start_new_session=True,
@@ -206,7 +218,12 @@ class ForkServerLauncher:
         if not self._dead:
             self._dead = True
             if not self._closing:
-                log.warning("forkserver.died", cwd=str(self._cwd))
+                log.warning(
+                    "forkserver.died",
+                    function=self._name,
+                    cwd=str(self._cwd),
+                    output=self._output_tail(),
+                )
         for handle in self._handles.values():
             handle.kill()
             handle.set_exited(None)
@@ -214,6 +231,15 @@ class ForkServerLauncher:
         for event, _ in self._pending.values():
             event.set()
         self._pending.clear()
+
+    def _output_tail(self, limit: int = 2048) -> str:
+        """The end of what the template wrote (a traceback, when it failed)."""
+        try:
+            size = os.fstat(self._output).st_size
+            data = os.pread(self._output, min(size, limit), max(0, size - limit))
+        except OSError:
+            return ""
+        return data.decode("utf-8", "replace")
 
     async def spawn(self, log_stream: str, sock: socket.socket, memfd: int) -> ProcessHandle:
         if not self._started and not self._closing:
@@ -254,3 +280,6 @@ class ForkServerLauncher:
                     self._template.kill()
                     await self._template.wait()
                 await self._template.aclose()
+        if self._output >= 0:
+            os.close(self._output)
+            self._output = -1

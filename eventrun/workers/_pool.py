@@ -12,6 +12,11 @@ Contract (SPEC §4):
   replaced in every case and the result is an :class:`InvokeResult`, never an exception;
 * a cancelled invocation kills its worker (it may be half-way through a frame).
 
+Isolation (docs/security-workers.md): a worker's environment is built from nothing
+(:func:`~._api.function_environment`: ``inherit_env`` names of the daemon's, never
+``EVENTRUN_*`` nor ``hidden_env``), and a process that runs pools makes itself
+non-dumpable so its workers cannot read its ``/proc/PID/environ`` (:mod:`._harden`).
+
 The round trip itself lives in :mod:`._invocation`.
 """
 
@@ -21,7 +26,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +38,7 @@ from anyio.abc import TaskGroup
 
 from eventrun._ids import new_request_id
 
+from . import _harden
 from ._api import (
     FunctionSettings,
     InvokeResult,
@@ -71,11 +77,12 @@ class ProcessRunner:
         fork_server: bool = True,
         init_timeout: float = 10.0,
         stop_grace: float = 2.0,
+        hidden_env: Collection[str] = (),
     ) -> None:
         self.name = name
         self.settings = settings
         self.task_root = Path(config_dir).resolve()
-        self.env = function_environment(name, settings, self.task_root, region)
+        self.env = function_environment(name, settings, self.task_root, region, hidden=hidden_env)
         self.init_timeout = init_timeout
         self.stop_grace = stop_grace
         self._fork_server = fork_server
@@ -107,6 +114,7 @@ class ProcessRunner:
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        _harden.make_undumpable()
         async with AsyncExitStack() as stack:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._stop)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import pytest
 
+from eventrun.config import DEFAULT_INHERIT_ENV
 from eventrun.workers import ProcessRunner
 
 APPS = Path(__file__).parent / "apps"
@@ -28,6 +29,7 @@ class Settings:
     min_warm: int = 0
     max_requests: int = 0
     environment: dict[str, str] = field(default_factory=dict)
+    inherit_env: tuple[str, ...] = DEFAULT_INHERIT_ENV
 
 
 def event(obj: Any) -> bytes:
@@ -39,13 +41,23 @@ RunnerFactory = Callable[..., AbstractAsyncContextManager[ProcessRunner]]
 
 @pytest.fixture
 def process_runner() -> RunnerFactory:
-    """``async with process_runner(handler=..., fork_server=...) as runner``."""
+    """``async with process_runner(handler=..., fork_server=..., hidden_env=...) as runner``."""
 
     @asynccontextmanager
     async def factory(
-        name: str = "fn", *, fork_server: bool = True, **settings: Any
+        name: str = "fn",
+        *,
+        fork_server: bool = True,
+        hidden_env: Collection[str] = (),
+        **settings: Any,
     ) -> AsyncIterator[ProcessRunner]:
-        runner = ProcessRunner(name, Settings(**settings), config_dir=APPS, fork_server=fork_server)
+        runner = ProcessRunner(
+            name,
+            Settings(**settings),
+            config_dir=APPS,
+            fork_server=fork_server,
+            hidden_env=hidden_env,
+        )
         async with runner:
             yield runner
 
