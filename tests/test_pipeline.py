@@ -336,7 +336,12 @@ def check_order(end: list[tuple[str | None, dict[str, Any]]]) -> list[str]:
     return bad
 
 
-@pytest.fixture(params=["redis", "kafka"])
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ]
+)
 async def backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "redis":
         yield RedisBackend(request.getfixturevalue("redis_url"))
