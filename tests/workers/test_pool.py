@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import subprocess
+import sys
 import time
 
 import anyio
 import pytest
 
+from eventrun._gc import YOUNG_THRESHOLD, tuned_gc
 from eventrun.exceptions import FunctionSaturated
 from eventrun.workers import InvokeResult
 
@@ -256,20 +260,38 @@ async def test_exit_stops_every_process(process_runner: RunnerFactory, fork_serv
         assert not _alive(pid)
 
 
+def _fresh_gc_threshold() -> list[int]:
+    """Python's own collector defaults, from an interpreter nobody tuned."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import gc; print(*gc.get_threshold())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [int(n) for n in out.split()]
+
+
 async def test_worker_process_state_from_either_launcher(process_runner: RunnerFactory) -> None:
-    """Both launchers' workers run under SCHED_BATCH with the collector on; a fork
-    server's workers inherit the template's frozen objects (their collections leave
-    those pages shared), a spawned interpreter has nothing frozen."""
+    """Both launchers' workers run under SCHED_BATCH with the collector on, and the
+    processes a handler starts inherit SCHED_BATCH; a fork server's workers inherit the
+    template's frozen objects (their collections leave those pages shared), a spawned
+    interpreter has nothing frozen. Workers keep Python's collector thresholds while
+    the daemon runs with its tuned ones (eventrun/_gc.py)."""
     results = {}
-    for fork_server in (True, False):
-        async with process_runner(
-            handler="basic.process_state", fork_server=fork_server, concurrency=1
-        ) as runner:
-            result = await runner.invoke(event({}))
-        assert result.ok, result
-        results[fork_server] = json.loads(result.payload)
+    with tuned_gc():
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # the daemon's, while it serves
+        for fork_server in (True, False):
+            async with process_runner(
+                handler="basic.process_state", fork_server=fork_server, concurrency=1
+            ) as runner:
+                result = await runner.invoke(event({}))
+            assert result.ok, result
+            results[fork_server] = json.loads(result.payload)
     assert results[True]["frozen"] > 1000
     assert results[False]["frozen"] == 0
+    defaults = _fresh_gc_threshold()
     for state in results.values():
         assert state["gc_enabled"]
+        assert state["gc_threshold"] == defaults
         assert state["batch_scheduling"]
+        assert state["child_batch_scheduling"]
