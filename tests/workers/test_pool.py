@@ -11,6 +11,7 @@ import time
 
 import anyio
 import pytest
+import structlog.testing
 
 from eventrun._gc import YOUNG_THRESHOLD, tuned_gc
 from eventrun.exceptions import FunctionSaturated
@@ -295,3 +296,32 @@ async def test_worker_process_state_from_either_launcher(process_runner: RunnerF
         assert state["gc_threshold"] == defaults
         assert state["batch_scheduling"]
         assert state["child_batch_scheduling"]
+
+
+async def test_one_invoke_done_line_per_invocation_with_its_fields(
+    process_runner: RunnerFactory,
+) -> None:
+    """docs/metrics.md: per invocation the pool logs ``invoke.done`` with ``function``,
+    ``request_id``, ``outcome`` and ``duration_s``."""
+    with structlog.testing.capture_logs() as logs:
+        async with process_runner("logged", handler="basic.fail", concurrency=1) as runner:
+            failed = await runner.invoke(event({"n": 1}), request_id="rid-fail")
+        async with process_runner("logged", handler="basic.handler", concurrency=1) as runner:
+            ok = await runner.invoke(event({}), request_id="rid-ok")
+            quiet = await runner.invoke(event({}), request_id="rid-quiet", log_done=False)
+    lines = [e for e in logs if e["event"] == "invoke.done"]
+    durations = [e.pop("duration_s") for e in lines]
+    assert lines == [
+        {"event": "invoke.done", "log_level": "info", "function": "logged"}
+        | {"request_id": "rid-fail", "outcome": "error"},
+        {"event": "invoke.done", "log_level": "info", "function": "logged"}
+        | {"request_id": "rid-ok", "outcome": "ok"},
+        {"event": "invoke.done", "log_level": "debug", "function": "logged"}
+        | {"request_id": "rid-quiet", "outcome": "ok"},
+    ]
+    assert durations == [
+        round(failed.duration_s, 6),
+        round(ok.duration_s, 6),
+        round(quiet.duration_s, 6),
+    ]
+    assert all(isinstance(d, float) and d > 0 for d in durations)
