@@ -26,10 +26,19 @@ class Daemon:
     """One ``eventrun run`` process and its parsed log lines."""
 
     def __init__(
-        self, config: Path, *, env: Mapping[str, str] | None = None, port: int | None = None
+        self,
+        config: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        new_session: bool = False,
     ) -> None:
+        """``new_session``: run the daemon as the leader of its own session and process
+        group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
+        SIGINT to the whole group as a terminal does."""
         self.config = config
         self.port = port or free_port()
+        self.new_session = new_session
         self.env = {**os.environ, **(env or {})}
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -59,6 +68,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             env=self.env,
             cwd=self.config.parent,
+            start_new_session=self.new_session,
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         if wait_ready:
@@ -111,6 +121,12 @@ class Daemon:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the daemon's process group (needs ``new_session``)."""
+        assert self.proc is not None
+        assert self.new_session, "SIGINT to the group would reach the test runner too"
+        os.killpg(self.proc.pid, signal.SIGINT)
 
     def terminate(self, timeout_s: float = 60) -> int:
         """SIGTERM and wait for a graceful exit; return the exit status."""

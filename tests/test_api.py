@@ -21,6 +21,7 @@ import anyio
 import boto3
 import httpx
 import pytest
+import structlog.testing
 from anyio.abc import SocketStream
 from anyio.from_thread import start_blocking_portal
 from botocore.config import Config as BotoConfig
@@ -676,3 +677,27 @@ async def test_auth_mode_none_on_loopback_is_open(
     async with running_app(config) as runtime, client_of(runtime) as http:
         assert (await http.post(INVOKE.format("echo"), json={})).status_code == 200
         assert (await http.get("/closed")).status_code == 200
+
+
+@pytest.mark.parametrize("tokens", ["", "t0k"], ids=["no-tokens", "tokens"])
+async def test_open_loopback_api_is_announced_by_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tokens: str
+) -> None:
+    monkeypatch.setenv("EVENTRUN_TOKENS", tokens)
+    config = write_app(tmp_path, "server: {host: 127.0.0.1}\n" + AUTH_YAML, {"fns.py": FNS})
+    with structlog.testing.capture_logs() as logs:
+        async with running_app(config) as runtime, client_of(runtime) as http:
+            r = await http.post(INVOKE.format("echo"), json={})
+    warnings = [e for e in logs if e["event"] == "server.auth_disabled"]
+    if tokens:
+        assert r.status_code == 401
+        assert warnings == []
+    else:
+        assert r.status_code == 200  # open, as the warning says
+        assert warnings == [
+            {
+                "event": "server.auth_disabled",
+                "log_level": "warning",
+                "reason": "no tokens configured; loopback only",
+            }
+        ]

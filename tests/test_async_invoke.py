@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
+import redis.asyncio as aioredis
 
 from eventrun._store_open import open_store
 from eventrun.store import Store
 from tests._runtime_kit import running_app, write_app
+from tests.fixtures.redis import RedisServer
 
 HANDLERS = """
 import json, os, pathlib
@@ -26,6 +29,15 @@ def flaky(event, context):
     if seen < event["fail_times"]:
         raise RuntimeError(f"attempt {seen + 1} fails")
     return {"attempt": seen + 1}
+"""
+
+COUNTING = """
+import os
+
+def handler(event, context):
+    with open(os.environ["COUNTER"], "a") as f:
+        f.write("x")
+    return event
 """
 
 CONFIG = """
@@ -192,3 +204,56 @@ async def test_store_failure_does_not_stop_async_invocations(tmp_path: Path) -> 
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     assert calls == [b'{"n": 1}', b'{"n": 1}']  # at-least-once: once more, not lost
+
+
+@pytest.mark.redis
+async def test_a_destination_that_is_down_holds_the_invocation_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """An asynchronous invocation's ``on_success`` destination (a real redis-server, not
+    started yet) is down: the queued invocation stays in ``async:FUNCTION`` (not
+    acknowledged) and is not invoked again; once the server is up the destination
+    record arrives once and the entry is acknowledged."""
+    dest = RedisServer()  # a free port, nothing listening yet
+    counter = tmp_path / "calls"
+    config = write_app(
+        tmp_path,
+        f"""
+        connections: {{redis: {{dest: {{url: "{dest.url}"}}}}}}
+        store: {{url: "sqlite:///state.db"}}
+        functions:
+          counted:
+            handler: counting:handler
+            timeout: 30  # the queue lease (timeout + 5 s) outlasts the outage: no re-invoke
+            environment: {{COUNTER: "{counter}"}}
+            destinations: {{on_success: "redis:dest/done"}}
+        """,
+        {"counting.py": COUNTING},
+    )
+    try:
+        async with running_app(config) as rt:
+            assert rt.router is not None
+            rid = await rt.enqueue("counted", b'{"n": 1}')
+            with anyio.fail_after(30):
+                while rt.router.failures.get("redis:dest/done", 0) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)  # a counter: no event for a failed send
+            assert await rt.store.depth("async:counted") == 1, "acknowledged while down"
+            dest.start()
+            client = aioredis.Redis.from_url(dest.url, decode_responses=True)
+            try:
+                with anyio.fail_after(60):
+                    while await rt.store.depth("async:counted"):  # noqa: ASYNC110
+                        await anyio.sleep(0.02)  # the store has no change event
+                entries = await client.xrange("done")
+            finally:
+                await client.aclose()
+            stats = rt.functions["counted"].async_invoker.stats
+            assert (stats.invoked, stats.succeeded) == (1, 1)
+    finally:
+        dest.stop()
+    assert counter.read_text() == "x"  # invoked once: only the destination was retried
+    (entry,) = entries
+    record = json.loads(entry[1]["data"])
+    assert record["requestContext"]["requestId"] == rid
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["responsePayload"] == {"n": 1}

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 
 from eventrun._filters import RecordFilter
 from eventrun.abc import Record
@@ -589,3 +590,66 @@ async def test_a_full_buffer_is_polled_again_once_a_batch_fits() -> None:
     assert len(stream.asks) >= 600 // 30
     assert min(stream.asks) >= 10, sorted(stream.asks)[:10]
     assert max(stream.asks) <= 30
+
+
+async def test_one_batch_done_line_per_batch_with_its_fields() -> None:
+    """README: one log line per batch with request id, function, trigger, shard, size,
+    attempt, outcome and duration; ``attempt`` counts up across retries."""
+    stream = MemoryStream()
+    for i in range(4):
+        stream.put("s", f"s:{i}".encode())
+
+    def handle(records: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(handler.calls) == 1:
+            raise ValueError("first attempt fails")
+        if len(handler.calls) == 2:  # s:2 fails: s:0 and s:1 are done, s:2 s:3 retried
+            failed = [r["sequenceNumber"] for r in records if data_of(r) == "s:2"]
+            return {"batchItemFailures": [{"itemIdentifier": f} for f in failed]}
+        return {"batchItemFailures": []}
+
+    handler = Handler(fn=handle)
+    with structlog.testing.capture_logs() as logs:
+        async with running(
+            stream, handler, batch_size=10, window_s=0.0, report_batch_item_failures=True
+        ):
+            await until(stream, lambda: stream.lag() == 0)
+    lines = [e for e in logs if e["event"] == "batch.done"]
+    durations = [e.pop("duration_s") for e in lines]
+    assert all(isinstance(d, float) and d >= 0 for d in durations)
+    common = {"event": "batch.done", "log_level": "info", "function": "fn"}
+    common |= {"trigger": "fn/test[0]", "shard": "s"}
+    assert lines == [
+        {**common, "request_id": "req-1", "size": 4, "attempt": 1, "outcome": "error"}
+        | {"failed": 4},
+        {**common, "request_id": "req-2", "size": 4, "attempt": 2, "outcome": "partial"}
+        | {"failed": 1},
+        {**common, "request_id": "req-3", "size": 2, "attempt": 3, "outcome": "ok"} | {"failed": 0},
+    ]
+    retries = [(e["size"], e["attempt"]) for e in logs if e["event"] == "batch.retry"]
+    assert retries == [(4, 1), (2, 2)]
+
+
+async def test_input_stays_unacknowledged_while_the_on_success_sink_is_down() -> None:
+    """Pipeline outputs are published before the input is acknowledged: with the
+    ``on_success`` sink down nothing is committed; once it is back the outputs arrive
+    once each and the input is committed."""
+    stream = MemoryStream()
+    for i in range(3):
+        stream.put("s", f"s:{i}".encode(), key=f"k{i}")
+    out = MemorySink()
+    out.down = True
+    handler = Handler(fn=lambda records: {"records": [{"n": data_of(r)} for r in records]})
+    async with running(stream, handler, batch_size=3, window_s=0.0, on_success=out):
+        while out.failed_sends < 3:  # noqa: ASYNC110 - counts attempts, no event for a failure
+            await anyio.sleep(0.01)
+        assert len(handler.calls) == 1  # handled once; only the publish is retried
+        assert stream.committed == {}
+        out.down = False
+        await until(stream, lambda: stream.lag() == 0)
+    assert stream.committed == {"s": 3}
+    assert len(handler.calls) == 1
+    assert [(json.loads(m.payload)["n"], m.key) for m in out.messages] == [
+        ("s:0", "k0"),
+        ("s:1", "k1"),
+        ("s:2", "k2"),
+    ]

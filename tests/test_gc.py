@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from eventrun._gc import YOUNG_THRESHOLD, tuned_gc
@@ -80,3 +83,36 @@ async def test_the_runtime_serves_with_it_and_undoes_it_when_it_stops(tmp_path: 
         assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == (700, 10, 10)
+
+
+THRESHOLDS = """
+import gc
+
+def handler(event, context):
+    return gc.get_threshold()
+"""
+
+
+async def test_process_workers_keep_pythons_defaults_while_the_daemon_is_tuned(
+    tmp_path: Path,
+) -> None:
+    """README: inline handlers run under the daemon's settings, worker processes keep
+    Python's defaults."""
+    fresh = await anyio.run_process([sys.executable, "-c", "import gc; print(*gc.get_threshold())"])
+    config = write_app(
+        tmp_path,
+        """
+        store: {url: "sqlite:///state.db"}
+        functions:
+          worker: {handler: thresholds.handler}
+          inline: {handler: thresholds.handler, runtime: inline}
+        """,
+        {"thresholds.py": THRESHOLDS},
+    )
+    async with running_app(config, serve_http=False) as rt:
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+        in_worker = await rt.invoke("worker", b"{}")
+        inline = await rt.invoke("inline", b"{}")
+    assert in_worker.ok, in_worker
+    assert json.loads(in_worker.payload) == [int(n) for n in fresh.stdout.split()]
+    assert json.loads(inline.payload)[0] == YOUNG_THRESHOLD

@@ -5,6 +5,7 @@ names, labels and values are checked."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +14,21 @@ import anyio
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import structlog.testing
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventrun._depths import QueueDepths
-from eventrun._metrics import RuntimeMetrics, _Collector, public_destination, source_gauges
+from eventrun._metrics import (
+    RuntimeMetrics,
+    _Collector,
+    public_destination,
+    render_metrics,
+    source_gauges,
+)
 from eventrun._runtime import Runtime
 from tests._runtime_kit import running_app, write_app
+from tests.fixtures.redis import RedisServer
 
 HANDLERS = """
 import os, time
@@ -326,3 +335,152 @@ def test_histograms_expose_what_prometheus_clients_histogram_would() -> None:
         'eventrun_batch_size_records_bucket{function="fn",le="+Inf",trigger="fn/kafka[0]"} 7.0'
         in mine
     )
+
+
+# -- docs/metrics.md against the exposition, and the failure counters -------------------
+
+DOCS = Path(__file__).parents[1] / "docs" / "metrics.md"
+DOC_ROW = re.compile(r"^\| `(eventrun_\w+)` \| (counter|gauge|histogram) \| ([^|]*) \|")
+
+FAILING = """
+import os, time
+
+def crash(event, context):
+    os._exit(3)
+
+def echo(event, context):
+    return event
+
+def held(event, context):
+    open(os.environ["STARTED"], "w").close()
+    time.sleep(60)
+"""
+
+FAILING_CONFIG = """
+connections:
+  redis: {{main: {{url: "{main}"}}, flaky: {{url: "{flaky}"}}, dest: {{url: "{dest}"}}}}
+store: {{url: "sqlite:///state.db"}}
+shutdown_grace: 0.5s
+functions:
+  crashy:
+    handler: failing:crash
+  sender:
+    handler: failing:echo
+    destinations: {{on_success: "redis:dest/out"}}
+  watcher:
+    handler: failing:echo
+    runtime: inline
+    triggers:
+      - redis_streams: {{connection: flaky, streams: [watched], group: g}}
+  held:
+    handler: failing:held
+    timeout: 60
+    environment: {{STARTED: "{started}"}}
+    triggers:
+      - redis_streams: {{connection: main, streams: [jobs], group: g, batch_size: 1}}
+"""
+
+
+def documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    """docs/metrics.md's tables: family name -> (type, label names)."""
+    out = {}
+    for line in DOCS.read_text().splitlines():
+        match = DOC_ROW.match(line)
+        if match:
+            name, kind, labels = match.groups()
+            out[name] = (kind, frozenset(re.findall(r"`(\w+)`", labels)))
+    return out
+
+
+def exposed_metrics(text: str) -> dict[str, tuple[str, frozenset[str] | None]]:
+    """The exposition's families: name -> (type, label names; None without samples)."""
+    out: dict[str, tuple[str, frozenset[str] | None]] = {}
+    for family in text_string_to_metric_families(text):
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        out[family.name] = (family.type, frozenset(labels) if family.samples else None)
+    return out
+
+
+@pytest.mark.redis
+async def test_metrics_md_matches_the_exposition_and_failure_counters_count_causes(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Every metric docs/metrics.md lists is exposed with its type and labels, and
+    nothing else is; the failure counters count their real causes: a worker crash
+    (worker_restarts), a destination's redis-server down (destination_send_failures),
+    a trigger's redis-server down (source_poll_errors), and the shutdown releasing a
+    batch still running past ``shutdown_grace`` (records_released)."""
+    flaky, dest = RedisServer(), RedisServer()  # dest: nothing listening until later
+    flaky.start()
+    started = tmp_path / "held-started"
+    config = write_app(
+        tmp_path,
+        FAILING_CONFIG.format(main=redis_url, flaky=flaky.url, dest=dest.url, started=started),
+        {"failing.py": FAILING},
+    )
+    main = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    watcher, held = "watcher/redis_streams[0]", "held/redis_streams[0]"
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running_app(config) as rt:
+                assert rt.router is not None
+                router = rt.router
+                base = f"http://127.0.0.1:{rt.bound_port}"
+                async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                    r = await http.post(INVOKE.format("crashy"), json={})
+                assert r.headers["X-Amz-Function-Error"] == "Unhandled"
+                assert r.json()["errorType"] == "Runtime.ExitError"
+                await rt.enqueue("sender", b'{"n": 1}')
+                await until(lambda: router.failures.get("redis:dest/out", 0) >= 2, "dest down")
+                dest.start()
+                poll = rt.sources[watcher].dispatcher
+                assert poll is not None
+                flaky.stop()
+                await until(lambda: poll.stats.poll_errors >= 2, "polls failed")
+                flaky.start()
+                await main.xadd("jobs", {"id": "j1"})
+                await until(started.exists, "the held batch running")
+                await until(lambda: router.sent.get("redis:dest/out") == 1, "dest back")
+                samples, _types = await scrape(rt)
+                async with httpx.AsyncClient(base_url=base) as http:
+                    text = (await http.get("/metrics")).text
+        after, _ = parse(render_metrics(rt)[0].decode())
+    finally:
+        await main.aclose()
+        flaky.stop()
+        dest.stop()
+
+    documented = documented_metrics()
+    exposed = exposed_metrics(text)
+    assert len(documented) >= 20, "docs/metrics.md's tables were not parsed"
+    assert sorted(set(exposed) - set(documented)) == [], "exposed but not documented"
+    assert sorted(set(documented) - set(exposed)) == [], "documented but not exposed"
+    for name, (kind, labels) in documented.items():
+        exposed_kind, exposed_labels = exposed[name]
+        assert exposed_kind == kind, name
+        if exposed_labels is None:  # no series this run: only the Kafka/SQS gauges
+            assert name == "eventrun_source_gauge", f"{name} has no samples to check"
+        else:
+            assert exposed_labels == labels, name
+
+    def events(name: str, **match: str) -> int:
+        return sum(
+            1 for e in logs if e["event"] == name and all(e.get(k) == v for k, v in match.items())
+        )
+
+    restarts = samples[("eventrun_worker_restarts_total", lbl(function="crashy", reason="crashes"))]
+    assert restarts == 1
+    failures = samples[
+        ("eventrun_destination_send_failures_total", lbl(destination="redis:dest/out"))
+    ]
+    assert failures == events("sink.send_failed", destination="redis:dest/out") >= 2
+    assert samples[("eventrun_destination_records_total", lbl(destination="redis:dest/out"))] == 1
+    poll_errors = samples[
+        ("eventrun_source_poll_errors_total", lbl(function="watcher", trigger=watcher))
+    ]
+    assert poll_errors == events("source.poll_failed", trigger=watcher) >= 2
+    # j1's batch was still running when the 0.5 s grace ran out: released, not acked
+    released = ("eventrun_records_released_total", lbl(function="held", trigger=held))
+    assert samples[released] == 0
+    assert after[released] == 1
+    assert after[("eventrun_records_acked_total", lbl(function="held", trigger=held))] == 0

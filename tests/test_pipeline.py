@@ -34,6 +34,7 @@ from tests._daemon import Daemon
 from tests._dispatch_kit import Handler, data_of, running, until
 from tests._runtime_kit import running_app, write_app
 from tests.fixtures.kafka import KafkaBroker
+from tests.fixtures.redis import RedisServer
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "pipeline"
 REGIONS = ("eu", "us", "apac")
@@ -175,6 +176,79 @@ async def test_cron_trigger_on_success_publishes_results(tmp_path: Path) -> None
                 await anyio.sleep(0.05)
         entries = await runtime.store.peek("local:ticks")
     assert [_json(e.payload) for e in entries[:2]] == [1, 2]
+
+
+@pytest.mark.redis
+async def test_input_stays_pending_while_the_output_sink_is_down(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A Redis Streams trigger whose ``on_success`` is a second redis-server that is not
+    running: the handled entries stay pending (unacknowledged) and are not handled again;
+    once the server is up each output arrives once and the input is acknowledged."""
+    import redis.asyncio as aioredis
+
+    dest = RedisServer()  # a free port, nothing listening yet
+    config = write_app(
+        tmp_path,
+        f"""
+        connections:
+          redis: {{main: {{url: "{redis_url}"}}, dest: {{url: "{dest.url}"}}}}
+        store: {{url: "sqlite:///state.db"}}
+        functions:
+          stage:
+            handler: down_stage:handler
+            runtime: inline
+            triggers:
+              - redis_streams:
+                  connection: main
+                  streams: [in]
+                  group: g
+                  batch_size: 10
+                  key_field: key
+                  on_success: "redis:dest/out"
+        """,
+        {"down_stage.py": STAGE},
+    )
+    source = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    sink = aioredis.Redis.from_url(dest.url, decode_responses=True)
+    try:
+        for i in range(3):
+            await source.xadd("in", {"data": json.dumps({"n": i}), "key": f"k{i}"})
+        async with running_app(config, serve_http=False) as rt:
+            assert rt.router is not None
+            router = rt.router
+            with anyio.fail_after(30):
+                while router.failures.get("redis:dest/out", 0) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)  # a counter: no event for a failed send
+            assert (await source.xpending("in", "g"))["pending"] == 3
+            dest.start()
+            with anyio.fail_after(60):
+                while (await source.xpending("in", "g"))["pending"]:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)  # the broker's state: no event to wait on
+            calls = sys.modules["down_stage"].CALLS
+            out = await sink.xrange("out")
+    finally:
+        await source.aclose()
+        await sink.aclose()
+        dest.stop()
+    assert calls == [[0, 1, 2]]  # handled once: only the publish was retried
+    assert [(f.get("key"), _json(f["data"].encode())) for _id, f in out] == [
+        ("k0", {"n": 0}),
+        ("k1", {"n": 1}),
+        ("k2", {"n": 2}),
+    ]
+
+
+STAGE = """
+import base64, json
+
+CALLS = []
+
+async def handler(event, context):
+    docs = [json.loads(base64.b64decode(r["redis"]["data"])) for r in event["Records"]]
+    CALLS.append([d["n"] for d in docs])
+    return {"records": docs}
+"""
 
 
 # -- the example, end to end -----------------------------------------------------------
@@ -336,7 +410,12 @@ def check_order(end: list[tuple[str | None, dict[str, Any]]]) -> list[str]:
     return bad
 
 
-@pytest.fixture(params=["redis", "kafka"])
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ]
+)
 async def backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "redis":
         yield RedisBackend(request.getfixturevalue("redis_url"))

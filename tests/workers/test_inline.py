@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sys
 from pathlib import Path
 
 import anyio
@@ -148,3 +150,40 @@ async def test_import_error_is_a_result() -> None:
         result = await runner.invoke(event({}))
     assert result.error_type == "Runtime.ImportModuleError"
     assert json.loads(result.payload)["errorMessage"].startswith("Unable to import module 'broken'")
+
+
+@pytest.mark.parametrize("handler", ["async_app.chatty", "async_app.chatty_sync"])
+async def test_concurrent_invocations_each_get_only_their_own_log_lines(handler: str) -> None:
+    """Output is captured per request id: invocations running at once, logging
+    interleaved lines, each get back exactly their own lines (what the Invoke API's
+    LogType Tail returns)."""
+    group = os.urandom(4).hex()
+    tags = [f"alpha{group}", f"beta{group}", f"gamma{group}"]
+    lines = 20
+    results = {}
+    async with inline(handler, concurrency=len(tags), timeout=10) as runner:
+
+        async def run(tag: str) -> None:
+            doc = {"tag": tag, "lines": lines, "group": group, "together": len(tags)}
+            results[tag] = await runner.invoke(event(doc), request_id=f"rid-{tag}")
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for tag in tags:
+                    tg.start_soon(run, tag)
+    order = [t for t in sys.modules["async_app"].ORDER if t in tags]
+    switches = sum(a != b for a, b in itertools.pairwise(order))
+    assert switches > len(tags), f"the invocations did not interleave: {order}"
+    for tag in tags:
+        result = results[tag]
+        assert result.ok, result
+        assert json.loads(result.payload) == f"rid-{tag}"
+        logged = [
+            line.split("\t") for line in result.logs.splitlines() if line.startswith("[WARNING]")
+        ]
+        assert [(fields[2], fields[3]) for fields in logged] == [
+            (f"rid-{tag}", f"{tag} line {i}") for i in range(lines)
+        ]
+        for other in tags:
+            if other != tag:
+                assert other not in result.logs

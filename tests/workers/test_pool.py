@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import subprocess
+import sys
 import time
 
 import anyio
 import pytest
+import structlog.testing
 
+from eventrun._gc import YOUNG_THRESHOLD, tuned_gc
 from eventrun.exceptions import FunctionSaturated
 from eventrun.workers import InvokeResult
 
@@ -256,20 +261,67 @@ async def test_exit_stops_every_process(process_runner: RunnerFactory, fork_serv
         assert not _alive(pid)
 
 
+def _fresh_gc_threshold() -> list[int]:
+    """Python's own collector defaults, from an interpreter nobody tuned."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import gc; print(*gc.get_threshold())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [int(n) for n in out.split()]
+
+
 async def test_worker_process_state_from_either_launcher(process_runner: RunnerFactory) -> None:
-    """Both launchers' workers run under SCHED_BATCH with the collector on; a fork
-    server's workers inherit the template's frozen objects (their collections leave
-    those pages shared), a spawned interpreter has nothing frozen."""
+    """Both launchers' workers run under SCHED_BATCH with the collector on, and the
+    processes a handler starts inherit SCHED_BATCH; a fork server's workers inherit the
+    template's frozen objects (their collections leave those pages shared), a spawned
+    interpreter has nothing frozen. Workers keep Python's collector thresholds while
+    the daemon runs with its tuned ones (eventrun/_gc.py)."""
     results = {}
-    for fork_server in (True, False):
-        async with process_runner(
-            handler="basic.process_state", fork_server=fork_server, concurrency=1
-        ) as runner:
-            result = await runner.invoke(event({}))
-        assert result.ok, result
-        results[fork_server] = json.loads(result.payload)
+    with tuned_gc():
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # the daemon's, while it serves
+        for fork_server in (True, False):
+            async with process_runner(
+                handler="basic.process_state", fork_server=fork_server, concurrency=1
+            ) as runner:
+                result = await runner.invoke(event({}))
+            assert result.ok, result
+            results[fork_server] = json.loads(result.payload)
     assert results[True]["frozen"] > 1000
     assert results[False]["frozen"] == 0
+    defaults = _fresh_gc_threshold()
     for state in results.values():
         assert state["gc_enabled"]
+        assert state["gc_threshold"] == defaults
         assert state["batch_scheduling"]
+        assert state["child_batch_scheduling"]
+
+
+async def test_one_invoke_done_line_per_invocation_with_its_fields(
+    process_runner: RunnerFactory,
+) -> None:
+    """docs/metrics.md: per invocation the pool logs ``invoke.done`` with ``function``,
+    ``request_id``, ``outcome`` and ``duration_s``."""
+    with structlog.testing.capture_logs() as logs:
+        async with process_runner("logged", handler="basic.fail", concurrency=1) as runner:
+            failed = await runner.invoke(event({"n": 1}), request_id="rid-fail")
+        async with process_runner("logged", handler="basic.handler", concurrency=1) as runner:
+            ok = await runner.invoke(event({}), request_id="rid-ok")
+            quiet = await runner.invoke(event({}), request_id="rid-quiet", log_done=False)
+    lines = [e for e in logs if e["event"] == "invoke.done"]
+    durations = [e.pop("duration_s") for e in lines]
+    assert lines == [
+        {"event": "invoke.done", "log_level": "info", "function": "logged"}
+        | {"request_id": "rid-fail", "outcome": "error"},
+        {"event": "invoke.done", "log_level": "info", "function": "logged"}
+        | {"request_id": "rid-ok", "outcome": "ok"},
+        {"event": "invoke.done", "log_level": "debug", "function": "logged"}
+        | {"request_id": "rid-quiet", "outcome": "ok"},
+    ]
+    assert durations == [
+        round(failed.duration_s, 6),
+        round(ok.duration_s, 6),
+        round(quiet.duration_s, 6),
+    ]
+    assert all(isinstance(d, float) and d > 0 for d in durations)

@@ -109,3 +109,47 @@ async def swallower(event, context):
         await asyncio.sleep(10)
     except asyncio.CancelledError:
         return "too late"
+
+
+ORDER: list[str] = []
+"""(tag) of every line the chatty handlers logged, in emission order across invocations."""
+_ARRIVED: dict[str, int] = {}
+_EVERYONE: dict[str, asyncio.Event] = {}
+
+
+async def chatty(event, context):
+    """Waits until ``event["together"]`` invocations of its group are running, then logs
+    ``lines`` lines, yielding to the loop between them: concurrent runs interleave."""
+    import logging
+
+    group = event["group"]
+    _ARRIVED[group] = _ARRIVED.get(group, 0) + 1
+    everyone = _EVERYONE.setdefault(group, asyncio.Event())
+    if _ARRIVED[group] >= event["together"]:
+        everyone.set()
+    await everyone.wait()
+    log = logging.getLogger("tests.chatty")
+    for i in range(event["lines"]):
+        log.warning("%s line %d", event["tag"], i)
+        ORDER.append(event["tag"])
+        await asyncio.sleep(0)
+    return context.aws_request_id
+
+
+def chatty_sync(event, context):
+    """The same from worker threads (a sync handler)."""
+    import logging
+    import threading
+    import time
+
+    barrier = _BARRIERS.setdefault(event["group"], threading.Barrier(event["together"]))
+    barrier.wait(5)
+    log = logging.getLogger("tests.chatty")
+    for i in range(event["lines"]):
+        log.warning("%s line %d", event["tag"], i)
+        ORDER.append(event["tag"])
+        time.sleep(0.001)
+    return context.aws_request_id
+
+
+_BARRIERS: dict[str, object] = {}

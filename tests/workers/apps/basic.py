@@ -119,8 +119,16 @@ def window(event, context):
 def process_state(event, context):
     import gc
 
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {
         "frozen": gc.get_freeze_count(),
         "gc_enabled": gc.isenabled(),
+        "gc_threshold": list(gc.get_threshold()),
         "batch_scheduling": os.sched_getscheduler(0) == os.SCHED_BATCH,
+        "child_batch_scheduling": int(child.stdout) == os.SCHED_BATCH,
     }
