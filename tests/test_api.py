@@ -543,7 +543,7 @@ functions:
 async def test_bearer_tokens_guard_the_invoke_api(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "first-token, second-token")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "first-token-0123456, second-token-012345")
     config = write_app(tmp_path, AUTH_YAML, {"fns.py": FNS})
     async with running_app(config) as runtime, client_of(runtime) as http:
         path = INVOKE.format("echo")
@@ -551,10 +551,15 @@ async def test_bearer_tokens_guard_the_invoke_api(
         assert r.status_code == 401
         assert r.headers["WWW-Authenticate"] == "Bearer"
         assert r.headers["x-amzn-ErrorType"] == "UnauthorizedException"
-        for bad in ("Bearer wrong", "Bearer first-token-x", "Basic first-token", "first-token"):
+        for bad in (
+            "Bearer wrong",
+            "Bearer first-token-0123456-x",
+            "Basic first-token-0123456",
+            "first-token-0123456",
+        ):
             r = await http.post(path, json={}, headers={"Authorization": bad})
             assert r.status_code == 401, bad
-        for good in ("first-token", "second-token"):
+        for good in ("first-token-0123456", "second-token-012345"):
             r = await http.post(path, json={"t": good}, headers=_bearer(good))
             assert (r.status_code, r.json()) == (200, {"t": good})
         # health and readiness stay open; metrics and status need the token
@@ -562,25 +567,33 @@ async def test_bearer_tokens_guard_the_invoke_api(
         assert (await http.get("/readyz")).status_code == 200
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/status")).status_code == 401
-        assert (await http.get("/metrics", headers=_bearer("second-token"))).status_code == 200
-        assert (await http.get("/status", headers=_bearer("first-token"))).status_code == 200
+        assert (
+            await http.get("/metrics", headers=_bearer("second-token-012345"))
+        ).status_code == 200
+        assert (
+            await http.get("/status", headers=_bearer("first-token-0123456"))
+        ).status_code == 200
         # function URLs: `auth: none` is public, the default needs the token
         assert (await http.get("/open")).status_code == 200
         assert (await http.get("/closed")).status_code == 401
-        assert (await http.get("/closed", headers=_bearer("first-token"))).status_code == 200
+        assert (
+            await http.get("/closed", headers=_bearer("first-token-0123456"))
+        ).status_code == 200
 
 
 async def test_tokens_env_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MY_API_TOKENS", "mine")
-    monkeypatch.setenv("EVENTRUN_TOKENS", "not-this-one")
+    monkeypatch.setenv("MY_API_TOKENS", "mine-mine-mine-01")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "not-this-one-0123456")
     yaml = "server: {auth: {tokens_env: MY_API_TOKENS}}\n" + AUTH_YAML
     config = write_app(tmp_path, yaml, {"fns.py": FNS})
     async with running_app(config) as runtime, client_of(runtime) as http:
         path = INVOKE.format("echo")
-        assert (await http.post(path, json={}, headers=_bearer("mine"))).status_code == 200
-        r = await http.post(path, json={}, headers=_bearer("not-this-one"))
+        assert (
+            await http.post(path, json={}, headers=_bearer("mine-mine-mine-01"))
+        ).status_code == 200
+        r = await http.post(path, json={}, headers=_bearer("not-this-one-0123456"))
         assert r.status_code == 401
 
 
@@ -607,7 +620,7 @@ async def test_non_loopback_bind_without_tokens_refuses_to_start(
 async def test_non_loopback_bind_with_tokens_starts_and_requires_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "t0k")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "t0k-t0k-t0k-t0k-t0k")
     config = write_app(tmp_path, "server: {host: 0.0.0.0}\n" + AUTH_YAML, {"fns.py": FNS})
     async with running_app(config) as runtime:
         assert runtime.bound_port is not None
@@ -615,7 +628,9 @@ async def test_non_loopback_bind_with_tokens_starts_and_requires_them(
             pass
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.bound_port}") as http:
             assert (await http.post(INVOKE.format("echo"), json={})).status_code == 401
-            r = await http.post(INVOKE.format("echo"), json={}, headers=_bearer("t0k"))
+            r = await http.post(
+                INVOKE.format("echo"), json={}, headers=_bearer("t0k-t0k-t0k-t0k-t0k")
+            )
             assert r.status_code == 200
 
 
@@ -630,7 +645,7 @@ def test_auth_mode_none_on_a_non_loopback_host_is_a_config_error(tmp_path: Path)
 async def test_auth_mode_none_on_loopback_is_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "ignored")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "ignored-ignored-ignored")
     config = write_app(tmp_path, "server: {auth: {mode: none}}\n" + AUTH_YAML, {"fns.py": FNS})
     async with running_app(config) as runtime, client_of(runtime) as http:
         assert (await http.post(INVOKE.format("echo"), json={})).status_code == 200

@@ -54,7 +54,7 @@ functions:
       - cron: {{schedule: "0 3 * * *"}}
 """
 
-TOKEN = "web-test-token"
+TOKEN = "web-test-token-0123"
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",

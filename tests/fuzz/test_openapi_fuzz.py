@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 
 from tests._runtime_kit import running_app, write_app
 
-TOKEN = "fuzz-token-123"
+TOKEN = "fuzz-token-1234567"
 APP_YAML = """
 server: {auth: {tokens_env: EVENTRUN_FUZZ_TOKENS}}
 store: {url: "sqlite:///state.db"}
