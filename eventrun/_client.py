@@ -1,7 +1,8 @@
 """The CLI's client for a running daemon (Invoke API, status, DLQ), over httpx.
 
 Every request carries ``X-Eventrun-Request: 1`` (what the admin API asks of a request
-that changes state, see docs/security.md). The bearer token comes from ``EVENTRUN_TOKEN``, or the first of ``EVENTRUN_TOKENS``.
+that changes state, see docs/security.md). The bearer token comes from ``EVENTRUN_TOKEN``,
+or the first of ``EVENTRUN_TOKENS``.
 """
 
 from __future__ import annotations

@@ -650,3 +650,111 @@ async def test_auth_mode_none_on_loopback_is_open(
     async with running_app(config) as runtime, client_of(runtime) as http:
         assert (await http.post(INVOKE.format("echo"), json={})).status_code == 200
         assert (await http.get("/closed")).status_code == 200
+
+
+# -- cross-site and DNS-rebinding requests (security issue #31) -------------------------
+
+EVIL = "http://evil.example"
+
+
+async def test_a_foreign_host_header_is_misdirected(app: App) -> None:
+    """A page on evil.example whose name was re-pointed at 127.0.0.1 (DNS rebinding)
+    sends ``Host: evil.example:PORT``: nothing is answered but 421."""
+    port = app.runtime.bound_port
+    target = app.root / "rebound.json"
+    async with app.client() as http:
+        evil = {"Host": f"evil.example:{port}"}
+        for method, path in (("GET", "/status"), ("GET", "/dlq"), ("GET", "/healthz")):
+            assert (await http.request(method, path, headers=evil)).status_code == 421, path
+        r = await http.post(
+            INVOKE.format("sidefx"), json={"path": str(target), "value": 1}, headers=evil
+        )
+        assert r.status_code == 421
+        assert not target.exists()
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+            assert (await http.get("/status", headers={"Host": host})).status_code == 200
+
+
+async def test_invoke_refuses_a_cross_origin_simple_request(app: App) -> None:
+    """What a web page can send without a preflight: text/plain, a foreign Origin."""
+    target = app.root / "forged.json"
+    body = json.dumps({"path": str(target), "value": 1})
+    async with app.client() as http:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = await http.post(
+                INVOKE.format("sidefx"),
+                content=body,
+                headers={"Origin": EVIL, "Content-Type": content_type},
+            )
+            assert r.status_code == 403, content_type
+            assert r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+        assert not target.exists()
+        # no Origin (boto3, the AWS CLI, curl), or the daemon's own: accepted
+        ok = await http.post(INVOKE.format("echo"), content=b'{"a": 1}')
+        assert (ok.status_code, ok.json()) == (200, {"a": 1})
+        own = {"Origin": app.url}
+        assert (await http.post(INVOKE.format("echo"), json={}, headers=own)).status_code == 200
+
+
+async def test_admin_writes_need_the_request_header_or_json(app: App) -> None:
+    path = "/dlq/local:nothing-here/redrive"
+    async with app.client() as http:
+        # a form post or text/plain (simple requests a page can send): refused
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = await http.post(path, content=b"{}", headers={"Content-Type": content_type})
+            assert r.status_code == 403, content_type
+            r = await http.post(
+                path, content=b"{}", headers={"Content-Type": content_type, "Origin": EVIL}
+            )
+            assert r.status_code == 403, content_type
+        assert (await http.delete("/dlq/local:nothing-here")).status_code == 403
+        # JSON or X-Eventrun-Request (each needs a preflight cross-origin): accepted...
+        assert (await http.post(path, json={"dry_run": True})).status_code == 200
+        marked = {"X-Eventrun-Request": "1"}
+        assert (await http.post(path, content=b"{}", headers=marked)).status_code == 200
+        r = await http.delete("/dlq/local:nothing-here", headers=marked)
+        assert r.status_code == 200
+        # ...unless the browser says another site sent it
+        r = await http.post(path, json={}, headers={**marked, "Origin": EVIL})
+        assert r.status_code == 403
+
+
+async def test_allowed_hosts_adds_names_and_star_opts_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTRUN_TOKENS", raising=False)
+    for hosts, evil_status in (("[eventrun.internal]", 421), ('["*"]', 200)):
+        yaml = f"server: {{allowed_hosts: {hosts}}}\n" + AUTH_YAML
+        config = write_app(tmp_path, yaml, {"fns.py": FNS})
+        async with running_app(config) as runtime, client_of(runtime) as http:
+            port = runtime.bound_port
+            for host in ("eventrun.internal", f"eventrun.internal:{port}"):
+                assert (await http.get("/open", headers={"Host": host})).status_code == 200
+            r = await http.get("/open", headers={"Host": "evil.example"})
+            assert r.status_code == evil_status, hosts
+
+
+async def test_openapi_needs_the_token_when_tokens_are_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTRUN_TOKENS", "openapi-token-0123456")
+    config = write_app(tmp_path, AUTH_YAML, {"fns.py": FNS})
+    async with running_app(config) as runtime, client_of(runtime) as http:
+        r = await http.get("/openapi.json")
+        assert r.status_code == 401
+        assert "/closed" not in r.text
+        r = await http.get("/openapi.json", headers=_bearer("openapi-token-0123456"))
+        assert r.status_code == 200
+        assert "/closed" in r.json()["paths"]
+
+
+async def test_tokens_shorter_than_16_characters_refuse_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTRUN_TOKENS", "long-enough-token-1,short-tok")
+    config = write_app(tmp_path, AUTH_YAML, {"fns.py": FNS})
+    runtime = Runtime(load_config(config), port=0)
+    with pytest.raises(ConfigError, match=r"\$EVENTRUN_TOKENS.*shorter than 16") as caught:
+        await runtime.serve(anyio.Event())
+    assert "short-tok" not in str(caught.value)
+    assert runtime.bound_port is None
