@@ -6,11 +6,15 @@ script polls ``GET /status`` every 2 s for live counts and rates, and redrives t
 
 Auth (when the server has bearer tokens): a browser cannot send a bearer header, so the page
 accepts the token once, as ``?token=`` or from its login form, answers with an HttpOnly,
-SameSite=Strict session cookie (an HMAC of the token, never the token itself) and redirects
-to a clean URL. :class:`eventrun.api._Auth` accepts that cookie for every guarded endpoint;
-state-changing requests authenticated by cookie must also carry ``X-Requested-With`` (a
-header no cross-site form can set). Responses carry a nonce-based Content-Security-Policy,
-``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+SameSite=Strict session cookie (:class:`eventrun._guards.Sessions`: expiring, signed with a
+per-start secret, revoked by ``POST /logout``; never the token) and redirects to a clean
+URL. :class:`eventrun.api._Auth` accepts that cookie for the admin routes only. Sign-in and
+sign-out refuse another site's requests, failed sign-ins are rate-limited per client, and
+the page is filled in one pass (a ``{{SLOT}}`` inside data stays text). Responses carry a
+nonce-based Content-Security-Policy, ``Referrer-Policy: same-origin`` (no referrer leaves
+the daemon; ``no-referrer`` would make the browser send ``Origin: null`` with the page's
+own form posts, which the cross-site check refuses) and ``Cache-Control: no-store``.
+See docs/security.md.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def _headers(nonce: str) -> dict[str, str]:
     )
     return {
         "Content-Security-Policy": csp,
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
     }

@@ -7,6 +7,10 @@ Auth: bearer tokens from the environment variable ``server.auth.tokens_env``
 configured, the server only starts on a loopback address (and says so in the log); the
 config layer already refuses ``auth.mode: none`` on a non-loopback address. Health and
 readiness are always open; everything that invokes code or shows state needs a token.
+The status page's session cookie counts for the admin routes only (:meth:`_Auth.guard_admin`,
+which also refuses cross-site writes); the Invoke API refuses another site's ``Origin``;
+:class:`eventrun._fastpath.FastApp` answers a ``Host`` outside ``server.allowed_hosts``
+with 421. The threat model is docs/security.md.
 """
 
 from __future__ import annotations
@@ -282,7 +286,8 @@ async def _invoke(runtime: Runtime, scope: Scope, receive: Receive) -> Response:
     """``POST /2015-03-31/functions/{name}/invocations``: Lambda's status codes and headers
     (from the ASGI scope: this runs once per invocation, see eventrun._fastpath)."""
     headers = first_headers(scope)
-    if cross_origin(headers.get(b"origin"), headers.get(b"host")):
+    origin = headers.get(b"origin")  # boto3, the AWS CLI, curl: none
+    if origin is not None and cross_origin(origin, headers.get(b"host")):
         # a browser page of another site (no CORS here: its preflights get 405 anyway)
         return _error(403, "AccessDeniedException", "cross-origin requests are refused")
     name = _function_name(scope["path_params"]["name"])

@@ -204,6 +204,20 @@ def test_status_page_shows_functions_and_redrives(tmp_path: Path, browser: WebDr
         wait.until(ec.text_to_be_present_in_element((By.ID, "redrive-result"), "Redrove 1 entry"))
         _wait(lambda: ledger(tmp_path)["orders w1"] == 1, "the redriven event was handled")
         wait.until(ec.presence_of_element_located((By.ID, "dlq-empty")))  # after the reload
+
+        # Sign out (a form POST, same-origin): back to the sign-in form, and the old
+        # cookie value is revoked on the server, not just dropped by the browser
+        driver.find_element(By.CSS_SELECTOR, "#logout button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "token")))
+        assert driver.get_cookies() == []
+        with httpx.Client(base_url=d.url, cookies=session) as http:
+            assert http.get("/status").status_code == 401
+        # the sign-in form (a same-origin form POST) opens a new session
+        driver.find_element(By.ID, "token").send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait.until(ec.presence_of_element_located((By.ID, "functions")))
+        (renewed,) = driver.get_cookies()
+        assert renewed["value"] != cookie["value"]
     assert ledger(tmp_path) == Counter(
         {"orders ok0": 1, "orders ok1": 1, "orders ok2": 1, "orders w1": 1}
     )
