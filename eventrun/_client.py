@@ -1,6 +1,8 @@
 """The CLI's client for a running daemon (Invoke API, status, DLQ), over httpx.
 
-The bearer token comes from ``EVENTRUN_TOKEN``, or the first of ``EVENTRUN_TOKENS``.
+Every request carries ``X-Eventrun-Request: 1`` (what the admin API asks of a request
+that changes state, see docs/security.md). The bearer token comes from ``EVENTRUN_TOKEN``,
+or the first of ``EVENTRUN_TOKENS``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def token_from_env() -> str | None:
 
 
 def client(url: str, timeout_s: float = 930.0) -> httpx.Client:
-    headers = {}
+    # the admin API refuses a state-changing request without it (eventrun._guards)
+    headers = {"X-Eventrun-Request": "1"}
     token = token_from_env()
     if token:
         headers["Authorization"] = f"Bearer {token}"

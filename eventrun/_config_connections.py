@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from ._config_types import NO_VALUE, ConfigModel, Duration, Int, Range, problem
+from ._urls import redact_url
 
 __all__ = [
     "AuthConfig",
@@ -57,11 +57,9 @@ StrOrList = Annotated[
     ),
 ]
 
-_SECRET = re.compile(r"(://[^/@]*?:)[^/@]*@")
-
 
 def _redact(url: str) -> str:
-    return _SECRET.sub(r"\1***@", url)
+    return redact_url(url)
 
 
 class KafkaConnection(ConfigModel):
@@ -281,6 +279,17 @@ class ServerConfig(ConfigModel):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: Annotated[Int, Range(0, 65535)] = Field(9000, description="Port (0: pick a free one).")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API authentication.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values answered besides the bind address, localhost, "
+        "127.0.0.1 and [::1] (each with or without the port); others get 421. Names a "
+        "proxy or DNS gives the daemon; ['*'] accepts any Host (see docs/security.md).",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted (client address, https). Empty: none.",
+    )
 
     @model_validator(mode="after")
     def _not_open(self) -> ServerConfig:

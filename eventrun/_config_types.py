@@ -26,6 +26,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from ._duration import DURATION_PATTERN, format_duration, parse_duration
+from ._urls import redact_url
 
 __all__ = [
     "NO_VALUE",
@@ -53,7 +54,12 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
-_SECRET_IN_URL = re.compile(r"(://[^/@\s]*?:)[^/@\s]*@")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s\"']+")
+
+
+def _redact_urls(text: str) -> str:
+    """Every URL in ``text`` through :func:`eventrun._urls.redact_url` (no password)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m[0]), text) if "://" in text else text
 
 
 def render_value(value: object) -> str:
@@ -66,7 +72,7 @@ def render_value(value: object) -> str:
     elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str):
-        text = repr(_SECRET_IN_URL.sub(r"\1***@", value))
+        text = repr(_redact_urls(value))
     elif isinstance(value, int | float):
         text = repr(value)
     elif isinstance(value, dict | list | tuple):
@@ -74,7 +80,7 @@ def render_value(value: object) -> str:
             text = json.dumps(_redacted(value), default=str, ensure_ascii=False)
         except (TypeError, ValueError):  # keys YAML allows and JSON does not (!!binary...)
             text = repr(_redacted(value))
-        text = _SECRET_IN_URL.sub(r"\1***@", text)
+        text = _redact_urls(text)
     else:
         text = repr(str(value))
     return text if len(text) <= 80 else text[:77] + "..."

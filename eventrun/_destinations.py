@@ -21,6 +21,7 @@ import structlog
 
 from eventrun import _plugins
 from eventrun._backoff import Backoff
+from eventrun._urls import public_destination
 from eventrun.abc import OutMessage, Sink, SinkSpec
 from eventrun.exceptions import SinkError, SinkRejected, StoreError
 
@@ -110,7 +111,12 @@ class SinkRouter:
                 self.sent[url] = self.sent.get(url, 0) + len(messages)
                 return
             except SinkRejected as exc:
-                log.error("sink.rejected", destination=url, error=str(exc), size=len(messages))
+                log.error(
+                    "sink.rejected",
+                    destination=public_destination(url),
+                    error=str(exc),
+                    size=len(messages),
+                )
                 await self._keep_undeliverable(url, messages, str(exc))
                 return
             except SinkError as exc:
@@ -119,7 +125,7 @@ class SinkRouter:
                 delay = self._backoff.delay(attempt)
                 log.warning(
                     "sink.send_failed",
-                    destination=url,
+                    destination=public_destination(url),
                     error=str(exc),
                     attempt=attempt,
                     retry_in_s=round(delay, 3),
@@ -135,7 +141,7 @@ class SinkRouter:
                 await self._store.put(
                     UNDELIVERABLE,
                     [m.payload for m in messages],
-                    meta={"destination": url, "error": error},
+                    meta={"destination": public_destination(url), "error": error},
                 )
                 return
             except StoreError as exc:

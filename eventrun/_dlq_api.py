@@ -131,7 +131,7 @@ def dlq_routes(runtime: Runtime, auth: _Auth) -> list[Route]:
         return JSONResponse({"queue": queue, "purged": await _dlq.purge(store, queue)})
 
     def route(path: str, endpoint: Endpoint, method: str) -> Route:
-        return Route(path, auth.guard(_errors(endpoint)), methods=[method])
+        return Route(path, auth.guard_admin(_errors(endpoint)), methods=[method])
 
     return [
         route("/dlq", queues, "GET"),

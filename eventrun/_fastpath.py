@@ -31,17 +31,35 @@ __all__ = ["FastApp", "Responder"]
 Responder = Callable[[Scope, Receive], Awaitable[Response]]
 _Hit = tuple[Responder, dict[str, Any]] | None
 _CACHE_SIZE = 1024
+_MISDIRECTED = PlainTextResponse(
+    "Misdirected Request: this Host is not one this server answers (server.allowed_hosts)",
+    421,
+)
 
 
 class FastApp(Starlette):
     """Starlette, with the routes in ``responders`` answered without its middleware."""
 
-    def __init__(self, routes: Sequence[BaseRoute], responders: Mapping[int, Responder]) -> None:
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute],
+        responders: Mapping[int, Responder],
+        *,
+        hosts: frozenset[bytes] | None = None,
+    ) -> None:
         super().__init__(routes=routes)
+        self._hosts = hosts  # accepted Host header values (eventrun._guards); None: any
         self._responders = dict(responders)  # id(route) -> responder
         self._hits: dict[tuple[str, str, str], _Hit] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._hosts is not None and scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"host":  # a set lookup on the raw value; lower case on a miss
+                    if value not in self._hosts and value.lower() not in self._hosts:
+                        await _MISDIRECTED(scope, receive, send)
+                        return
+                    break
         if scope["type"] == "http" and "path_params" not in scope:
             hit = self._route(scope)
             if hit is not None:

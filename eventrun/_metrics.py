@@ -19,7 +19,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -30,10 +29,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from eventrun._urls import public_destination
+
 if TYPE_CHECKING:
     from eventrun._runtime import Runtime
 
-__all__ = ["Buckets", "RuntimeMetrics", "public_destination", "render_metrics", "source_gauges"]
+__all__ = ["Buckets", "RuntimeMetrics", "render_metrics", "source_gauges"]
 
 _DISPATCH_COUNTERS = {
     "polled": ("eventrun_records_polled", "Records taken from the source."),
@@ -124,17 +125,6 @@ def source_gauges(
     for kind, value in totals.items():
         shards.setdefault(kind, {"": value})
     return shards, rest
-
-
-def public_destination(url: str) -> str:
-    """A destination URL fit for a label or a page: no userinfo, query or fragment."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class RuntimeMetrics:

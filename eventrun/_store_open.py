@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from eventrun._urls import public_destination
 from eventrun.abc import Clock
 from eventrun.exceptions import StoreError
 from eventrun.store import Store
@@ -29,7 +30,7 @@ def open_store(url: str, *, config_dir: Path, clock: Clock | None = None) -> Sto
     Nothing is connected or created until the store is entered. ``clock`` (default: the
     system's) stamps ``enqueued_at``.
     """
-    scheme, sep, rest = url.partition("://")
+    scheme, sep, _ = url.partition("://")
     if not sep and url.startswith("sqlite:"):
         scheme = "sqlite"
     scheme = scheme.lower()
@@ -37,7 +38,7 @@ def open_store(url: str, *, config_dir: Path, clock: Clock | None = None) -> Sto
         return _sqlite(url, config_dir, clock)
     if scheme in ("redis", "rediss"):
         return _redis(url, clock)
-    shown = f"{scheme}://{rest.rpartition('@')[2]}" if sep else url  # no password in messages
+    shown = public_destination(url)  # no password in messages
     raise StoreError(
         f"store.url: unknown store {shown!r}; expected sqlite:///REL/PATH.db, "
         "sqlite:////ABS/PATH.db or redis://HOST:PORT/DB"

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import anyio
 import structlog
 
+from eventrun._urls import public_destination
 from eventrun.abc import Clock
 from eventrun.exceptions import StoreError
 from eventrun.store import QueueEntry
@@ -213,8 +214,7 @@ class RedisStore:
 
     def _safe_url(self) -> str:
         """The URL without a password, for messages."""
-        scheme, sep, rest = self.url.partition("://")
-        return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else self.url
+        return public_destination(self.url)
 
     def _keys(self, queue: str) -> tuple[str, str, str, str]:
         base = f"{self.prefix}q:{{{queue}}}:"

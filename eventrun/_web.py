@@ -6,18 +6,22 @@ script polls ``GET /status`` every 2 s for live counts and rates, and redrives t
 
 Auth (when the server has bearer tokens): a browser cannot send a bearer header, so the page
 accepts the token once, as ``?token=`` or from its login form, answers with an HttpOnly,
-SameSite=Strict session cookie (an HMAC of the token, never the token itself) and redirects
-to a clean URL. :class:`eventrun.api._Auth` accepts that cookie for every guarded endpoint;
-state-changing requests authenticated by cookie must also carry ``X-Requested-With`` (a
-header no cross-site form can set). Responses carry a nonce-based Content-Security-Policy,
-``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+SameSite=Strict session cookie (:class:`eventrun._guards.Sessions`: expiring, signed with a
+per-start secret, revoked by ``POST /logout``; never the token) and redirects to a clean
+URL. :class:`eventrun.api._Auth` accepts that cookie for the admin routes only. Sign-in and
+sign-out refuse another site's requests, failed sign-ins are rate-limited per client, and
+the page is filled in one pass (a ``{{SLOT}}`` inside data stays text). Responses carry a
+nonce-based Content-Security-Policy, ``Referrer-Policy: same-origin`` (no referrer leaves
+the daemon; ``no-referrer`` would make the browser send ``Origin: null`` with the page's
+own form posts, which the cross-site check refuses) and ``Cache-Control: no-store``.
+See docs/security.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import math
+import re
 import secrets
 import time
 from html import escape
@@ -25,26 +29,43 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+import structlog
+from starlette.requests import Request, cookie_parser
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from eventrun import _dlq
-from eventrun._metrics import public_destination
+from eventrun._guards import SESSION_TTL_S, admin_write_refusal
+from eventrun._urls import public_destination
+from eventrun.asgi import SESSION_COOKIE, first_headers
 
 if TYPE_CHECKING:
     from eventrun._runtime import Runtime
     from eventrun.api import _Auth
 
-__all__ = ["SESSION_COOKIE", "session_value", "web_routes"]
+__all__ = ["SESSION_COOKIE", "session_cookie", "web_routes"]
 
-SESSION_COOKIE = "eventrun_session"
+log = structlog.get_logger("eventrun.web")
+
 ENTRIES_SHOWN = 20
 
 
-def session_value(token: bytes) -> str:
-    """The session cookie value for a bearer token (the token cannot be read back from it)."""
-    return hmac.new(token, b"eventrun web session v1", hashlib.sha256).hexdigest()
+def session_cookie(scope: Scope) -> str | None:
+    """The session cookie's value, from every ``Cookie`` header (None: no session)."""
+    value = None
+    key = SESSION_COOKIE.encode()
+    for name, raw in scope["headers"]:
+        if name == b"cookie" and key in raw:
+            value = cookie_parser(raw.decode("latin-1")).get(SESSION_COOKIE, value)
+    return value
+
+
+_LOGOUT = (
+    '<form method="post" action="/logout" id="logout"><button type="submit">Sign out</button>'
+    "</form>"
+)
+_SLOT = re.compile(r"\{\{([A-Z]+)\}\}")
 
 
 def _asset(name: str) -> str:
@@ -59,27 +80,37 @@ def _headers(nonce: str) -> dict[str, str]:
     )
     return {
         "Content-Security-Policy": csp,
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
     }
 
 
-def _page(title: str, body: str, *, status: int = 200, script: bool = False) -> HTMLResponse:
+def _page(
+    title: str,
+    body: str,
+    *,
+    status: int = 200,
+    script: bool = False,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
     js = f'<script nonce="{nonce}">{_asset("status.js")}</script>' if script else ""
-    html = (
-        _asset("page.html")
-        .replace("{{TITLE}}", escape(title))
-        .replace("{{NONCE}}", nonce)
-        .replace("{{CSS}}", _asset("status.css"))
-        .replace("{{BODY}}", body)
-        .replace("{{SCRIPT}}", js)
-    )
-    return HTMLResponse(html, status_code=status, headers=_headers(nonce))
+    slots = {
+        "TITLE": escape(title),
+        "NONCE": nonce,
+        "CSS": _asset("status.css"),
+        "BODY": body,
+        "SCRIPT": js,
+    }
+    # one pass over the template: a "{{SCRIPT}}" inside the data stays text
+    html = _SLOT.sub(lambda m: slots[m[1]], _asset("page.html"))
+    return HTMLResponse(html, status_code=status, headers={**_headers(nonce), **(headers or {})})
 
 
-def _login(error: str = "", status: int = 401) -> HTMLResponse:
+def _login(
+    error: str = "", status: int = 401, headers: dict[str, str] | None = None
+) -> HTMLResponse:
     message = f'<p class="badge bad">{escape(error)}</p>' if error else ""
     body = f"""
 <main class="login"><h1>eventrun</h1>
@@ -88,14 +119,15 @@ def _login(error: str = "", status: int = 401) -> HTMLResponse:
 <label for="token">Token</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button></form></main>"""
-    return _page("eventrun: sign in", body, status=status)
+    return _page("eventrun: sign in", body, status=status, headers=headers)
 
 
-def _signed_in(request: Request, token: str) -> Response:
+def _signed_in(request: Request, value: str, max_age: int) -> Response:
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        session_value(token.encode()),
+        value,
+        max_age=max_age,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -199,7 +231,7 @@ def _dlq_section(queues: dict[str, int], entries: dict[str, list[dict[str, Any]]
     return "".join(parts)
 
 
-async def _status_body(runtime: Runtime) -> str:
+async def _status_body(runtime: Runtime, signed_in: bool) -> str:
     doc = runtime.statistics()
     queues = await _dlq.list_queues(runtime.store)
     entries = {
@@ -216,7 +248,7 @@ async def _status_body(runtime: Runtime) -> str:
     ready = _badge(doc["ready"], "ready", "starting")
     return f"""
 <header><h1>eventrun</h1>{ready}<span class="muted" id="uptime">up {doc["uptime_s"]:.0f} s</span>
-<span class="muted" id="updated"></span></header>
+<span class="muted" id="updated"></span>{_LOGOUT if signed_in else ""}</header>
 <main id="page" data-rendered-at="{time.time():.3f}">
 <h2>Functions</h2>{_functions(doc)}
 <h2>Triggers</h2>{_triggers(doc)}
@@ -226,29 +258,60 @@ async def _status_body(runtime: Runtime) -> str:
 </main>"""
 
 
+def _refused(request: Request) -> Response | None:
+    """403 for a sign-in or sign-out another site's page could have sent."""
+    refusal = admin_write_refusal(first_headers(request.scope), form_ok=True)
+    return None if refusal is None else JSONResponse({"message": refusal}, status_code=403)
+
+
+def _sign_in(request: Request, auth: _Auth, token: str) -> Response:
+    """A session for a valid token; failures count against the client's address and,
+    past :class:`eventrun._guards.LoginLimiter`'s budget, get 429 without a check."""
+    client = request.client.host if request.client else ""
+    wait_s = auth.logins.blocked(client)
+    if wait_s:
+        log.warning("web.login_throttled", client=client, retry_in_s=round(wait_s, 1))
+        return _login(
+            "Too many failed sign-ins; try again later.",
+            status=429,
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
+    if auth.valid_token(token.encode()):
+        return _signed_in(request, auth.sessions.issue(token.encode()), SESSION_TTL_S)
+    auth.logins.failed(client)
+    return _login("That token is not valid.")
+
+
 def web_routes(runtime: Runtime, auth: _Auth) -> list[Route]:
-    """``GET /`` (the page), ``POST /login``, ``GET /logout``."""
+    """``GET /`` (the page), ``POST /login``, ``POST /logout``."""
 
     async def index(request: Request) -> Response:
         token = request.query_params.get("token")
         if token is not None:
-            if auth.valid_token(token.encode()):
-                return _signed_in(request, token)
             if not auth.enabled:
                 return RedirectResponse("/", status_code=303)  # keep tokens out of the URL
-            return _login("That token is not valid.")
+            return _sign_in(request, auth, token)
         if not auth.ok(request):
             return _login(status=401)
-        return _page("eventrun status", await _status_body(runtime), script=True)
+        return _page("eventrun status", await _status_body(runtime, auth.enabled), script=True)
 
     async def login(request: Request) -> Response:
+        refused = _refused(request)
+        if refused is not None:
+            return refused
         form = parse_qs((await request.body()).decode(errors="replace"))
         token = (form.get("token") or [""])[0]
-        if token and auth.valid_token(token.encode()):
-            return _signed_in(request, token)
-        return _login("That token is not valid.")
+        if not auth.enabled:
+            return RedirectResponse("/", status_code=303)
+        return _sign_in(request, auth, token)
 
     async def logout(request: Request) -> Response:
+        refused = _refused(request)
+        if refused is not None:
+            return refused
+        value = session_cookie(request.scope)
+        if value is not None:
+            auth.sessions.revoke(value)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -256,5 +319,5 @@ def web_routes(runtime: Runtime, auth: _Auth) -> list[Route]:
     return [
         Route("/", index, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
-        Route("/logout", logout, methods=["GET"]),
+        Route("/logout", logout, methods=["POST"]),
     ]

@@ -7,6 +7,10 @@ Auth: bearer tokens from the environment variable ``server.auth.tokens_env``
 configured, the server only starts on a loopback address (and says so in the log); the
 config layer already refuses ``auth.mode: none`` on a non-loopback address. Health and
 readiness are always open; everything that invokes code or shows state needs a token.
+The status page's session cookie counts for the admin routes only (:meth:`_Auth.guard_admin`,
+which also refuses cross-site writes); the Invoke API refuses another site's ``Origin``;
+:class:`eventrun._fastpath.FastApp` answers a ``Host`` outside ``server.allowed_hosts``
+with 421. The threat model is docs/security.md.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
-from starlette.requests import Request, cookie_parser
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope
@@ -35,11 +39,18 @@ from starlette.types import Receive, Scope
 from eventrun._config_connections import is_loopback
 from eventrun._dlq_api import dlq_routes
 from eventrun._fastpath import FastApp, Responder
+from eventrun._guards import (
+    LoginLimiter,
+    Sessions,
+    admin_write_refusal,
+    allowed_hosts,
+    cross_origin,
+)
 from eventrun._onewrite import OneWriteProtocol
 from eventrun._openapi import openapi_document
 from eventrun._text import one_line
-from eventrun._web import SESSION_COOKIE, session_value, web_routes
-from eventrun.asgi import JSONBytesResponse, first_headers, read_body
+from eventrun._web import session_cookie, web_routes
+from eventrun.asgi import JSONBytesResponse, first_headers, header, read_body
 from eventrun.exceptions import ConfigError, FunctionSaturated
 
 if TYPE_CHECKING:
@@ -52,6 +63,7 @@ log = structlog.get_logger("eventrun.api")
 SYNC_LIMIT = 6 * 1024 * 1024
 ASYNC_LIMIT = 1024 * 1024
 TAIL_BYTES = 4096
+MIN_TOKEN_LENGTH = 16
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -65,6 +77,14 @@ def load_tokens(runtime: Runtime, *, warn: bool = True) -> list[bytes]:
     raw = os.environ.get(auth.tokens_env or "", "") if auth.tokens_env else ""
     tokens = [t.strip().encode() for t in raw.split(",") if t.strip()]
     host = runtime.config.server.host
+    short = [t for t in tokens if len(t) < MIN_TOKEN_LENGTH]
+    if short:
+        raise ConfigError(
+            f"server.auth: {len(short)} of the tokens in ${auth.tokens_env} "
+            f"{'is' if len(short) == 1 else 'are'} shorter than {MIN_TOKEN_LENGTH} characters; "
+            "use long random tokens (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`)"
+        )
     if not tokens and not is_loopback(host):
         raise ConfigError(
             f"server.auth: no bearer tokens in ${auth.tokens_env} while server.host is "
@@ -106,8 +126,14 @@ def _function_name(raw: str) -> str:
 
 
 class _Auth:
+    """Bearer tokens for every guarded route; the status page's session cookie
+    (:class:`eventrun._guards.Sessions`) for the admin routes only (``cookie=True``): the
+    Invoke API and function URLs never accept it."""
+
     def __init__(self, tokens: list[bytes]) -> None:
         self._tokens = tokens
+        self.sessions = Sessions(tokens)
+        self.logins = LoginLimiter()
 
     @property
     def enabled(self) -> bool:
@@ -117,43 +143,44 @@ class _Auth:
         # compare against every token so timing does not reveal which one matched
         return any([hmac.compare_digest(given, t) for t in self._tokens])  # noqa: C419
 
-    def ok(self, request: Request) -> bool:
-        return self.allows(request.scope)
+    def ok(self, request: Request, *, cookie: bool = True) -> bool:
+        return self.allows(request.scope, cookie=cookie)
 
-    def allows(self, scope: Scope) -> bool:
-        """Whether a request (its ASGI scope) carries a valid token or session cookie."""
+    def allows(self, scope: Scope, *, cookie: bool = False) -> bool:
+        """Whether a request (its ASGI scope) carries a valid token, or (``cookie``) a
+        valid session cookie."""
         if not self._tokens:
             return True
-        headers = first_headers(scope)
-        header = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return self._session_ok(scope, headers)
-        return self.valid_token(presented.strip().encode())
+        presented = _bearer(scope)
+        if presented is None:
+            return cookie and self.session_ok(scope)
+        return self.valid_token(presented)
 
-    def _session_ok(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
-        """The web page's session cookie (see eventrun._web); a state-changing request
-        must also carry ``X-Requested-With`` so no cross-site form can forge it."""
-        cookies: dict[str, str] = {}
-        for name, value in scope["headers"]:  # every Cookie header, as request.cookies
-            if name == b"cookie":
-                cookies.update(cookie_parser(value.decode("latin-1")))
-        cookie = cookies.get(SESSION_COOKIE)
-        if not cookie:
-            return False
-        if scope["method"] not in ("GET", "HEAD") and not headers.get(b"x-requested-with"):
-            return False
-        given = cookie.encode()
-        valid = [session_value(t).encode() for t in self._tokens]
-        return any([hmac.compare_digest(given, v) for v in valid])  # noqa: C419
+    def session_ok(self, scope: Scope) -> bool:
+        value = session_cookie(scope)
+        return value is not None and self.sessions.valid(value)
 
-    def guard(self, endpoint: Endpoint) -> Endpoint:
+    def guard(self, endpoint: Endpoint, *, cookie: bool = False) -> Endpoint:
         async def guarded(request: Request) -> Response:
-            if not self.ok(request):
+            if not self.ok(request, cookie=cookie):
                 return _unauthorized()
             return await endpoint(request)
 
         return guarded
+
+    def guard_admin(self, endpoint: Endpoint) -> Endpoint:
+        """:meth:`guard` for an admin route: token or session cookie, and a request that
+        changes state must pass :func:`eventrun._guards.admin_write_refusal`."""
+        guarded = self.guard(endpoint, cookie=True)
+
+        async def checked(request: Request) -> Response:
+            if request.method not in ("GET", "HEAD"):
+                refusal = admin_write_refusal(first_headers(request.scope))
+                if refusal is not None:
+                    return forbidden(refusal)
+            return await guarded(request)
+
+        return checked
 
     def guard_responder(self, respond: Responder) -> Responder:
         """:meth:`guard` for a fast-path responder (eventrun._fastpath)."""
@@ -166,6 +193,21 @@ class _Auth:
         return guarded
 
 
+def _bearer(scope: Scope) -> bytes | None:
+    """The token of an ``Authorization: Bearer`` header; None without one."""
+    raw = header(scope, b"authorization")
+    if raw is None:
+        return None
+    scheme, _, presented = raw.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return b""  # present but not a bearer token: refused, never a cookie fallback
+    return presented.strip().encode("latin-1")
+
+
+def forbidden(message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=403)
+
+
 def _unauthorized() -> Response:
     return JSONResponse(
         {"message": "missing or invalid bearer token"},
@@ -174,8 +216,9 @@ def _unauthorized() -> Response:
     )
 
 
-def build_app(runtime: Runtime) -> Starlette:
-    """The ASGI app for a runtime whose push sources already registered their routes."""
+def build_app(runtime: Runtime, *, port: int | None = None) -> Starlette:
+    """The ASGI app for a runtime whose push sources already registered their routes;
+    ``port`` (default: the runtime's) is the one accepted in ``Host`` headers."""
     auth = _Auth(load_tokens(runtime))
 
     async def respond_invoke(scope: Scope, receive: Receive) -> Response:
@@ -215,9 +258,9 @@ def build_app(runtime: Runtime) -> Starlette:
         invoke_route,
         StarletteRoute("/healthz", healthz, methods=["GET"]),
         StarletteRoute("/readyz", readyz, methods=["GET"]),
-        StarletteRoute("/metrics", auth.guard(metrics), methods=["GET"]),
-        StarletteRoute("/status", auth.guard(status), methods=["GET"]),
-        StarletteRoute("/openapi.json", openapi, methods=["GET"]),
+        StarletteRoute("/metrics", auth.guard_admin(metrics), methods=["GET"]),
+        StarletteRoute("/status", auth.guard_admin(status), methods=["GET"]),
+        StarletteRoute("/openapi.json", auth.guard_admin(openapi), methods=["GET"]),
     ]
     for route in runtime.routes:
         endpoint = auth.guard(route.endpoint) if route.auth else route.endpoint
@@ -231,7 +274,10 @@ def build_app(runtime: Runtime) -> Starlette:
     # after the function URLs, so a function mounted at / or /dlq keeps its path
     routes.extend(dlq_routes(runtime, auth))
     routes.extend(web_routes(runtime, auth))
-    return FastApp(routes, responders)
+    server = runtime.config.server
+    if port is None:
+        port = runtime.bound_port if runtime.bound_port is not None else runtime.port
+    return FastApp(routes, responders, hosts=allowed_hosts(server.host, port, server.allowed_hosts))
 
 
 _NOT_JSON = "Could not parse request body into json"
@@ -240,6 +286,11 @@ _NOT_JSON = "Could not parse request body into json"
 async def _invoke(runtime: Runtime, scope: Scope, receive: Receive) -> Response:
     """``POST /2015-03-31/functions/{name}/invocations``: Lambda's status codes and headers
     (from the ASGI scope: this runs once per invocation, see eventrun._fastpath)."""
+    headers = first_headers(scope)
+    origin = headers.get(b"origin")  # boto3, the AWS CLI, curl: none
+    if origin is not None and cross_origin(origin, headers.get(b"host")):
+        # a browser page of another site (no CORS here: its preflights get 405 anyway)
+        return _error(403, "AccessDeniedException", "cross-origin requests are refused")
     name = _function_name(scope["path_params"]["name"])
     if name not in runtime.functions:
         return _error(
@@ -247,7 +298,6 @@ async def _invoke(runtime: Runtime, scope: Scope, receive: Receive) -> Response:
             "ResourceNotFoundException",
             f"Function not found: arn:aws:lambda:us-east-1:000000000000:function:{name}",
         )
-    headers = first_headers(scope)
     kind = headers.get(b"x-amz-invocation-type", b"RequestResponse").decode("latin-1")
     limit = ASYNC_LIMIT if kind == "Event" else SYNC_LIMIT
     declared = _declared_length(headers)
@@ -365,7 +415,6 @@ async def serve_api(
 ) -> None:
     """Serve until cancelled; ``runtime.bound_port`` holds the port once started."""
     server_cfg = runtime.config.server
-    app = build_app(runtime)
     family = socket.AF_INET6 if ":" in server_cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -378,7 +427,13 @@ async def serve_api(
         ) from exc
     sock.listen(1024)
     sock.setblocking(False)
+    try:
+        app = build_app(runtime, port=sock.getsockname()[1])  # the Host check needs the port
+    except BaseException:
+        sock.close()
+        raise
     runtime.bound_port = sock.getsockname()[1]
+    trusted = ",".join(server_cfg.forwarded_allow_ips)
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -386,6 +441,10 @@ async def serve_api(
         lifespan="off",
         http=OneWriteProtocol,
         server_header=False,  # no "server: uvicorn": nothing to fingerprint, one header less
+        # X-Forwarded-For/-Proto only from the configured proxies (uvicorn would trust
+        # 127.0.0.1 by default: any local process could spoof sourceIp and https)
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
         timeout_keep_alive=30,
         limit_concurrency=2048,
         h11_max_incomplete_event_size=64 * 1024,

@@ -4,6 +4,7 @@ Hot routes answer from the raw ASGI scope (see :mod:`eventrun._fastpath`); these
 the way Starlette's ``Request`` would, without building one. :func:`new_request_id`
 gives an event its ``requestContext.requestId`` (``str(uuid.uuid4())``, cheaper);
 :class:`JSONBytesResponse` answers with JSON bytes a handler already returned.
+:data:`SESSION_COOKIE` names the status page's cookie, which function URLs drop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ from starlette.types import Receive, Scope
 
 from eventrun._ids import new_request_id
 
-__all__ = ["JSONBytesResponse", "first_headers", "header", "new_request_id", "read_body"]
+__all__ = [
+    "SESSION_COOKIE",
+    "JSONBytesResponse",
+    "first_headers",
+    "header",
+    "new_request_id",
+    "read_body",
+]
+
+SESSION_COOKIE = "eventrun_session"
+"""The status page's session cookie (eventrun._web): never passed to a function URL."""
 
 
 class JSONBytesResponse(Response):

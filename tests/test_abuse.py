@@ -34,7 +34,7 @@ from tests.fixtures._ports import free_port
 TOKEN = "abuse-token-5f2c9e"
 INVOKE = "/2015-03-31/functions/{}/invocations"
 APP_YAML = """
-server: {auth: {tokens_env: EVENTRUN_ABUSE_TOKENS}}
+server: {allowed_hosts: [x], auth: {tokens_env: EVENTRUN_ABUSE_TOKENS}}
 store: {url: "sqlite:///state.db"}
 functions:
   echo:
@@ -296,7 +296,7 @@ def test_filewatch_never_follows_links_out_of_the_root(tmp_path: Path) -> None:
 # -- secrets --------------------------------------------------------------------------
 
 SECRETS = {
-    "token": "tok-7d1e0c4b9a",
+    "token": "tok-7d1e0c4b9a-5f3e81",
     "redis": "redispw-3b8f1a",
     "sasl": "saslpw-9c2d7e",
     "sqs": "sqssecret-5e4a1f",

@@ -555,7 +555,7 @@ functions:
 async def test_bearer_tokens_guard_the_invoke_api(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "first-token, second-token")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "first-token-0123456, second-token-012345")
     config = write_app(tmp_path, AUTH_YAML, {"fns.py": FNS})
     async with running_app(config) as runtime, client_of(runtime) as http:
         path = INVOKE.format("echo")
@@ -563,10 +563,15 @@ async def test_bearer_tokens_guard_the_invoke_api(
         assert r.status_code == 401
         assert r.headers["WWW-Authenticate"] == "Bearer"
         assert r.headers["x-amzn-ErrorType"] == "UnauthorizedException"
-        for bad in ("Bearer wrong", "Bearer first-token-x", "Basic first-token", "first-token"):
+        for bad in (
+            "Bearer wrong",
+            "Bearer first-token-0123456-x",
+            "Basic first-token-0123456",
+            "first-token-0123456",
+        ):
             r = await http.post(path, json={}, headers={"Authorization": bad})
             assert r.status_code == 401, bad
-        for good in ("first-token", "second-token"):
+        for good in ("first-token-0123456", "second-token-012345"):
             r = await http.post(path, json={"t": good}, headers=_bearer(good))
             assert (r.status_code, r.json()) == (200, {"t": good})
         # health and readiness stay open; metrics and status need the token
@@ -574,33 +579,41 @@ async def test_bearer_tokens_guard_the_invoke_api(
         assert (await http.get("/readyz")).status_code == 200
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/status")).status_code == 401
-        assert (await http.get("/metrics", headers=_bearer("second-token"))).status_code == 200
-        assert (await http.get("/status", headers=_bearer("first-token"))).status_code == 200
+        assert (
+            await http.get("/metrics", headers=_bearer("second-token-012345"))
+        ).status_code == 200
+        assert (
+            await http.get("/status", headers=_bearer("first-token-0123456"))
+        ).status_code == 200
         # function URLs: `auth: none` is public, the default needs the token
         assert (await http.get("/open")).status_code == 200
         assert (await http.get("/closed")).status_code == 401
-        assert (await http.get("/closed", headers=_bearer("first-token"))).status_code == 200
+        assert (
+            await http.get("/closed", headers=_bearer("first-token-0123456"))
+        ).status_code == 200
 
 
 async def test_tokens_env_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MY_API_TOKENS", "mine")
-    monkeypatch.setenv("EVENTRUN_TOKENS", "not-this-one")
+    monkeypatch.setenv("MY_API_TOKENS", "mine-mine-mine-01")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "not-this-one-0123456")
     yaml = "server: {auth: {tokens_env: MY_API_TOKENS}}\n" + AUTH_YAML
     config = write_app(tmp_path, yaml, {"fns.py": FNS})
     async with running_app(config) as runtime, client_of(runtime) as http:
         path = INVOKE.format("echo")
-        assert (await http.post(path, json={}, headers=_bearer("mine"))).status_code == 200
-        r = await http.post(path, json={}, headers=_bearer("not-this-one"))
+        assert (
+            await http.post(path, json={}, headers=_bearer("mine-mine-mine-01"))
+        ).status_code == 200
+        r = await http.post(path, json={}, headers=_bearer("not-this-one-0123456"))
         assert r.status_code == 401
 
 
 async def test_process_handlers_never_see_the_tokens_or_other_functions_variables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MY_API_TOKENS", "mine")
-    monkeypatch.setenv("EVENTRUN_TOKENS", "also-secret")
+    monkeypatch.setenv("MY_API_TOKENS", "mine-mine-mine-01")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "also-secret-012345")
     monkeypatch.setenv("LANG", "C.UTF-8")
     yaml = """
     server: {auth: {tokens_env: MY_API_TOKENS}}
@@ -617,13 +630,13 @@ async def test_process_handlers_never_see_the_tokens_or_other_functions_variable
     files = {"envs.py": "import os\ndef environ(event, context):\n    return dict(os.environ)\n"}
     config = write_app(tmp_path, yaml, files)
     async with running_app(config) as runtime, client_of(runtime) as http:
-        r = await http.post(INVOKE.format("env"), json={}, headers=_bearer("mine"))
+        r = await http.post(INVOKE.format("env"), json={}, headers=_bearer("mine-mine-mine-01"))
     assert r.status_code == 200
     env = r.json()
     assert env["OWN"] == "mine-only"
     assert env["LANG"] == "C.UTF-8"
     assert not {"MY_API_TOKENS", "EVENTRUN_TOKENS", "OTHER"} & set(env)
-    assert not {"mine", "also-secret", "not-for-env"} & set(env.values())
+    assert not {"mine-mine-mine-01", "also-secret-012345", "not-for-env"} & set(env.values())
 
 
 def client_of(runtime: Runtime) -> httpx.AsyncClient:
@@ -649,7 +662,7 @@ async def test_non_loopback_bind_without_tokens_refuses_to_start(
 async def test_non_loopback_bind_with_tokens_starts_and_requires_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "t0k")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "t0k-t0k-t0k-t0k-t0k")
     config = write_app(tmp_path, "server: {host: 0.0.0.0}\n" + AUTH_YAML, {"fns.py": FNS})
     async with running_app(config) as runtime:
         assert runtime.bound_port is not None
@@ -657,7 +670,9 @@ async def test_non_loopback_bind_with_tokens_starts_and_requires_them(
             pass
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.bound_port}") as http:
             assert (await http.post(INVOKE.format("echo"), json={})).status_code == 401
-            r = await http.post(INVOKE.format("echo"), json={}, headers=_bearer("t0k"))
+            r = await http.post(
+                INVOKE.format("echo"), json={}, headers=_bearer("t0k-t0k-t0k-t0k-t0k")
+            )
             assert r.status_code == 200
 
 
@@ -672,14 +687,14 @@ def test_auth_mode_none_on_a_non_loopback_host_is_a_config_error(tmp_path: Path)
 async def test_auth_mode_none_on_loopback_is_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "ignored")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "ignored-ignored-ignored")
     config = write_app(tmp_path, "server: {auth: {mode: none}}\n" + AUTH_YAML, {"fns.py": FNS})
     async with running_app(config) as runtime, client_of(runtime) as http:
         assert (await http.post(INVOKE.format("echo"), json={})).status_code == 200
         assert (await http.get("/closed")).status_code == 200
 
 
-@pytest.mark.parametrize("tokens", ["", "t0k"], ids=["no-tokens", "tokens"])
+@pytest.mark.parametrize("tokens", ["", "t0k-t0k-t0k-t0k-1"], ids=["no-tokens", "tokens"])
 async def test_open_loopback_api_is_announced_by_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tokens: str
 ) -> None:
@@ -701,3 +716,111 @@ async def test_open_loopback_api_is_announced_by_a_warning(
                 "reason": "no tokens configured; loopback only",
             }
         ]
+
+
+# -- cross-site and DNS-rebinding requests (security issue #31) -------------------------
+
+EVIL = "http://evil.example"
+
+
+async def test_a_foreign_host_header_is_misdirected(app: App) -> None:
+    """A page on evil.example whose name was re-pointed at 127.0.0.1 (DNS rebinding)
+    sends ``Host: evil.example:PORT``: nothing is answered but 421."""
+    port = app.runtime.bound_port
+    target = app.root / "rebound.json"
+    async with app.client() as http:
+        evil = {"Host": f"evil.example:{port}"}
+        for method, path in (("GET", "/status"), ("GET", "/dlq"), ("GET", "/healthz")):
+            assert (await http.request(method, path, headers=evil)).status_code == 421, path
+        r = await http.post(
+            INVOKE.format("sidefx"), json={"path": str(target), "value": 1}, headers=evil
+        )
+        assert r.status_code == 421
+        assert not target.exists()
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+            assert (await http.get("/status", headers={"Host": host})).status_code == 200
+
+
+async def test_invoke_refuses_a_cross_origin_simple_request(app: App) -> None:
+    """What a web page can send without a preflight: text/plain, a foreign Origin."""
+    target = app.root / "forged.json"
+    body = json.dumps({"path": str(target), "value": 1})
+    async with app.client() as http:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = await http.post(
+                INVOKE.format("sidefx"),
+                content=body,
+                headers={"Origin": EVIL, "Content-Type": content_type},
+            )
+            assert r.status_code == 403, content_type
+            assert r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+        assert not target.exists()
+        # no Origin (boto3, the AWS CLI, curl), or the daemon's own: accepted
+        ok = await http.post(INVOKE.format("echo"), content=b'{"a": 1}')
+        assert (ok.status_code, ok.json()) == (200, {"a": 1})
+        own = {"Origin": app.url}
+        assert (await http.post(INVOKE.format("echo"), json={}, headers=own)).status_code == 200
+
+
+async def test_admin_writes_need_the_request_header_or_json(app: App) -> None:
+    path = "/dlq/local:nothing-here/redrive"
+    async with app.client() as http:
+        # a form post or text/plain (simple requests a page can send): refused
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = await http.post(path, content=b"{}", headers={"Content-Type": content_type})
+            assert r.status_code == 403, content_type
+            r = await http.post(
+                path, content=b"{}", headers={"Content-Type": content_type, "Origin": EVIL}
+            )
+            assert r.status_code == 403, content_type
+        assert (await http.delete("/dlq/local:nothing-here")).status_code == 403
+        # JSON or X-Eventrun-Request (each needs a preflight cross-origin): accepted...
+        assert (await http.post(path, json={"dry_run": True})).status_code == 200
+        marked = {"X-Eventrun-Request": "1"}
+        assert (await http.post(path, content=b"{}", headers=marked)).status_code == 200
+        r = await http.delete("/dlq/local:nothing-here", headers=marked)
+        assert r.status_code == 200
+        # ...unless the browser says another site sent it
+        r = await http.post(path, json={}, headers={**marked, "Origin": EVIL})
+        assert r.status_code == 403
+
+
+async def test_allowed_hosts_adds_names_and_star_opts_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTRUN_TOKENS", raising=False)
+    for hosts, evil_status in (("[eventrun.internal]", 421), ('["*"]', 200)):
+        yaml = f"server: {{allowed_hosts: {hosts}}}\n" + AUTH_YAML
+        config = write_app(tmp_path, yaml, {"fns.py": FNS})
+        async with running_app(config) as runtime, client_of(runtime) as http:
+            port = runtime.bound_port
+            for host in ("eventrun.internal", f"eventrun.internal:{port}"):
+                assert (await http.get("/open", headers={"Host": host})).status_code == 200
+            r = await http.get("/open", headers={"Host": "evil.example"})
+            assert r.status_code == evil_status, hosts
+
+
+async def test_openapi_needs_the_token_when_tokens_are_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTRUN_TOKENS", "openapi-token-0123456")
+    config = write_app(tmp_path, AUTH_YAML, {"fns.py": FNS})
+    async with running_app(config) as runtime, client_of(runtime) as http:
+        r = await http.get("/openapi.json")
+        assert r.status_code == 401
+        assert "/closed" not in r.text
+        r = await http.get("/openapi.json", headers=_bearer("openapi-token-0123456"))
+        assert r.status_code == 200
+        assert "/closed" in r.json()["paths"]
+
+
+async def test_tokens_shorter_than_16_characters_refuse_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTRUN_TOKENS", "long-enough-token-1,short-tok")
+    config = write_app(tmp_path, AUTH_YAML, {"fns.py": FNS})
+    runtime = Runtime(load_config(config), port=0)
+    with pytest.raises(ConfigError, match=r"\$EVENTRUN_TOKENS.*shorter than 16") as caught:
+        await runtime.serve(anyio.Event())
+    assert "short-tok" not in str(caught.value)
+    assert runtime.bound_port is None

@@ -268,7 +268,7 @@ async def test_invoke_url_against_a_running_daemon(
 async def test_invoke_url_sends_the_bearer_token(
     app: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EVENTRUN_TOKENS", "tok-1,tok-2")
+    monkeypatch.setenv("EVENTRUN_TOKENS", "cli-token-0001-aa,cli-token-0002-bb")
     async with running_app(app) as runtime:
         url = f"http://127.0.0.1:{runtime.bound_port}"
         ok = await run_cli("invoke", "echo", "--url", url)

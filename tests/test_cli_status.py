@@ -49,7 +49,7 @@ async def test_status_json_reports_what_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = write_app(tmp_path, CONFIG, {"handlers.py": HANDLERS})
-    token = "status-token"
+    token = "status-token-0123456"
     monkeypatch.setenv("EVENTRUN_TOKENS", token)
     async with running_app(config) as rt:
         url = f"http://127.0.0.1:{rt.bound_port}"

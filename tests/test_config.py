@@ -773,3 +773,15 @@ def test_random_mutations_load_or_raise_config_error(data: st.DataObject) -> Non
         problems = exc.problems
     assert problems
     assert all(p.startswith("eventrun.yaml: ") and "\n" not in p for p in problems)
+
+
+def test_config_errors_never_print_a_url_password(tmp_path: Path) -> None:
+    """A password holding '/' or '@' defeated the old pattern (security issue #31)."""
+    path = tmp_path / "eventrun.yaml"
+    path.write_text('store: {url: "rediz://user:pa/ss@w0rd@localhost:1/0?x=1"}\nfunctions: {}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "store.url" in message
+    assert "pa/ss" not in message
+    assert "w0rd" not in message

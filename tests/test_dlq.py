@@ -200,7 +200,7 @@ def test_daemon_api_round_trip(tmp_path: Path) -> None:
     port = free_port()
     config = make_app(tmp_path, port)
     (tmp_path / "broken.txt").write_text("b1 b2")
-    token = "dlq-test-token"
+    token = "dlq-test-token-0123"
     with daemon(config, port=port, env={"EVENTRUN_TOKENS": token}) as d:
         auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=d.url, headers=auth, timeout=30) as http:

@@ -23,7 +23,7 @@ from eventrun.api import build_app
 from tests._runtime_kit import running_app, write_app
 
 YAML = """
-server: {host: 127.0.0.1, auth: {mode: token, tokens_env: FAST_TOKENS}}
+server: {host: 127.0.0.1, allowed_hosts: [x], auth: {mode: token, tokens_env: FAST_TOKENS}}
 store: {url: "sqlite:///state.db"}
 functions:
   echo:
@@ -56,14 +56,14 @@ async def web(event, context):
 """
 
 INVOKE = "/2015-03-31/functions/{}/invocations"
-TOKEN = [(b"authorization", b"Bearer s3cret")]
+TOKEN = [(b"authorization", b"Bearer s3cret-fast-token-16")]
 
 
 @asynccontextmanager
 async def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FastApp]:
     """The daemon's app over a running runtime (entered in the test's own task: the
     runtime's task group must be left in the task that entered it)."""
-    monkeypatch.setenv("FAST_TOKENS", "s3cret")
+    monkeypatch.setenv("FAST_TOKENS", "s3cret-fast-token-16")
     config = write_app(tmp_path, YAML, {"fns.py": FNS})
     async with running_app(config, serve_http=False) as runtime:
         app = build_app(runtime)

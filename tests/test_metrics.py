@@ -19,14 +19,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventrun._depths import QueueDepths
-from eventrun._metrics import (
-    RuntimeMetrics,
-    _Collector,
-    public_destination,
-    render_metrics,
-    source_gauges,
-)
+from eventrun._metrics import RuntimeMetrics, _Collector, render_metrics, source_gauges
 from eventrun._runtime import Runtime
+from eventrun._urls import public_destination
 from tests._runtime_kit import running_app, write_app
 from tests.fixtures.redis import RedisServer
 

@@ -12,14 +12,17 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from eventrun._guards import SESSION_TTL_S, LoginLimiter
 from tests._daemon import Daemon, daemon
+from tests._runtime_kit import running_app, write_app
 from tests.fixtures._ports import free_port
 
 if TYPE_CHECKING:
@@ -54,7 +57,7 @@ functions:
       - cron: {{schedule: "0 3 * * *"}}
 """
 
-TOKEN = "web-test-token"
+TOKEN = "web-test-token-0123"
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -182,12 +185,18 @@ def test_status_page_shows_functions_and_redrives(tmp_path: Path, browser: WebDr
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, rate), "0.0"))
         driver.save_screenshot(str(tmp_path / "status-page.png"))
 
-        # a cookie alone cannot change state: the page's requests carry X-Requested-With
+        # a cookie alone cannot change state: a form or text/plain post (what another
+        # site's page can send without a preflight) is refused; the page's script sends
+        # X-Eventrun-Request
         session = {"eventrun_session": cookie["value"]}
         with httpx.Client(base_url=d.url, cookies=session) as http:
             assert http.get("/status").status_code == 200
-            r = http.post("/dlq/local:orders-dlq/redrive", json={"dry_run": True})
-            assert r.status_code == 401
+            r = http.post(
+                "/dlq/local:orders-dlq/redrive",
+                content=b"{}",
+                headers={"Content-Type": "text/plain"},
+            )
+            assert r.status_code == 403
 
         # the Redrive button of the entry: the event runs again, once
         button = queue.find_element(By.CSS_SELECTOR, "button.redrive[data-id]")
@@ -195,9 +204,154 @@ def test_status_page_shows_functions_and_redrives(tmp_path: Path, browser: WebDr
         wait.until(ec.text_to_be_present_in_element((By.ID, "redrive-result"), "Redrove 1 entry"))
         _wait(lambda: ledger(tmp_path)["orders w1"] == 1, "the redriven event was handled")
         wait.until(ec.presence_of_element_located((By.ID, "dlq-empty")))  # after the reload
+
+        # Sign out (a form POST, same-origin): back to the sign-in form, and the old
+        # cookie value is revoked on the server, not just dropped by the browser
+        driver.find_element(By.CSS_SELECTOR, "#logout button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "token")))
+        assert driver.get_cookies() == []
+        with httpx.Client(base_url=d.url, cookies=session) as http:
+            assert http.get("/status").status_code == 401
+        # the sign-in form (a same-origin form POST) opens a new session
+        driver.find_element(By.ID, "token").send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait.until(ec.presence_of_element_located((By.ID, "functions")))
+        (renewed,) = driver.get_cookies()
+        assert renewed["value"] != cookie["value"]
     assert ledger(tmp_path) == Counter(
         {"orders ok0": 1, "orders ok1": 1, "orders ok2": 1, "orders w1": 1}
     )
     shot = tmp_path / "status-page.png"
     assert shot.stat().st_size > 10_000
     print(json.dumps({"screenshot": str(shot)}))
+
+
+# -- sessions, sign-in and the page's template (security issue #31), no browser ---------
+
+SESSION_YAML = """
+store: {url: "sqlite:///state.db"}
+functions:
+  echo:
+    handler: fns:echo
+    runtime: inline
+    triggers:
+      - http: {path: /hook, methods: [GET], auth: none}
+  boom:
+    handler: fns:boom
+    runtime: inline
+"""
+
+SESSION_FNS = """
+async def echo(event, context):
+    return event
+
+async def boom(event, context):
+    raise RuntimeError("{{SCRIPT}} {{BODY}} {{NONCE}} </pre><script>alert(1)</script>")
+"""
+
+
+@asynccontextmanager
+async def _session_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("EVENTRUN_TOKENS", TOKEN)
+    config = write_app(tmp_path, SESSION_YAML, {"fns.py": SESSION_FNS})
+    async with running_app(config) as runtime:
+        url = f"http://127.0.0.1:{runtime.bound_port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield http
+
+
+async def _sign_in(http: httpx.AsyncClient) -> str:
+    r = await http.post("/login", data={"token": TOKEN}, headers={"Origin": str(http.base_url)})
+    assert r.status_code == 303, r.text
+    value = r.cookies["eventrun_session"]
+    http.cookies.clear()
+    return value
+
+
+async def test_session_cookie_is_for_the_admin_pages_only_and_logout_revokes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _session_app(tmp_path, monkeypatch) as http:
+        value = await _sign_in(http)
+        assert TOKEN not in value
+        token_id, expiry, _ = value.split(".")
+        assert float(expiry) <= time.time() + SESSION_TTL_S + 60  # it expires
+        session = {"Cookie": f"eventrun_session={value}"}
+        assert (await http.get("/status", headers=session)).status_code == 200
+        # the Invoke API wants the bearer token; a function URL never sees the cookie
+        invoke = "/2015-03-31/functions/echo/invocations"
+        assert (await http.post(invoke, json={}, headers=session)).status_code == 401
+        r = await http.get("/hook", headers={"Cookie": f"app=1; eventrun_session={value}"})
+        assert r.json()["cookies"] == ["app=1"]
+        assert value not in r.text
+        # a forged value, or one whose expiry was edited, is refused
+        forged = f"{token_id}.{int(expiry) + 3600}.{value.rsplit('.', 1)[1]}"
+        r = await http.get("/status", headers={"Cookie": f"eventrun_session={forged}"})
+        assert r.status_code == 401
+        # logout is a POST (GET: 405) and revokes the value server-side
+        assert (await http.get("/logout", headers=session)).status_code == 405
+        marked = {**session, "X-Eventrun-Request": "1"}
+        assert (await http.post("/logout", headers=marked)).status_code == 303
+        assert (await http.get("/status", headers=session)).status_code == 401
+
+
+async def test_a_restart_revokes_every_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _session_app(tmp_path, monkeypatch) as http:
+        value = await _sign_in(http)
+    async with _session_app(tmp_path, monkeypatch) as http:
+        r = await http.get("/status", headers={"Cookie": f"eventrun_session={value}"})
+        assert r.status_code == 401
+
+
+async def test_sign_in_from_another_site_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _session_app(tmp_path, monkeypatch) as http:
+        r = await http.post(
+            "/login", data={"token": TOKEN}, headers={"Origin": "http://evil.example"}
+        )
+        assert r.status_code == 403
+        assert "eventrun_session" not in r.cookies
+        # a form post without Origin is not a browser's: it needs the request header
+        assert (await http.post("/login", data={"token": TOKEN})).status_code == 403
+        r = await http.post("/login", data={"token": TOKEN}, headers={"X-Eventrun-Request": "1"})
+        assert r.status_code == 303
+
+
+async def test_failed_sign_ins_are_rate_limited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _session_app(tmp_path, monkeypatch) as http:
+        marked = {"X-Eventrun-Request": "1"}
+        statuses = [
+            (await http.post("/login", data={"token": f"wrong-{n}"}, headers=marked)).status_code
+            for n in range(LoginLimiter().burst)
+        ]
+        assert statuses == [401] * LoginLimiter().burst
+        r = await http.post("/login", data={"token": "wrong-again"}, headers=marked)
+        assert r.status_code == 429
+        assert int(r.headers["Retry-After"]) >= 1
+        # throttled means not even checked: the right token waits too
+        r = await http.post("/login", data={"token": TOKEN}, headers=marked)
+        assert r.status_code == 429
+        assert (await http.get(f"/?token={TOKEN}")).status_code == 429
+
+
+async def test_template_slots_in_data_stay_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page is filled in one pass: an error message holding ``{{SCRIPT}}`` does not
+    become a second copy of the page's script."""
+    async with _session_app(tmp_path, monkeypatch) as http:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        r = await http.post("/2015-03-31/functions/boom/invocations", json={}, headers=auth)
+        assert r.headers["x-amz-function-error"] == "Unhandled"
+        page = (await http.get("/", headers=auth)).text
+    assert page.count("<script") == 1
+    assert page.count("setInterval(poll") == 1
+    assert "{{SCRIPT}} {{BODY}} {{NONCE}}" in page
+    assert "<script>alert(1)" not in page

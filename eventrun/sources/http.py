@@ -10,6 +10,10 @@ handler's return value maps back to an HTTP response exactly as Function URLs do
 * a handler error -> 502 ``{"Message": "Internal Server Error"}``; a saturated function ->
   429 ``{"Message": "Too Many Requests"}``.
 
+The daemon's credentials are not passed on: the status page's session cookie
+(``eventrun_session``) never appears in ``cookies``, and on an ``auth: token`` route the
+``Authorization`` header (the daemon's bearer token) is left out of ``headers``.
+
 Request bodies are passed as text when their content type is textual (text/*, JSON, XML,
 form, JavaScript) and base64 with ``isBase64Encoded: true`` otherwise. CORS follows the
 Function URL settings (``allow_origins``, ``allow_methods``...), answering preflights
@@ -34,13 +38,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope
 
 from eventrun.abc import Route, SourceContext, SourceSpec
-from eventrun.asgi import JSONBytesResponse, header, new_request_id, read_body
+from eventrun.asgi import SESSION_COOKIE, JSONBytesResponse, header, new_request_id, read_body
 from eventrun.exceptions import FunctionSaturated
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
 
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 _TEXT_SUFFIXES = ("+json", "+xml", "x-www-form-urlencoded")
+_OURS = SESSION_COOKIE + "="
 
 
 def create(spec: SourceSpec) -> HttpSource:
@@ -59,19 +64,27 @@ def _request_time(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
-def build_event(request: Request, body: bytes) -> dict[str, Any]:
-    """The payload-format-2.0 event for a request."""
-    return _event(request.scope, body)
+def build_event(request: Request, body: bytes, *, token_auth: bool = False) -> dict[str, Any]:
+    """The payload-format-2.0 event for a request (see :func:`_event`)."""
+    return _event(request.scope, body, token_auth)
 
 
-def _event(scope: Scope, body: bytes) -> dict[str, Any]:
-    """:func:`build_event` straight from the ASGI scope (this runs once per request)."""
+def _event(scope: Scope, body: bytes, token_auth: bool = False) -> dict[str, Any]:
+    """:func:`build_event` straight from the ASGI scope (this runs once per request).
+
+    The daemon's own credentials never reach a handler: the status page's session cookie
+    is dropped from ``cookies``, and on a ``token_auth`` route (``auth: token``) the
+    ``Authorization`` header, which holds the daemon's bearer token, is too."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
     for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
         if name == "cookie":
-            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            cookies.extend(
+                c for c in (c.strip() for c in value.split(";")) if c and not c.startswith(_OURS)
+            )
+            continue
+        if token_auth and name == "authorization":
             continue
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     raw_query: bytes = scope.get("query_string", b"")
@@ -197,7 +210,7 @@ class HttpSource:
             if body is None:
                 return JSONResponse({"Message": "Request Entity Too Large"}, status_code=413)
             try:
-                outcome = await ctx.invoke(_event(scope, body))
+                outcome = await ctx.invoke(_event(scope, body, self.auth))
             except FunctionSaturated:
                 return JSONResponse({"Message": "Too Many Requests"}, status_code=429)
             if not outcome.ok:

@@ -62,7 +62,7 @@
       const response = await fetch("/dlq/" + encodeURIComponent(queue) + "/redrive", {
         method: "POST",
         credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-Requested-With": "eventrun" },
+        headers: { "Content-Type": "application/json", "X-Eventrun-Request": "1" },
         body: JSON.stringify(body),
       });
       const doc = await response.json();

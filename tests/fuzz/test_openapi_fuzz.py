@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 
 from tests._runtime_kit import running_app, write_app
 
-TOKEN = "fuzz-token-123"
+TOKEN = "fuzz-token-1234567"
 APP_YAML = """
 server: {auth: {tokens_env: EVENTRUN_FUZZ_TOKENS}}
 store: {url: "sqlite:///state.db"}
@@ -55,7 +55,10 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             portal.wrap_async_context_manager(running_app(config)) as runtime,
         ):
             url = f"http://127.0.0.1:{runtime.bound_port}"
-            yield schemathesis.openapi.from_url(f"{url}/openapi.json")
+            # the document lists the function URLs: it needs the token too
+            yield schemathesis.openapi.from_url(
+                f"{url}/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
 
 
 def _run_every_operation(api_schema: Any, headers: dict[str, str], examples: int) -> int:

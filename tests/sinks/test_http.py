@@ -7,9 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
+import structlog
 
+from eventrun import _dlq
+from eventrun._destinations import UNDELIVERABLE, SinkRouter
+from eventrun._store_open import open_store
 from eventrun.abc import OutMessage, SinkSpec
 from eventrun.exceptions import ConfigError, SinkRejected, SinkUnavailable
 from eventrun.sinks.http import HttpSink, create
@@ -141,3 +146,36 @@ async def test_send_outside_async_with_is_a_programming_error(webhook: Webhook) 
 def test_a_bad_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="http:// or https://"):
         create(SinkSpec(url=url, kind="http", target=url))
+
+
+# -- what the router logs and keeps of a webhook URL (security issue #31) ---------------
+
+
+async def test_webhook_credentials_stay_out_of_logs_and_undeliverable_entries(
+    webhook: Webhook, tmp_path: Path
+) -> None:
+    """A destination URL's user, password and query (``?sig=``) are secrets: the router's
+    ``sink.send_failed`` / ``sink.rejected`` logs and the ``local:eventrun-undeliverable``
+    entry show ``public_destination(url)`` only."""
+    base = webhook.url.split("?")[0].replace("http://", "")
+    url = f"http://hookuser:hook-pa55@{base}?sig=s3cr3t-sig"
+    public = f"http://{base}"
+    store = open_store("sqlite:///state.db", config_dir=tmp_path)
+    # down for one send (3 retries inside the sink), then up; then a 400 (rejected)
+    webhook.statuses = [500, 500, 500, 500, 200, 400]
+    message = [OutMessage(payload=b'{"n": 1}')]
+    with structlog.testing.capture_logs() as logs:
+        async with store, SinkRouter(connections=None, config_dir=tmp_path, store=store) as r:
+            await r.send(url, message)  # returns once the webhook took it
+            await r.send(url, message)  # rejected: kept as undeliverable
+            entries = await _dlq.list_entries(store, UNDELIVERABLE)
+    failed = [e for e in logs if e["event"] == "sink.send_failed"]
+    rejected = [e for e in logs if e["event"] == "sink.rejected"]
+    assert len(failed) == 1
+    assert len(rejected) == 1
+    assert failed[0]["destination"] == rejected[0]["destination"] == public
+    assert len(entries) == 1
+    assert entries[0]["meta"]["destination"] == public
+    for secret in ("hook-pa55", "hookuser", "s3cr3t-sig"):
+        assert secret not in repr(logs), secret
+        assert secret not in repr(entries), secret

@@ -10,6 +10,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -405,3 +406,63 @@ def test_map_response_reads_what_python_json_writes() -> None:
     assert (shortcut.status_code, shortcut.body) == (200, b'{"ok": true}')
     listed = map_response(b'["statusCode", 404]')
     assert (listed.status_code, listed.body) == (200, b'["statusCode", 404]')
+
+
+# -- the daemon's credentials and the network (security issue #31) ---------------------
+
+
+def test_the_daemons_credentials_never_reach_the_handler(app: App) -> None:
+    """The status page's session cookie and, on an ``auth: token`` route, the
+    Authorization header (the daemon's bearer token) are not in the event."""
+    with app.client() as http:
+        closed = echoed(
+            http.get(
+                "/cors",
+                headers={"Authorization": f"Bearer {TOKEN}", "Cookie": "eventrun_session=abc"},
+            )
+        )
+        public = echoed(
+            http.get(
+                "/echo",
+                headers={
+                    "Authorization": "Bearer the-apps-own",
+                    "Cookie": "c1=v1; eventrun_session=abc.1.f; c2=v2",
+                },
+            )
+        )
+    assert "authorization" not in closed["headers"]
+    assert TOKEN not in json.dumps(closed)
+    assert "cookies" not in closed
+    # an `auth: none` function URL keeps its callers' own Authorization and cookies
+    assert public["headers"]["authorization"] == "Bearer the-apps-own"
+    assert public["cookies"] == ["c1=v1", "c2=v2"]
+
+
+def test_forwarded_headers_from_loopback_are_not_trusted_by_default(app: App) -> None:
+    spoof = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with app.client() as http:
+        event = echoed(http.get("/echo", headers=spoof))
+    assert event["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
+
+
+async def test_forwarded_headers_from_a_configured_proxy_are_used(tmp_path: Path) -> None:
+    yaml = "server: {forwarded_allow_ips: [127.0.0.1]}\n" + APP_YAML
+    config = write_app(tmp_path, yaml, {"fns.py": FNS})
+    async with (
+        running_app(config) as runtime,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.bound_port}") as http,
+    ):
+        r = await http.get("/echo", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert echoed(r)["requestContext"]["http"]["sourceIp"] == "203.0.113.9"
+
+
+def test_function_urls_refuse_a_foreign_host(app: App) -> None:
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends its own name."""
+    port = app.runtime.bound_port
+    before = app.invocations("echo")
+    with app.client() as http:
+        r = http.get("/echo", headers={"Host": f"evil.example:{port}"})
+        assert r.status_code == 421
+        assert app.invocations("echo") == before  # refused before the function ran
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+            assert http.get("/echo", headers={"Host": host}).status_code == 200, host
