@@ -21,7 +21,7 @@ pytestmark = pytest.mark.redis
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda check: check.__name__[6:])
 async def test_conformance(check: conformance.Check, redis_url: str) -> None:
-    await check(lambda: RedisStore(redis_url, prefix="test:"))
+    await check(lambda **options: RedisStore(redis_url, prefix="test:", **options))
 
 
 async def test_prefixes_isolate_stores_on_one_server(redis_url: str) -> None:

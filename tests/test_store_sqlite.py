@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda check: check.__name__[6:])
 async def test_conformance(check: conformance.Check, tmp_path: Path) -> None:
-    await check(lambda: SqliteStore(tmp_path / "nested" / "dir" / "state.db"))
+    await check(lambda **options: SqliteStore(tmp_path / "nested" / "dir" / "state.db", **options))
 
 
 _CHILD = """
