@@ -18,8 +18,9 @@ sharing the store never lease one entry twice and a lease held by a dead daemon 
 back once its deadline passes. Entry keys are built inside the scripts, so this needs a
 standalone Redis (or a primary with replicas), not Redis Cluster. The put script checks
 the caps (ZCARD and the bytes counter) before it writes anything. Queues written before
-``bytes`` and ``time`` existed are counted / indexed once, by the first put or trim. Times are the callers'
-epoch seconds except claims, whose TTL runs on the Redis server's clock.
+``bytes`` and ``time`` existed are counted / indexed once, by the first put or trim.
+Times are the callers' epoch seconds except claims, whose TTL runs on the Redis server's
+clock.
 
 ``redis`` is imported when the store is entered, so importing this module stays light.
 """

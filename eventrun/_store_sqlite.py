@@ -41,8 +41,7 @@ import anyio.to_thread
 import structlog
 
 from eventrun.abc import Clock
-from eventrun.exceptions import StoreError
-from eventrun.exceptions import QueueFull
+from eventrun.exceptions import QueueFull, StoreError
 from eventrun.store import FullQueues, QueueEntry, QueueLimits
 
 __all__ = ["SqliteStore"]

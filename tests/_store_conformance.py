@@ -1,9 +1,10 @@
 """The Store contract, written once and run against every backend.
 
 Each check is ``async def check(new_store)`` where ``new_store(**options)`` returns a new,
-not yet entered store over the same data (``options``: the store's ``limits`` or ``clock``) (a second ``SqliteStore`` on the same file, a second
-``RedisStore`` on the same server and prefix), so checks can close and reopen, or run two
-instances side by side. Backend test modules parametrize over :data:`CHECKS`.
+not yet entered store over the same data (a second ``SqliteStore`` on the same file, a
+second ``RedisStore`` on the same server and prefix; ``options`` are the store's
+``limits`` or ``clock``), so checks can close and reopen, or run two instances side by
+side. Backend test modules parametrize over :data:`CHECKS`.
 """
 
 from __future__ import annotations
