@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import httpx
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventrun._depths import QueueDepths
 from eventrun._metrics import RuntimeMetrics, _Collector, public_destination, source_gauges
 from eventrun._runtime import Runtime
+from eventrun.store import FullQueues
 from tests._runtime_kit import running_app, write_app
 
 HANDLERS = """
@@ -275,6 +277,8 @@ class _Stub:
         self.sources: dict[str, object] = {}
         self.depths = QueueDepths()
         self.router = None
+        self.store = SimpleNamespace(full=FullQueues())
+        self.retention = SimpleNamespace(expired={})
 
 
 def test_histograms_expose_what_prometheus_clients_histogram_would() -> None:
