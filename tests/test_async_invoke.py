@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from eventrun._store_open import open_store
 from eventrun.store import Store
@@ -192,3 +193,30 @@ async def test_store_failure_does_not_stop_async_invocations(tmp_path: Path) -> 
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     assert calls == [b'{"n": 1}', b'{"n": 1}']  # at-least-once: once more, not lost
+
+
+async def test_enqueue_into_a_full_queue_raises_queue_full_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    from eventrun._async_invoke import AsyncInvoker, AsyncSettings
+    from eventrun.exceptions import QueueFull
+    from eventrun.store import QueueLimits
+    from eventrun.testing import FakeClock, MemorySink
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        raise AssertionError("not run: the invoker is not started")
+
+    limits = QueueLimits(max_depth=10, max_bytes=2048)
+    async with open_store("sqlite:///s.db", config_dir=tmp_path, limits=limits) as store:
+        settings = AsyncSettings(function="f", concurrency=1, timeout_s=1.0)
+        invoker = AsyncInvoker(
+            settings, invoke, store, clock=FakeClock(), on_success=None, on_failure=MemorySink()
+        )
+        await invoker.enqueue(b'{"pad": "' + b"x" * 1500 + b'"}')
+        usage = await store.usage("async:f")
+        for _ in range(3):
+            with pytest.raises(QueueFull, match=r"async:f is full.*max_queue_bytes \(2048"):
+                await invoker.enqueue(b'{"pad": "' + b"x" * 600 + b'"}')
+        assert await store.usage("async:f") == usage
+        assert invoker.stats.queued == 1
+        assert store.full.counts == {"async:f": 3}
