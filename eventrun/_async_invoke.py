@@ -15,7 +15,10 @@ redrive of a stream record) whose trigger names ``on_success`` has its handler's
 entry is acknowledged, like a poller trigger's outputs.
 
 Leases are sized to the function's timeout, so an entry leased by a daemon that dies is
-invoked again by whichever daemon leases it next (at-least-once).
+invoked again by whichever daemon leases it next (at-least-once). While a destination
+record is being published the entry's lease is renewed every half lease: a destination
+that refuses for a while (a DLQ at its cap, a broker down; the router retries until it
+accepts) keeps the entry in the queue, unacknowledged, without it being invoked again.
 """
 
 from __future__ import annotations
@@ -235,12 +238,37 @@ class AsyncInvoker:
                 function_error="Unhandled" if function_error else None,
                 region=self._s.region,
             )
-            await target.publish([OutMessage(payload=_ENCODER.encode(record))])
+            await self._publish_held(entry, target, [OutMessage(payload=_ENCODER.encode(record))])
         if condition != "Success":
             self._log.warning(
                 "async.failed", request_id=rid, condition=condition, invoke_count=invoke_count
             )
         await self._store.ack(self.queue, [entry.id])
+
+    async def _publish_held(
+        self, entry: QueueEntry, target: Publisher, messages: list[OutMessage]
+    ) -> None:
+        """Publish while :meth:`_hold` keeps ``entry`` leased."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._hold, entry)
+            await target.publish(messages)
+            tg.cancel_scope.cancel()
+
+    async def _hold(self, entry: QueueEntry) -> None:
+        """Every half lease, hide ``entry`` for another lease (if this daemon dies, it
+        comes back one lease later, as any leased entry does)."""
+        lease_s = self._s.timeout_s + 5.0
+        while True:
+            await self._clock.sleep_until(self._clock.monotonic() + lease_s / 2)
+            try:
+                await self._store.retry(
+                    self.queue,
+                    entry.id,
+                    available_at=self._clock.time() + lease_s,
+                    attempts=entry.attempts,
+                )
+            except StoreError as exc:
+                self._log.warning("async.hold_failed", request_id=entry.id, error=str(exc))
 
 
 def _decode(payload: bytes) -> Any:

@@ -22,6 +22,8 @@ from eventrun.exceptions import EventrunError
 __all__ = ["dlq"]
 
 CHUNK = 100
+PAGE = 1000
+"""Entries asked for per page by ``dlq list`` (the API's most)."""
 Progress = Callable[[int], None]
 
 
@@ -53,9 +55,9 @@ class _Remote:
     def queues(self) -> dict[str, int]:
         return dict(self._call("GET", "/dlq")["queues"])
 
-    def entries(self, queue: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    def entries(self, queue: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], Any]:
         doc = self._call("GET", f"/dlq/{queue}?limit={limit}&offset={offset}")
-        return list(doc["entries"]) if doc else []
+        return (list(doc["entries"]), doc.get("next_offset")) if doc else ([], None)
 
     def entry(self, queue: str, entry_id: str) -> dict[str, Any] | None:
         found = self._call("GET", f"/dlq/{queue}/{entry_id}")
@@ -92,10 +94,10 @@ class _Direct:
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         import anyio
 
-        from eventrun._store_open import open_store
+        from eventrun._store_open import open_configured_store
 
         async def main() -> Any:
-            store = open_store(self.loaded.config.store.url, config_dir=self.loaded.dir)
+            store = open_configured_store(self.loaded.config.store, config_dir=self.loaded.dir)
             async with store:
                 return await fn(store, *args, **kwargs)
 
@@ -106,10 +108,11 @@ class _Direct:
 
         return dict(self._run(_dlq.list_queues))
 
-    def entries(self, queue: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    def entries(self, queue: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], Any]:
         from eventrun import _dlq
 
-        return list(self._run(_dlq.list_entries, queue, limit=limit, offset=offset))
+        found, next_offset = self._run(_dlq.list_page, queue, limit=limit, offset=offset)
+        return list(found), next_offset
 
     def entry(self, queue: str, entry_id: str) -> dict[str, Any] | None:
         from eventrun import _dlq
@@ -141,6 +144,18 @@ class _Direct:
 
 def _backend(url: str | None, config: str) -> _Remote | _Direct:
     return _Remote(url) if url else _Direct(config)
+
+
+def _all_entries(backend: _Remote | _Direct, queue: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` entries, following the pages (each bounded in entries and bytes)."""
+    entries: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None and len(entries) < limit:
+        page, offset = backend.entries(queue, min(PAGE, limit - len(entries)), offset)
+        if not page:
+            break
+        entries += page
+    return entries
 
 
 def _fail(exc: EventrunError) -> NoReturn:
@@ -196,7 +211,7 @@ def list_(queue: str | None, as_json: bool, limit: int, url: str | None, config:
             Console().print(table if queues else "no entries in any local: queue")
             return
         name = _queue(queue)
-        entries = backend.entries(name, limit, 0)
+        entries = _all_entries(backend, name, limit)
     except EventrunError as exc:
         _fail(exc)
     if as_json:
@@ -205,7 +220,9 @@ def list_(queue: str | None, as_json: bool, limit: int, url: str | None, config:
     table = Table("Id", "Enqueued", "Function", "Condition", "Size", title=name)
     for e in entries:
         condition = e.get("condition") or e["kind"]
-        size = f"{e['size_bytes']} B"
+        size = f"{e['size_bytes']} B" + (
+            " (truncated here; dlq show ID)" if e.get("truncated") else ""
+        )
         table.add_row(e["id"], _when(e["enqueued_at"]), str(e["function"]), condition, size)
     Console().print(table)
 

@@ -311,6 +311,25 @@ class StoreConfig(ConfigModel):
         description="sqlite:///relative.db (to the config file), sqlite:////abs/path.db, "
         "or redis://host:6379/0 / rediss://... to share state between replicas.",
     )
+    max_queue_depth: Annotated[Int, Range(1)] = Field(
+        100_000,
+        description="Most entries any one store queue (async:FUNCTION, local:NAME) holds; "
+        "a full queue refuses puts (Invoke API: 429, local: sinks: retried, record kept).",
+    )
+    max_queue_bytes: Annotated[Int, Range(1)] = Field(
+        1 << 30,
+        description="Most payload bytes any one store queue holds (default 1 GiB).",
+    )
+    dlq_retention: Annotated[Duration, Range(60, duration=True, forever=True)] = Field(
+        1_209_600.0,
+        description="local: queue (DLQ) entries older than this are deleted by a sweep "
+        "every minute (default 14d, SQS's longest retention; -1: never).",
+    )
+    dlq_max_depth: Annotated[Int, Range(1)] | None = Field(
+        None,
+        description="When set, the sweep also deletes the oldest entries of a local: queue "
+        "beyond this many (unset: only the max_queue_depth cap, which refuses new ones).",
+    )
 
     @field_validator("url")
     @classmethod

@@ -12,6 +12,11 @@ Pure store operations, shared by the HTTP API (``/dlq``, a running daemon) and t
   entry acknowledged (removed): a crash in between duplicates at most one entry and loses
   none. Entries that cannot be redriven (no function known, unknown function) stay put and
   are reported as skipped.
+
+Listing is paged and bounded in bytes: :func:`list_page` returns at most ``limit`` entries
+and about :data:`PAGE_BYTES` of JSON (always at least one entry), with the offset of the
+next page; a payload over :data:`PREVIEW_BYTES` is cut to a text preview there and the
+entry marked ``"truncated": true`` (:func:`get_entry`, ``dlq show``, gives it whole).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "entry_doc",
     "get_entry",
     "list_entries",
+    "list_page",
     "list_queues",
     "normalise_queue",
     "purge",
@@ -43,6 +49,15 @@ __all__ = [
 Enqueue = Callable[[str, bytes, dict[str, Any]], Awaitable[str]]
 """``(function, event JSON, meta) -> request id``: queue one asynchronous invocation."""
 Progress = Callable[[int], None]
+
+PAGE_BYTES = 1 << 20
+"""The most JSON one page of a listing holds (one entry more than that is never added)."""
+PREVIEW_BYTES = 64 * 1024
+"""Payloads longer than this are cut to a preview in listings."""
+_PEEK_CHUNK = 16
+"""Entries read from the store at a time while filling a page (bounds the memory a page
+of large entries takes)."""
+_ENCODER = msgspec.json.Encoder()
 
 
 class DlqError(EventrunError):
@@ -89,8 +104,12 @@ def redrive_target(doc: Any) -> tuple[Any, str | None, str]:
     return doc, None, "message"
 
 
-def entry_doc(entry: QueueEntry, *, with_payload: bool = True) -> dict[str, Any]:
-    """A JSON summary of a DLQ entry (``payload`` decoded when it is JSON)."""
+def entry_doc(
+    entry: QueueEntry, *, with_payload: bool = True, preview: int | None = None
+) -> dict[str, Any]:
+    """A JSON summary of a DLQ entry (``payload`` decoded when it is JSON). With
+    ``preview``, a payload longer than that many bytes is given as the text of its first
+    ``preview`` bytes and ``truncated`` is true."""
     doc = _decode(entry.payload)
     _event, function, kind = redrive_target(doc)
     context = doc.get("requestContext", {}) if isinstance(doc, dict) else {}
@@ -106,7 +125,12 @@ def entry_doc(entry: QueueEntry, *, with_payload: bool = True) -> dict[str, Any]
         "meta": dict(entry.meta),
     }
     if with_payload:
-        out["payload"] = doc
+        if preview is not None and len(entry.payload) > preview:
+            out["payload"] = entry.payload[:preview].decode(errors="replace")
+            out["truncated"] = True
+        else:
+            out["payload"] = doc
+            out["truncated"] = False
     return out
 
 
@@ -116,11 +140,41 @@ async def list_queues(store: Store) -> dict[str, int]:
     return {name: await store.depth(name) for name in names}
 
 
+async def list_page(
+    store: Store,
+    queue: str,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    max_bytes: int = PAGE_BYTES,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """``(entries, next offset or None)``: up to ``limit`` entries from ``offset``, oldest
+    first, stopping before the JSON of the page would pass ``max_bytes`` (a first entry
+    is always included); payloads over :data:`PREVIEW_BYTES` are previews."""
+    queue = normalise_queue(queue)
+    out: list[dict[str, Any]] = []
+    used = 0
+    position = offset
+    while len(out) < limit:
+        chunk = await store.peek(queue, limit=min(_PEEK_CHUNK, limit - len(out)), offset=position)
+        if not chunk:
+            return out, None
+        for entry in chunk:
+            doc = entry_doc(entry, preview=PREVIEW_BYTES)
+            size = len(_ENCODER.encode(doc))
+            if out and used + size > max_bytes:
+                return out, position
+            out.append(doc)
+            used += size
+            position += 1
+    return out, position if position < await store.depth(queue) else None
+
+
 async def list_entries(
     store: Store, queue: str, *, limit: int = 100, offset: int = 0
 ) -> list[dict[str, Any]]:
-    entries = await store.peek(normalise_queue(queue), limit=limit, offset=offset)
-    return [entry_doc(e) for e in entries]
+    """The first page of :func:`list_page`."""
+    return (await list_page(store, queue, limit=limit, offset=offset))[0]
 
 
 async def get_entry(store: Store, queue: str, entry_id: str) -> dict[str, Any] | None:

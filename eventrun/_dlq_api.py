@@ -1,7 +1,10 @@
 """The daemon's DLQ endpoints (JSON), guarded like the rest of the API.
 
 * ``GET /dlq`` -> ``{"queues": {"local:NAME": depth}}`` (non-empty ``local:`` queues);
-* ``GET /dlq/{queue}?limit=&offset=`` -> ``{"queue", "depth", "entries": [...]}``;
+* ``GET /dlq/{queue}?limit=&offset=`` -> ``{"queue", "depth", "entries": [...],
+  "next_offset"}``: at most ``limit`` (<= 1000) entries and about 1 MiB of JSON, payloads
+  over 64 KiB cut to a preview (``"truncated": true``); ``next_offset`` is null on the
+  last page;
 * ``GET /dlq/{queue}/{id}`` -> the entry (404 when absent);
 * ``POST /dlq/{queue}/redrive`` ``{"to", "limit", "dry_run", "ids", "skip_success"}`` (all
   optional) ->
@@ -24,7 +27,7 @@ from starlette.routing import Route
 
 from eventrun import _dlq
 from eventrun._text import one_line
-from eventrun.exceptions import StoreError
+from eventrun.exceptions import QueueFull, StoreError
 
 if TYPE_CHECKING:
     from eventrun._runtime import Runtime
@@ -50,7 +53,8 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 def _errors(endpoint: Endpoint) -> Endpoint:
-    """Map a bad queue name or bad parameter to 400 and a store failure to 503."""
+    """Map a bad queue name or bad parameter to 400, a full queue (a redrive into a full
+    ``async:FUNCTION``) to 429 and a store failure to 503."""
 
     async def wrapped(request: Request) -> Response:
         try:
@@ -59,6 +63,8 @@ def _errors(endpoint: Endpoint) -> Endpoint:
             return _problem(400, str(exc))
         except ValueError as exc:
             return _problem(400, f"bad parameter: {exc}")
+        except QueueFull as exc:
+            return _problem(429, str(exc))
         except StoreError as exc:
             return _problem(503, f"store unavailable: {exc}")
 
@@ -105,8 +111,10 @@ def dlq_routes(runtime: Runtime, auth: _Auth) -> list[Route]:
         queue = _dlq.normalise_queue(request.path_params["queue"])
         limit = min(_int(request, "limit", 100), 1000)
         offset = _int(request, "offset", 0)
-        found = await _dlq.list_entries(store, queue, limit=limit, offset=offset)
-        return JSONResponse({"queue": queue, "depth": await store.depth(queue), "entries": found})
+        found, next_offset = await _dlq.list_page(store, queue, limit=limit, offset=offset)
+        depth = await store.depth(queue)
+        doc = {"queue": queue, "depth": depth, "entries": found, "next_offset": next_offset}
+        return JSONResponse(doc)
 
     async def entry(request: Request) -> Response:
         queue = _dlq.normalise_queue(request.path_params["queue"])

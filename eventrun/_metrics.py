@@ -331,6 +331,22 @@ class _Collector:
             "Failed sends to a destination (each is retried; nothing is dropped).",
             labels=["destination"],
         )
+        full = CounterMetricFamily(
+            "eventrun_queue_full",
+            "Puts refused because a store queue was at store.max_queue_depth or "
+            "max_queue_bytes (429 on the Invoke API; a local: sink retries, keeping the record).",
+            labels=["queue"],
+        )
+        for name, n in sorted(rt.store.full.counts.items()):
+            full.add_metric([name], float(n))
+        expired = CounterMetricFamily(
+            "eventrun_dlq_expired",
+            "Entries of local: queues deleted by the retention sweep (store.dlq_retention, "
+            "store.dlq_max_depth).",
+            labels=["queue"],
+        )
+        for name, n in sorted(rt.retention.expired.items()):
+            expired.add_metric([name], float(n))
         router = rt.router
         if router is not None:
             for family, counts in ((sent, router.sent), (failures, router.failures)):
@@ -340,7 +356,7 @@ class _Collector:
                     merged[label] = merged.get(label, 0) + n
                 for label, n in sorted(merged.items()):
                     family.add_metric([label], float(n))
-        yield from (queue, dlq, sent, failures)
+        yield from (queue, dlq, full, expired, sent, failures)
 
 
 def render_metrics(runtime: Runtime) -> tuple[bytes, str]:

@@ -57,7 +57,11 @@ def openapi_document(runtime: Runtime) -> dict[str, Any]:
                     "401": _json(error, "Missing or invalid bearer token."),
                     "404": _json(error, "ResourceNotFoundException."),
                     "413": _json(error, "RequestTooLargeException."),
-                    "429": _json(error, "TooManyRequestsException."),
+                    "429": _json(
+                        error,
+                        "TooManyRequestsException: every concurrency slot busy "
+                        "(RequestResponse) or the async queue at a store cap (Event).",
+                    ),
                 },
             }
         },

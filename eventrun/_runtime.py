@@ -37,7 +37,8 @@ from eventrun._dispatch import DispatchSettings, TriggerDispatcher
 from eventrun._filters import RecordFilter
 from eventrun._gc import tuned_gc
 from eventrun._metrics import RuntimeMetrics, source_gauges
-from eventrun._store_open import open_store
+from eventrun._retention import DlqRetention
+from eventrun._store_open import open_configured_store
 from eventrun.abc import (
     Clock,
     InvokeOutcome,
@@ -158,7 +159,7 @@ class Runtime:
         self.functions: dict[str, FunctionHandle] = {}
         self.sources: dict[str, SourceState] = {}
         self.routes: list[Route] = []
-        self.store: Store = open_store(self.config.store.url, config_dir=loaded.dir)
+        self.store: Store = open_configured_store(self.config.store, config_dir=loaded.dir)
         self.router: SinkRouter | None = None
         self.bound_port: int | None = None
         self.ready = anyio.Event()
@@ -166,6 +167,11 @@ class Runtime:
         self.metrics = RuntimeMetrics()
         self.metrics.attach(self)
         self.depths = QueueDepths()
+        self.retention = DlqRetention(
+            self.clock,
+            max_age_s=self.config.store.dlq_retention,
+            max_depth=self.config.store.dlq_max_depth,
+        )
         self._serving = False
 
     # -- invocation ---------------------------------------------------------------
@@ -280,6 +286,8 @@ class Runtime:
                     await tg.start(fn.async_invoker.run)
                 self.depths.watch(self.functions, self._local_queues())
                 await tg.start(self.depths.run, self.store)
+                if self.retention.enabled:
+                    await tg.start(self.retention.run, self.store)
                 push_scopes: list[anyio.CancelScope] = []
                 pollers: list[SourceState] = []
                 await self._start_sources(tg, push_scopes, pollers)

@@ -10,34 +10,52 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from eventrun._urls import public_destination
 from eventrun.abc import Clock
 from eventrun.exceptions import StoreError
-from eventrun.store import Store
+from eventrun.store import QueueLimits, Store
 
-__all__ = ["open_store"]
+if TYPE_CHECKING:
+    from eventrun._config_connections import StoreConfig
+
+__all__ = ["open_configured_store", "open_store"]
 
 _SYNCHRONOUS = ("normal", "full")
 
 
-def open_store(url: str, *, config_dir: Path, clock: Clock | None = None) -> Store:
+def open_configured_store(
+    config: StoreConfig, *, config_dir: Path, clock: Clock | None = None
+) -> Store:
+    """The store a config's ``store:`` section describes, with its queue caps."""
+    limits = QueueLimits(max_depth=config.max_queue_depth, max_bytes=config.max_queue_bytes)
+    return open_store(config.url, config_dir=config_dir, clock=clock, limits=limits)
+
+
+def open_store(
+    url: str,
+    *,
+    config_dir: Path,
+    clock: Clock | None = None,
+    limits: QueueLimits | None = None,
+) -> Store:
     """The store for ``url``, not yet entered (use ``async with``).
 
     Raises StoreError naming the URL when the scheme or an option is not understood.
     Nothing is connected or created until the store is entered. ``clock`` (default: the
-    system's) stamps ``enqueued_at``.
+    system's) stamps ``enqueued_at``; ``limits`` (default: :class:`QueueLimits`'s) caps
+    every queue.
     """
     scheme, sep, _ = url.partition("://")
     if not sep and url.startswith("sqlite:"):
         scheme = "sqlite"
     scheme = scheme.lower()
     if scheme == "sqlite":
-        return _sqlite(url, config_dir, clock)
+        return _sqlite(url, config_dir, clock, limits)
     if scheme in ("redis", "rediss"):
-        return _redis(url, clock)
+        return _redis(url, clock, limits)
     shown = public_destination(url)  # no password in messages
     raise StoreError(
         f"store.url: unknown store {shown!r}; expected sqlite:///REL/PATH.db, "
@@ -45,7 +63,7 @@ def open_store(url: str, *, config_dir: Path, clock: Clock | None = None) -> Sto
     )
 
 
-def _sqlite(url: str, config_dir: Path, clock: Clock | None) -> Store:
+def _sqlite(url: str, config_dir: Path, clock: Clock | None, limits: QueueLimits | None) -> Store:
     from eventrun._store_sqlite import SqliteStore
 
     parts = urlsplit(url)
@@ -64,14 +82,14 @@ def _sqlite(url: str, config_dir: Path, clock: Clock | None) -> Store:
     sync_mode: Literal["NORMAL", "FULL"] = "FULL" if sync == "full" else "NORMAL"
     raw = parts.path[1:]
     if raw == ":memory:":
-        return SqliteStore(":memory:", synchronous=sync_mode, clock=clock)
+        return SqliteStore(":memory:", synchronous=sync_mode, clock=clock, limits=limits)
     path = Path(raw)
     if not path.is_absolute():
         path = config_dir / path
-    return SqliteStore(path, synchronous=sync_mode, clock=clock)
+    return SqliteStore(path, synchronous=sync_mode, clock=clock, limits=limits)
 
 
-def _redis(url: str, clock: Clock | None) -> Store:
+def _redis(url: str, clock: Clock | None, limits: QueueLimits | None) -> Store:
     from eventrun._store_redis import RedisStore
 
     parts = urlsplit(url)
@@ -82,5 +100,5 @@ def _redis(url: str, clock: Clock | None) -> Store:
     rest = [(key, value) for key, value in query if key != "prefix"]
     plain = urlunsplit(parts._replace(query=urlencode(rest)))
     if prefixes:
-        return RedisStore(plain, prefix=prefixes[-1], clock=clock)
-    return RedisStore(plain, clock=clock)
+        return RedisStore(plain, prefix=prefixes[-1], clock=clock, limits=limits)
+    return RedisStore(plain, clock=clock, limits=limits)

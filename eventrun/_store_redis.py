@@ -8,14 +8,19 @@ Layout, for queue ``Q`` under the key prefix ``P`` (default ``eventrun:``)::
     P q:{Q}:ready           ZSET id -> seq          available now, not leased
     P q:{Q}:wait            ZSET id -> visible_at   leased (lease deadline) or delayed
     P q:{Q}:e:ID            HASH payload, seq, enqueued_at, available_at, attempts, meta
+    P q:{Q}:bytes           STRING  payload bytes of every entry (the bytes cap)
+    P q:{Q}:time            ZSET id -> enqueued_at  (retention: trim by age)
     P kv:KEY                STRING, claims with SET NX PX
 
 Every mutation is one Lua script, so it is atomic: a lease first moves the due entries
 of ``wait`` back into ``ready`` and then pops the lowest ``seq``s, so several daemons
 sharing the store never lease one entry twice and a lease held by a dead daemon comes
 back once its deadline passes. Entry keys are built inside the scripts, so this needs a
-standalone Redis (or a primary with replicas), not Redis Cluster. Times are the callers'
-epoch seconds except claims, whose TTL runs on the Redis server's clock.
+standalone Redis (or a primary with replicas), not Redis Cluster. The put script checks
+the caps (ZCARD and the bytes counter) before it writes anything. Queues written before
+``bytes`` and ``time`` existed are counted / indexed once, by the first put or trim.
+Times are the callers' epoch seconds except claims, whose TTL runs on the Redis server's
+clock.
 
 ``redis`` is imported when the store is entered, so importing this module stays light.
 """
@@ -34,8 +39,8 @@ import structlog
 
 from eventrun._urls import public_destination
 from eventrun.abc import Clock
-from eventrun.exceptions import StoreError
-from eventrun.store import QueueEntry
+from eventrun.exceptions import QueueFull, StoreError
+from eventrun.store import FullQueues, QueueEntry, QueueLimits
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -47,27 +52,57 @@ _T = TypeVar("_T")
 _FIELDS = ("payload", "enqueued_at", "available_at", "attempts", "meta")
 _PURGE_CHUNK = 1000
 
-# KEYS: seq, all, ready, wait, queues  ARGV: queue, entry_prefix, enqueued_at, available_at,
-# meta, then id, payload pairs.
-_PUT = """
-local n = (#ARGV - 5) / 2
+# Counts the payload bytes of a queue from before the bytes counter existed.
+# KEYS[2] all, bytes key in B, entry prefix in P.
+_COUNT_BYTES = """
+local function count_bytes(all, bytes, prefix)
+  local total = 0
+  for _, id in ipairs(redis.call('ZRANGE', all, 0, -1)) do
+    total = total + redis.call('HSTRLEN', prefix .. id, 'payload')
+  end
+  redis.call('SET', bytes, total)
+  return total
+end
+"""
+
+# KEYS: seq, all, ready, wait, queues, bytes, time  ARGV: queue, entry_prefix, enqueued_at,
+# available_at, meta, max_depth, max_bytes, then id, payload pairs. Returns n, or -1 / -2
+# when the depth / bytes cap refuses the put (nothing written).
+_PUT = (
+    _COUNT_BYTES
+    + """
+local n = (#ARGV - 7) / 2
+local depth = redis.call('ZCARD', KEYS[2])
+local adding = 0
+for i = 0, n - 1 do adding = adding + #ARGV[9 + 2 * i] end
+if depth > 0 then
+  if depth + n > tonumber(ARGV[6]) then return -1 end
+  local size = redis.call('GET', KEYS[6])
+  size = size and tonumber(size) or count_bytes(KEYS[2], KEYS[6], ARGV[2])
+  if size + adding > tonumber(ARGV[7]) then return -2 end
+elseif not redis.call('GET', KEYS[6]) then
+  redis.call('SET', KEYS[6], 0)
+end
 local last = redis.call('INCRBY', KEYS[1], n)
 local avail = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  local id = ARGV[6 + 2 * i]
+  local id = ARGV[8 + 2 * i]
   local seq = last - n + 1 + i
-  redis.call('HSET', ARGV[2] .. id, 'payload', ARGV[7 + 2 * i], 'seq', seq,
+  redis.call('HSET', ARGV[2] .. id, 'payload', ARGV[9 + 2 * i], 'seq', seq,
     'enqueued_at', ARGV[3], 'available_at', ARGV[4], 'attempts', 0, 'meta', ARGV[5])
   redis.call('ZADD', KEYS[2], seq, id)
+  redis.call('ZADD', KEYS[7], ARGV[3], id)
   if avail > 0 then
     redis.call('ZADD', KEYS[4], ARGV[4], id)
   else
     redis.call('ZADD', KEYS[3], seq, id)
   end
 end
+redis.call('INCRBY', KEYS[6], adding)
 redis.call('SADD', KEYS[5], ARGV[1])
 return n
 """
+)
 
 # KEYS: ready, wait  ARGV: now, limit, lease_until, entry_prefix
 _LEASE = """
@@ -90,20 +125,29 @@ end
 return out
 """
 
-# KEYS: all, ready, wait  ARGV: entry_prefix, ids...
-_ACK = """
-local n = 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('DEL', ARGV[1] .. id)
-    n = n + 1
-  end
+# Deletes one entry of every index; KEYS all, ready, wait, bytes, time.
+_REMOVE = """
+local function remove(keys, prefix, id)
+  if redis.call('ZREM', keys[1], id) == 0 then return 0 end
+  redis.call('ZREM', keys[2], id)
+  redis.call('ZREM', keys[3], id)
+  redis.call('ZREM', keys[5], id)
+  local size = redis.call('HSTRLEN', prefix .. id, 'payload')
+  redis.call('DEL', prefix .. id)
+  if size > 0 and redis.call('DECRBY', keys[4], size) < 0 then redis.call('SET', keys[4], 0) end
+  return 1
 end
+"""
+
+# KEYS: all, ready, wait, bytes, time  ARGV: entry_prefix, ids...
+_ACK = (
+    _REMOVE
+    + """
+local n = 0
+for i = 2, #ARGV do n = n + remove(KEYS, ARGV[1], ARGV[i]) end
 return n
 """
+)
 
 # KEYS: all, ready, wait  ARGV: entry_prefix, id, available_at, attempts
 _RETRY = """
@@ -114,17 +158,48 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return 1
 """
 
-# KEYS: all, ready, wait  ARGV: entry_prefix, chunk
-_PURGE = """
+# KEYS: all, ready, wait, bytes, time  ARGV: entry_prefix, chunk
+_PURGE = (
+    _REMOVE
+    + """
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[1] .. id)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
+for _, id in ipairs(ids) do remove(KEYS, ARGV[1], id) end
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[4], 0) end
 return #ids
 """
+)
+
+# KEYS: all, ready, wait, bytes, time  ARGV: entry_prefix, before, keep (-1: any), chunk.
+# Removes up to ``chunk`` entries put before ``before``, then up to ``chunk`` of the oldest
+# beyond ``keep``; returns how many. Entries put before ``time`` existed are indexed first.
+_TRIM = (
+    _REMOVE
+    + """
+local depth = redis.call('ZCARD', KEYS[1])
+if redis.call('ZCARD', KEYS[5]) < depth then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[5], id) then
+      local at = redis.call('HGET', ARGV[1] .. id, 'enqueued_at')
+      if at then redis.call('ZADD', KEYS[5], at, id) end
+    end
+  end
+end
+local chunk = tonumber(ARGV[4])
+local n = 0
+local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[2], 'LIMIT', 0, chunk)
+for _, id in ipairs(old) do n = n + remove(KEYS, ARGV[1], id) end
+local keep = tonumber(ARGV[3])
+if keep >= 0 then
+  local excess = math.min(redis.call('ZCARD', KEYS[1]) - keep, chunk)
+  if excess > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do
+      n = n + remove(KEYS, ARGV[1], id)
+    end
+  end
+end
+return n
+"""
+)
 
 
 def _text(value: object) -> str:
@@ -154,10 +229,19 @@ class RedisStore:
     method raises :class:`StoreError` when Redis cannot be reached or fails.
     """
 
-    def __init__(self, url: str, *, prefix: str = "eventrun:", clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "eventrun:",
+        clock: Clock | None = None,
+        limits: QueueLimits | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self._time = clock.time if clock is not None else time.time
+        self.limits = limits or QueueLimits()
+        self.full = FullQueues()
         self._client: Redis | None = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._scripts: dict[str, Callable[..., Awaitable[Any]]] = {}
@@ -175,6 +259,7 @@ class RedisStore:
             ("ack", _ACK),
             ("retry", _RETRY),
             ("purge", _PURGE),
+            ("trim", _TRIM),
         ):
             self._scripts[name] = client.register_script(lua)
         try:
@@ -220,6 +305,11 @@ class RedisStore:
         base = f"{self.prefix}q:{{{queue}}}:"
         return base + "all", base + "ready", base + "wait", base + "e:"
 
+    def _counted(self, queue: str) -> list[str]:
+        """The keys a removal updates: all, ready, wait, bytes, time."""
+        base = f"{self.prefix}q:{{{queue}}}:"
+        return [base + "all", base + "ready", base + "wait", base + "bytes", base + "time"]
+
     # -- queues ----------------------------------------------------------------------
 
     async def put(
@@ -241,11 +331,22 @@ class RedisStore:
             repr(self._time()),
             repr(float(available_at)),
             json.dumps(dict(meta)) if meta else "{}",
+            self.limits.max_depth,
+            self.limits.max_bytes,
         ]
         for entry_id, payload in zip(ids, payloads, strict=True):
             args += (entry_id, payload)
-        keys = [self.prefix + "seq", all_, ready, wait, self.prefix + "queues"]
-        await self._script("put", keys, args)
+        counted = self._counted(queue)
+        keys = [self.prefix + "seq", all_, ready, wait, self.prefix + "queues", *counted[3:]]
+        n = int(await self._script("put", keys, args))
+        if n < 0:
+            what, cap = (
+                ("depth", self.limits.max_depth) if n == -1 else ("bytes", self.limits.max_bytes)
+            )
+            exc = QueueFull(queue, what, cap)
+            self.full.refused(exc)
+            raise exc
+        self.full.accepted(queue)
         return ids
 
     async def lease(
@@ -267,8 +368,7 @@ class RedisStore:
     async def ack(self, queue: str, ids: Sequence[str]) -> None:
         if not ids:
             return
-        all_, ready, wait, entry = self._keys(queue)
-        await self._script("ack", [all_, ready, wait], [entry, *ids])
+        await self._script("ack", self._counted(queue), [self._keys(queue)[3], *ids])
 
     async def retry(self, queue: str, entry_id: str, *, available_at: float, attempts: int) -> None:
         all_, ready, wait, entry = self._keys(queue)
@@ -299,6 +399,26 @@ class RedisStore:
     async def depth(self, queue: str) -> int:
         return int(await self._call(self._redis().zcard(self._keys(queue)[0])))
 
+    async def usage(self, queue: str) -> tuple[int, int]:
+        keys = self._counted(queue)
+        pipe = self._redis().pipeline(transaction=False)
+        pipe.zcard(keys[0])
+        pipe.get(keys[3])
+        depth, size = await self._call(pipe.execute())
+        return int(depth), int(size or 0)
+
+    async def trim(self, queue: str, *, enqueued_before: float, keep: int | None = None) -> int:
+        """Delete entries put before ``enqueued_before`` (by the ``time`` index), then the
+        oldest beyond ``keep``, in scripts of at most 1,000 entries each."""
+        keys, entry = self._counted(queue), self._keys(queue)[3]
+        args = [entry, repr(float(enqueued_before)), -1 if keep is None else keep, _PURGE_CHUNK]
+        total = 0
+        while True:
+            n = int(await self._script("trim", keys, args))
+            total += n
+            if n < _PURGE_CHUNK:
+                return total
+
     async def queues(self) -> list[str]:
         client = self._redis()
         members: Iterable[object] = await self._call(client.smembers(self.prefix + "queues"))
@@ -310,10 +430,10 @@ class RedisStore:
         return [name for name, depth in zip(names, depths, strict=True) if depth]
 
     async def purge(self, queue: str) -> int:
-        all_, ready, wait, entry = self._keys(queue)
+        keys, entry = self._counted(queue), self._keys(queue)[3]
         total = 0
         while True:
-            n = int(await self._script("purge", [all_, ready, wait], [entry, _PURGE_CHUNK]))
+            n = int(await self._script("purge", keys, [entry, _PURGE_CHUNK]))
             total += n
             if n < _PURGE_CHUNK:
                 return total

@@ -51,7 +51,7 @@ from eventrun._openapi import openapi_document
 from eventrun._text import one_line
 from eventrun._web import session_cookie, web_routes
 from eventrun.asgi import JSONBytesResponse, first_headers, header, read_body
-from eventrun.exceptions import ConfigError, FunctionSaturated
+from eventrun.exceptions import ConfigError, FunctionSaturated, QueueFull
 
 if TYPE_CHECKING:
     from eventrun._runtime import Runtime
@@ -311,7 +311,10 @@ async def _invoke(runtime: Runtime, scope: Scope, receive: Receive) -> Response:
             return _too_large(len(body), ASYNC_LIMIT)
         if body and not _is_json(body):
             return _error(400, "InvalidRequestContentException", _NOT_JSON)
-        rid = await runtime.enqueue(name, body or b"{}")
+        try:
+            rid = await runtime.enqueue(name, body or b"{}")
+        except QueueFull as exc:  # the async queue is at a cap: nothing was queued
+            return _error(429, "TooManyRequestsException", str(exc), headers={"Retry-After": "1"})
         return Response(status_code=202, headers={"x-amzn-RequestId": rid})
     if kind != "RequestResponse":
         return _error(

@@ -15,6 +15,7 @@ The hierarchy::
     ├── WorkerError               the worker pool could not run an invocation
     │   └── FunctionSaturated     concurrency limit reached (HTTP 429 TooManyRequestsException)
     ├── StoreError                the embedded store failed
+    │   └── QueueFull             a store queue is at its depth or bytes cap (HTTP 429)
     ├── DaemonError               talking to a running daemon failed (CLI client side)
     └── ShutdownTimeout           the drain grace period ran out with work in flight
 
@@ -38,6 +39,7 @@ __all__ = [
     "FunctionSaturated",
     "HandlerImportError",
     "PluginNotFound",
+    "QueueFull",
     "ShutdownTimeout",
     "SinkError",
     "SinkRejected",
@@ -126,6 +128,22 @@ class StoreError(EventrunError):
     """The embedded store (SQLite or Redis) failed."""
 
     retryable = True
+
+
+class QueueFull(StoreError):
+    """A put would take a store queue over ``store.max_queue_depth`` or
+    ``store.max_queue_bytes``; nothing was written. Retry once the queue drains (the
+    Invoke API answers 429; a ``local:`` sink keeps the record and sends it again)."""
+
+    def __init__(self, queue: str, what: str, cap: int) -> None:
+        unit = " entries" if what == "depth" else " bytes"
+        super().__init__(
+            f"queue {queue} is full: the put would exceed store.max_queue_{what} "
+            f"({cap}{unit}); retry once it drains"
+        )
+        self.queue = queue
+        self.what = what
+        self.cap = cap
 
 
 class DaemonError(EventrunError):

@@ -8,6 +8,14 @@ dead-letter queues.
 Queues are lease-based so nothing is lost when a daemon dies: :meth:`Store.lease` hides
 entries until ``now + lease_s``; :meth:`Store.ack` deletes them; an entry whose lease
 expires (its daemon died) becomes available to :meth:`Store.lease` again.
+
+Queues are bounded (:class:`QueueLimits`, ``store.max_queue_depth`` and
+``store.max_queue_bytes``): a put that would take a non-empty queue over either cap
+raises :class:`~eventrun.exceptions.QueueFull` and writes nothing. A put into an empty
+queue is always taken, so one batch larger than a cap can still be delivered. Both
+backends keep each queue's depth and payload bytes as counters updated with every
+write, so the check costs one lookup, not a scan. :class:`FullQueues` counts the
+refusals for ``/metrics`` and logs ``queue.full`` once per streak.
 """
 
 from __future__ import annotations
@@ -17,7 +25,55 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-__all__ = ["QueueEntry", "Store"]
+import structlog
+
+from eventrun.exceptions import QueueFull
+
+__all__ = ["FullQueues", "QueueEntry", "QueueLimits", "Store"]
+
+_log = structlog.get_logger("eventrun.store")
+
+DEFAULT_MAX_DEPTH = 100_000
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+@dataclass(slots=True, frozen=True)
+class QueueLimits:
+    """The most any one store queue may hold (``store.max_queue_depth`` / ``_bytes``)."""
+
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def check(self, queue: str, depth: int, size: int, adding: int, adding_bytes: int) -> None:
+        """Raise QueueFull when a non-empty queue of ``depth`` entries and ``size`` bytes
+        cannot take ``adding`` more entries of ``adding_bytes`` in all."""
+        if depth <= 0:
+            return
+        if depth + adding > self.max_depth:
+            raise QueueFull(queue, "depth", self.max_depth)
+        if size + adding_bytes > self.max_bytes:
+            raise QueueFull(queue, "bytes", self.max_bytes)
+
+
+class FullQueues:
+    """Refused puts per queue (``eventrun_queue_full_total``); logs ``queue.full`` on the
+    first refusal after the queue last took a put, not on every refusal."""
+
+    __slots__ = ("_full", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._full: set[str] = set()
+
+    def refused(self, exc: QueueFull) -> None:
+        self.counts[exc.queue] = self.counts.get(exc.queue, 0) + 1
+        if exc.queue not in self._full:
+            self._full.add(exc.queue)
+            _log.warning("queue.full", queue=exc.queue, limit=exc.what, cap=exc.cap)
+
+    def accepted(self, queue: str) -> None:
+        if self._full:
+            self._full.discard(queue)
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,6 +94,9 @@ class QueueEntry:
 class Store(Protocol):
     """What the runtime needs from a durable store. Every method may raise StoreError."""
 
+    full: FullQueues
+    """Puts refused with QueueFull, per queue."""
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
@@ -55,7 +114,8 @@ class Store(Protocol):
         available_at: float = 0.0,
         meta: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Append entries durably (committed before returning); return their ids in order."""
+        """Append entries durably (committed before returning); return their ids in order.
+        Raises QueueFull (and writes nothing) when the queue cannot take them all."""
         ...
 
     async def lease(
@@ -80,6 +140,16 @@ class Store(Protocol):
     async def get(self, queue: str, entry_id: str) -> QueueEntry | None: ...
 
     async def depth(self, queue: str) -> int: ...
+
+    async def usage(self, queue: str) -> tuple[int, int]:
+        """``(entries, payload bytes)`` of ``queue``, from the counters the caps use."""
+        ...
+
+    async def trim(self, queue: str, *, enqueued_before: float, keep: int | None = None) -> int:
+        """Delete the entries put before ``enqueued_before`` (epoch seconds), and then the
+        oldest ones beyond ``keep`` entries; return how many. For retention of ``local:``
+        queues, whose entries are never leased."""
+        ...
 
     async def queues(self) -> list[str]:
         """Names of every queue holding at least one entry."""

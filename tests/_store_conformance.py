@@ -1,9 +1,10 @@
 """The Store contract, written once and run against every backend.
 
-Each check is ``async def check(new_store)`` where ``new_store()`` returns a new, not yet
-entered store over the same data (a second ``SqliteStore`` on the same file, a second
-``RedisStore`` on the same server and prefix), so checks can close and reopen, or run two
-instances side by side. Backend test modules parametrize over :data:`CHECKS`.
+Each check is ``async def check(new_store)`` where ``new_store(**options)`` returns a new,
+not yet entered store over the same data (a second ``SqliteStore`` on the same file, a
+second ``RedisStore`` on the same server and prefix; ``options`` are the store's
+``limits`` or ``clock``), so checks can close and reopen, or run two instances side by
+side. Backend test modules parametrize over :data:`CHECKS`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+import pytest
 
-from eventrun.store import QueueEntry, Store
+from eventrun.exceptions import QueueFull
+from eventrun.store import QueueEntry, QueueLimits, Store
+from eventrun.testing import FakeClock
 
-NewStore = Callable[[], Store]
+NewStore = Callable[..., Store]
 Check = Callable[[NewStore], Awaitable[None]]
 Q = "async:orders"
 
@@ -193,6 +197,72 @@ async def check_two_instances_never_lease_twice(new_store: NewStore) -> None:
         assert sorted(taken) == sorted(ids)
 
 
+async def check_caps_refuse_a_put_and_write_nothing(new_store: NewStore) -> None:
+    limits = QueueLimits(max_depth=3, max_bytes=100)
+    async with new_store(limits=limits) as store:
+        await store.put(Q, [b"a" * 10, b"b" * 10])
+        with pytest.raises(QueueFull) as depth_full:
+            await store.put(Q, [b"c" * 10, b"d" * 10])  # 4 entries > 3
+        assert (depth_full.value.queue, depth_full.value.what) == (Q, "depth")
+        with pytest.raises(QueueFull) as bytes_full:
+            await store.put(Q, [b"e" * 81])  # 101 bytes > 100
+        assert (bytes_full.value.what, bytes_full.value.cap) == ("bytes", 100)
+        assert "store.max_queue_bytes" in str(bytes_full.value)
+        assert await store.usage(Q) == (2, 20)
+        assert [e.payload for e in await store.peek(Q)] == [b"a" * 10, b"b" * 10]
+        assert store.full.counts == {Q: 2}
+        await store.put(Q, [b"f" * 80])  # exactly at both caps
+        assert await store.usage(Q) == (3, 100)
+        with pytest.raises(QueueFull):
+            await store.put(Q, [b""])
+        # room made: the queue takes puts again
+        [first] = await store.lease(Q, now=time.time(), limit=1, lease_s=30)
+        await store.ack(Q, [first.id])
+        await store.put(Q, [b"g" * 10])
+        assert await store.usage(Q) == (3, 100)
+        # an empty queue takes any one put, so a batch over a cap is never stuck forever
+        await store.put("local:big", [b"x" * 60, b"y" * 60, b"z", b"w"])
+        assert await store.usage("local:big") == (4, 122)
+    async with new_store(limits=limits) as again:  # the counters are durable and shared
+        assert await again.usage(Q) == (3, 100)
+        with pytest.raises(QueueFull):
+            await again.put(Q, [b"h"])
+
+
+async def check_usage_follows_every_removal(new_store: NewStore) -> None:
+    async with new_store() as store:
+        ids = await store.put("local:u", [b"1" * 5, b"2" * 7, b"3" * 11, b"4" * 13])
+        assert await store.usage("local:u") == (4, 36)
+        await store.ack("local:u", [ids[1], "no-such-id"])
+        await store.ack("local:u", [ids[1]])  # twice: counted once
+        assert await store.usage("local:u") == (3, 29)
+        assert await store.trim("local:u", enqueued_before=0.0, keep=2) == 1
+        assert await store.usage("local:u") == (2, 24)
+        assert await store.purge("local:u") == 2
+        assert await store.usage("local:u") == (0, 0)
+        assert await store.usage("local:never") == (0, 0)
+
+
+async def check_trim_by_age_then_by_depth(new_store: NewStore) -> None:
+    clock = FakeClock(start=1_000_000.0)
+    async with new_store(clock=clock) as store:
+        old = await store.put("local:dlq", [b"old-1", b"old-2"])
+        await store.put("local:other", [b"old-elsewhere"])
+        await clock.advance(1000)
+        young = await store.put("local:dlq", [b"young-1", b"young-2", b"young-3"])
+        cutoff = 1_000_000.0 + 500
+        assert await store.trim("local:dlq", enqueued_before=cutoff) == 2
+        assert [e.id for e in await store.peek("local:dlq")] == young
+        assert [await store.get("local:dlq", i) for i in old] == [None, None]
+        assert await store.depth("local:other") == 1  # another queue is not touched
+        assert await store.trim("local:dlq", enqueued_before=cutoff) == 0
+        # beyond ``keep`` entries the oldest go
+        assert await store.trim("local:dlq", enqueued_before=cutoff, keep=1) == 2
+        assert [e.id for e in await store.peek("local:dlq")] == young[2:]
+        assert await store.usage("local:dlq") == (1, 7)
+        assert await store.trim("local:dlq", enqueued_before=cutoff, keep=5) == 0
+
+
 CHECKS: list[Check] = [
     check_put_lease_ack_in_order,
     check_edge_cases,
@@ -203,4 +273,7 @@ CHECKS: list[Check] = [
     check_kv,
     check_durable_across_reopen,
     check_two_instances_never_lease_twice,
+    check_caps_refuse_a_put_and_write_nothing,
+    check_usage_follows_every_removal,
+    check_trim_by_age_then_by_depth,
 ]

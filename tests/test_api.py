@@ -824,3 +824,64 @@ async def test_tokens_shorter_than_16_characters_refuse_to_start(
         await runtime.serve(anyio.Event())
     assert "short-tok" not in str(caught.value)
     assert runtime.bound_port is None
+
+
+# -- bounded queues ------------------------------------------------------------------------
+
+QUEUE_YAML = """
+store: {url: "sqlite:///state.db", max_queue_depth: 3, max_queue_bytes: 2500}
+functions:
+  boom:
+    handler: fns:boom
+"""
+
+
+async def test_a_full_async_queue_is_429_and_the_store_does_not_grow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #31 finding 9: Event invokes of a failing function (its entries wait an hour
+    for their retry) fill ``async:boom`` up to the caps, then every further one is refused
+    with Lambda's 429 and nothing more is stored."""
+    monkeypatch.delenv("EVENTRUN_TOKENS", raising=False)
+    config = write_app(tmp_path, QUEUE_YAML, {"fns.py": FNS})
+    big = json.dumps({"why": "x" * 990}).encode()
+    event = {"X-Amz-Invocation-Type": "Event"}
+    path = INVOKE.format("boom")
+    async with (
+        running_app(config, async_retry_delay_s=3600) as runtime,
+        client_of(runtime) as http,
+    ):
+        for _ in range(2):
+            assert (await http.post(path, content=big, headers=event)).status_code == 202
+        r = await http.post(path, content=big, headers=event)  # 3 x 1000 B > 2500 B
+        assert r.status_code == 429
+        assert r.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+        assert r.headers["Retry-After"] == "1"
+        assert r.json()["Type"] == "User"
+        assert "async:boom" in r.json()["message"]
+        assert "store.max_queue_bytes (2500 bytes)" in r.json()["message"]
+        assert (await http.post(path, content=b"{}", headers=event)).status_code == 202
+        usage = await runtime.store.usage("async:boom")
+        assert usage == (3, 2 * len(big) + 2)
+        for _ in range(5):
+            r = await http.post(path, content=b"{}", headers=event)
+            assert r.status_code == 429
+            assert "store.max_queue_depth (3 entries)" in r.json()["message"]
+        assert await runtime.store.usage("async:boom") == usage
+
+        def call() -> Any:
+            return lambda_client(f"http://127.0.0.1:{runtime.bound_port}").invoke(
+                FunctionName="boom", InvocationType="Event", Payload=b"{}"
+            )
+
+        with pytest.raises(ClientError) as caught:
+            await anyio.to_thread.run_sync(call)
+        assert type(caught.value).__name__ == "TooManyRequestsException"
+        assert await runtime.store.usage("async:boom") == usage
+        text = (await http.get("/metrics")).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("eventrun_queue_full_total", (("queue", "async:boom"),))] == 7

@@ -257,3 +257,101 @@ async def test_a_destination_that_is_down_holds_the_invocation_until_it_is_back(
     assert record["requestContext"]["requestId"] == rid
     assert record["requestContext"]["condition"] == "Success"
     assert record["responsePayload"] == {"n": 1}
+
+
+async def test_enqueue_into_a_full_queue_raises_queue_full_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    from eventrun._async_invoke import AsyncInvoker, AsyncSettings
+    from eventrun.exceptions import QueueFull
+    from eventrun.store import QueueLimits
+    from eventrun.testing import FakeClock, MemorySink
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        raise AssertionError("not run: the invoker is not started")
+
+    limits = QueueLimits(max_depth=10, max_bytes=2048)
+    async with open_store("sqlite:///s.db", config_dir=tmp_path, limits=limits) as store:
+        settings = AsyncSettings(function="f", concurrency=1, timeout_s=1.0)
+        invoker = AsyncInvoker(
+            settings, invoke, store, clock=FakeClock(), on_success=None, on_failure=MemorySink()
+        )
+        await invoker.enqueue(b'{"pad": "' + b"x" * 1500 + b'"}')
+        usage = await store.usage("async:f")
+        for _ in range(3):
+            with pytest.raises(QueueFull, match=r"async:f is full.*max_queue_bytes \(2048"):
+                await invoker.enqueue(b'{"pad": "' + b"x" * 600 + b'"}')
+        assert await store.usage("async:f") == usage
+        assert invoker.stats.queued == 1
+        assert store.full.counts == {"async:f": 3}
+
+
+async def test_a_full_dlq_holds_the_entry_without_invoking_it_again(tmp_path: Path) -> None:
+    """The failure record cannot go into the DLQ at its cap: the router retries, the entry
+    stays in async:f with its lease renewed (so a free slot never invokes it again), and
+    once the DLQ has room the record goes in and the entry is acknowledged."""
+    from eventrun._async_invoke import AsyncInvoker, AsyncSettings
+    from eventrun._destinations import SinkRouter
+    from eventrun.store import QueueLimits
+    from eventrun.testing import FakeClock
+    from tests._dispatch_kit import FAST
+
+    clock = FakeClock()
+    calls: list[bytes] = []
+
+    class _Failed:
+        ok = False
+        error_type = "RuntimeError"
+        payload = b'{"errorMessage": "no", "errorType": "RuntimeError"}'
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        calls.append(payload)
+        return _Failed()
+
+    limits = QueueLimits(max_depth=1)
+    async with (
+        open_store("sqlite:///s.db", config_dir=tmp_path, clock=clock, limits=limits) as store,
+        SinkRouter(connections=None, config_dir=tmp_path, store=store, backoff=FAST) as router,
+    ):
+        [blocker] = await store.put("local:f-dlq", [b"{}"])
+        settings = AsyncSettings(
+            function="f",
+            concurrency=2,  # a free slot that could lease the entry again
+            timeout_s=1.0,  # lease: 6 s
+            maximum_retry_attempts=0,
+            idle_poll_s=0.01,
+        )
+        invoker = AsyncInvoker(
+            settings,
+            invoke,
+            store,
+            clock=clock,
+            on_success=None,
+            on_failure=router.publisher("local:f-dlq"),
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(invoker.run)
+            await invoker.enqueue(b'{"n": 1}')
+            [entry] = await store.peek("async:f")
+            with anyio.fail_after(20):
+                # refusals and renewals are store writes; nothing signals them
+                while store.full.counts.get("local:f-dlq", 0) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                held = 0.0
+                for _ in range(6):  # three leases' worth of time, half a lease at a time
+                    await clock.advance(3)
+                    while True:
+                        current = await store.get("async:f", entry.id)
+                        assert current is not None
+                        if current.available_at > held:
+                            held = current.available_at
+                            break
+                        await anyio.sleep(0.01)
+                assert calls == [b'{"n": 1}']
+                await store.ack("local:f-dlq", [blocker])
+                while await store.depth("async:f"):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert calls == [b'{"n": 1}']
+        [dead] = await store.peek("local:f-dlq")
+        assert json.loads(dead.payload)["requestContext"]["condition"] == "RetriesExhausted"

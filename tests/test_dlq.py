@@ -5,6 +5,7 @@ event id it handled to a ledger file, so "re-invoked exactly once" is checked, n
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,12 +16,21 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from structlog.testing import capture_logs
 
 from eventrun import _dlq
+from eventrun._destinations import SinkRouter
+from eventrun._metrics import render_metrics
 from eventrun._records import stream_failure_record
+from eventrun._retention import DlqRetention
 from eventrun._store_open import open_store
+from eventrun._store_sqlite import SqliteStore
 from eventrun.cli import main
+from eventrun.store import QueueLimits
+from eventrun.testing import FakeClock, MemoryStream
 from tests._daemon import daemon
+from tests._dispatch_kit import FAST, Handler, running
+from tests._dispatch_kit import until as until_settled
 from tests._runtime_kit import running_app, write_app
 
 HANDLERS = """
@@ -257,3 +267,154 @@ def test_daemon_api_round_trip(tmp_path: Path) -> None:
         assert purged.exit_code == 0
         assert "purged 1" in purged.output
     assert ledger(tmp_path) == Counter({"work b0": 1, "work b1": 1, "work b2": 1})
+
+
+# -- bounded queues: a full DLQ, retention, pages bounded in bytes ---------------------------
+
+
+def _poison(records: list[dict[str, Any]]) -> Any:
+    raise RuntimeError("poison")
+
+
+async def test_a_full_dlq_keeps_the_record_unacknowledged_until_room_is_made(
+    tmp_path: Path,
+) -> None:
+    """The failure record of a stream batch cannot go into a DLQ at its cap: the put is
+    refused (nothing is dropped), the dispatcher keeps the source record unacknowledged
+    while the router retries, and delivers it once an entry of the DLQ is removed."""
+    limits = QueueLimits(max_depth=1)
+    async with (
+        SqliteStore(tmp_path / "s.db", limits=limits) as store,
+        SinkRouter(connections=None, config_dir=tmp_path, store=store, backoff=FAST) as router,
+    ):
+        [blocker] = await store.put("local:fn-dlq", [b'{"already": "here"}'])
+        stream = MemoryStream()
+        stream.put("s0", b"poison-pill")
+        handler = Handler(fn=_poison)
+        with capture_logs() as logs:
+            async with running(
+                stream, handler, on_failure=router.publisher("local:fn-dlq"), max_retry_attempts=0
+            ):
+                await handler.wait_calls(1)
+                with anyio.fail_after(20):
+                    # the refusals are counted by the store; nothing signals them
+                    while store.full.counts.get("local:fn-dlq", 0) < 3:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                assert stream.acked == []
+                assert stream.lag() == 1
+                assert await store.usage("local:fn-dlq") == (1, len(b'{"already": "here"}'))
+                await store.ack("local:fn-dlq", [blocker])  # an operator makes room
+                await until_settled(stream, lambda: stream.lag() == 0)
+        assert stream.acked == [("s0", 0)]
+        [entry] = await store.peek("local:fn-dlq")
+        record = json.loads(entry.payload)
+        assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+        assert [e for e in logs if e["event"] == "queue.full"] == [
+            {
+                "event": "queue.full",
+                "queue": "local:fn-dlq",
+                "limit": "depth",
+                "cap": 1,
+                "log_level": "warning",
+            }
+        ]
+        assert router.failures["local:fn-dlq"] >= 3
+
+
+async def test_retention_deletes_old_and_excess_dlq_entries(tmp_path: Path) -> None:
+    clock = FakeClock(start=1_000_000.0)
+    async with SqliteStore(tmp_path / "s.db", clock=clock) as store:
+        await store.put("local:a", [b"old-1", b"old-2"])
+        await store.put("async:f", [b"queued-long-ago"])
+        await clock.advance(15 * 86400)
+        young = await store.put("local:a", [b"young-1", b"young-2", b"young-3"])
+        retention = DlqRetention(clock, max_age_s=14 * 86400, max_depth=None)
+        with capture_logs() as logs:
+            assert await retention.sweep(store) == 2
+        assert [e.id for e in await store.peek("local:a")] == young
+        assert await store.depth("async:f") == 1  # async queues age out by maximum_event_age
+        assert retention.expired == {"local:a": 2}
+        [expired] = [e for e in logs if e["event"] == "dlq.expired"]
+        assert (expired["queue"], expired["count"]) == ("local:a", 2)
+        by_depth = DlqRetention(clock, max_age_s=-1, max_depth=1)
+        assert await by_depth.sweep(store) == 2
+        assert [e.id for e in await store.peek("local:a")] == young[2:]
+        assert by_depth.expired == {"local:a": 2}
+
+
+RETENTION_YAML = """
+store: {url: "sqlite:///state.db", dlq_retention: 1h}
+functions:
+  work:
+    handler: handlers:work
+"""
+
+
+async def test_the_runtime_sweeps_expired_dlq_entries(tmp_path: Path) -> None:
+    config = write_app(tmp_path, RETENTION_YAML, {"handlers.py": HANDLERS})
+    async with open_store("sqlite:///state.db", config_dir=tmp_path) as store:
+        await store.put("local:work-dlq", [b'{"n": 1}', b'{"n": 2}'])
+        [kept] = await store.put("local:other", [b'{"n": 3}'])
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute(
+        "UPDATE entries SET enqueued_at = enqueued_at - 7200 WHERE queue = ?", ("local:work-dlq",)
+    )
+    db.commit()
+    db.close()
+    async with running_app(config, serve_http=False) as rt:
+
+        async def swept() -> bool:
+            return await rt.store.depth("local:work-dlq") == 0
+
+        await until(swept, "the retention sweep")
+        assert rt.retention.expired == {"local:work-dlq": 2}
+        assert [e.id for e in await rt.store.peek("local:other")] == [kept]
+        exposition = render_metrics(rt)[0].decode()
+    assert 'eventrun_dlq_expired_total{queue="local:work-dlq"} 2.0' in exposition.splitlines()
+
+
+def _sized(n: int, size: int) -> bytes:
+    return json.dumps({"n": n, "pad": "x" * size}).encode()
+
+
+async def test_dlq_pages_are_bounded_in_bytes_and_follow_to_the_end(tmp_path: Path) -> None:
+    config = make_app(tmp_path)
+    async with open_store("sqlite:///state.db", config_dir=tmp_path) as store:
+        ids = await store.put("local:big", [_sized(n, 60_000) for n in range(40)])
+        ids += await store.put("local:big", [_sized(40, 2_000_000)])
+        # one page: under the byte bound, with the offset of the next
+        page, next_offset = await _dlq.list_page(store, "local:big", limit=1000)
+        assert sum(len(json.dumps(e)) for e in page) <= _dlq.PAGE_BYTES
+        assert 0 < len(page) < 40
+        assert next_offset == len(page)
+        seen: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page, offset = await _dlq.list_page(store, "local:big", limit=1000, offset=offset)
+            seen += page
+        assert [e["id"] for e in seen] == ids
+        assert not any(e["truncated"] for e in seen[:40])
+        big = seen[40]
+        assert big["truncated"] is True
+        assert len(big["payload"]) == _dlq.PREVIEW_BYTES
+        assert big["size_bytes"] == len(_sized(40, 2_000_000))
+        whole = await _dlq.get_entry(store, "local:big", ids[40])
+        assert whole is not None
+        assert whole["payload"] == json.loads(_sized(40, 2_000_000))
+
+    # the CLI follows the pages (straight on the store)
+    listed = ok_json(
+        await acli(["dlq", "list", "big", "--json", "--limit", "1000", "-c", str(config)])
+    )
+    assert [e["id"] for e in listed["entries"]] == ids
+
+    # the API answers one bounded page at a time
+    async with running_app(config) as rt:
+        url = f"http://127.0.0.1:{rt.bound_port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            r = await http.get("/dlq/local:big?limit=1000")
+            assert r.status_code == 200
+            assert len(r.content) <= _dlq.PAGE_BYTES + 1000
+            doc = r.json()
+            assert doc["depth"] == 41
+            assert doc["next_offset"] == len(doc["entries"]) < 41

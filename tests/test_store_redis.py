@@ -7,10 +7,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 
 from eventrun._store_open import open_store
 from eventrun._store_redis import RedisStore
-from eventrun.exceptions import StoreError
+from eventrun.exceptions import QueueFull, StoreError
+from eventrun.store import QueueLimits
 from eventrun.testing import FakeClock
 from tests import _store_conformance as conformance
 from tests.fixtures._ports import free_port
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.redis
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda check: check.__name__[6:])
 async def test_conformance(check: conformance.Check, redis_url: str) -> None:
-    await check(lambda: RedisStore(redis_url, prefix="test:"))
+    await check(lambda **options: RedisStore(redis_url, prefix="test:", **options))
 
 
 async def test_prefixes_isolate_stores_on_one_server(redis_url: str) -> None:
@@ -97,3 +99,22 @@ async def test_closed_store_is_a_store_error(redis_url: str) -> None:
     store = RedisStore(redis_url)
     with pytest.raises(StoreError, match="closed"):
         await store.put("local:q", [b"1"])
+
+
+async def test_queues_from_before_the_caps_are_counted_and_indexed_once(redis_url: str) -> None:
+    """Entries written before the ``bytes`` counter and the ``time`` index existed: the
+    first put counts the bytes, the first trim indexes them by time."""
+    clock = FakeClock(start=1_000_000.0)
+    limits = QueueLimits(max_depth=10, max_bytes=12)
+    async with RedisStore(redis_url, prefix="old:", clock=clock, limits=limits) as store:
+        await store.put("local:q", [b"12345", b"678"])
+        await clock.advance(100)
+        await store.put("local:q", [b"9"])
+        client = aioredis.Redis.from_url(redis_url)
+        async with client:
+            await client.delete("old:q:{local:q}:bytes", "old:q:{local:q}:time")
+        with pytest.raises(QueueFull):
+            await store.put("local:q", [b"abcd"])  # 9 counted again + 4 > 12
+        assert await store.usage("local:q") == (3, 9)
+        assert await store.trim("local:q", enqueued_before=1_000_050.0) == 2
+        assert await store.usage("local:q") == (1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from eventrun._store_open import open_store
 from eventrun._store_redis import RedisStore
 from eventrun._store_sqlite import SqliteStore
-from eventrun.exceptions import StoreError
+from eventrun.exceptions import QueueFull, StoreError
+from eventrun.store import QueueLimits
 from eventrun.testing import FakeClock
 from tests import _store_conformance as conformance
 
@@ -21,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda check: check.__name__[6:])
 async def test_conformance(check: conformance.Check, tmp_path: Path) -> None:
-    await check(lambda: SqliteStore(tmp_path / "nested" / "dir" / "state.db"))
+    await check(lambda **options: SqliteStore(tmp_path / "nested" / "dir" / "state.db", **options))
 
 
 _CHILD = """
@@ -166,3 +168,34 @@ async def test_two_processes_share_one_file(tmp_path: Path) -> None:
         assert [e.id for e in mine] == ids[:4]
         assert theirs == ids[4:]
         assert await store.lease("async:f", now=t, limit=100, lease_s=60) == []
+
+
+def test_a_database_from_before_the_caps_is_counted_once_when_opened(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " queue TEXT NOT NULL, payload BLOB NOT NULL, enqueued_at REAL NOT NULL,"
+        " available_at REAL NOT NULL DEFAULT 0, leased_until REAL NOT NULL DEFAULT 0,"
+        " attempts INTEGER NOT NULL DEFAULT 0, meta TEXT NOT NULL DEFAULT '{}');"
+        "INSERT INTO entries (id, queue, payload, enqueued_at) VALUES"
+        " ('a', 'local:q', x'0102', 1.0), ('b', 'local:q', x'030405', 2.0),"
+        " ('c', 'async:f', x'06', 3.0);"
+    )
+    conn.commit()
+    conn.close()
+
+    async def main() -> None:
+        limits = QueueLimits(max_depth=3, max_bytes=100)
+        async with SqliteStore(db, limits=limits) as store:
+            assert await store.usage("local:q") == (2, 5)
+            assert await store.usage("async:f") == (1, 1)
+            await store.put("local:q", [b"6"])
+            with pytest.raises(QueueFull):
+                await store.put("local:q", [b"7"])
+        async with SqliteStore(db, limits=limits) as store:  # counted once, not twice
+            assert await store.usage("local:q") == (3, 6)
+            assert await store.trim("local:q", enqueued_before=1.5) == 1
+            assert await store.usage("local:q") == (2, 4)
+
+    anyio.run(main)

@@ -9,8 +9,9 @@ import pytest
 
 from eventrun._store_sqlite import SqliteStore
 from eventrun.abc import OutMessage, Sink, SinkSpec
-from eventrun.exceptions import ConfigError, SinkUnavailable
+from eventrun.exceptions import ConfigError, QueueFull, SinkUnavailable
 from eventrun.sinks.local import LocalSink, create
+from eventrun.store import QueueLimits
 
 
 def _spec(store: object, name: str = "orders-failed") -> SinkSpec:
@@ -64,3 +65,16 @@ def test_a_bad_queue_name_is_a_config_error(name: str) -> None:
 def test_without_a_store_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="needs the runtime's store"):
         LocalSink(_spec(None))
+
+
+async def test_a_full_queue_is_sink_unavailable_and_nothing_is_put(tmp_path: Path) -> None:
+    """Retryable (the router sends again, the record stays unacknowledged), never
+    SinkRejected, and nothing of the batch is written."""
+    async with SqliteStore(tmp_path / "s.db", limits=QueueLimits(max_depth=2)) as store:
+        async with create(_spec(store)) as sink:
+            await sink.send([OutMessage(b'{"n":1}')])
+            with pytest.raises(SinkUnavailable, match="local:orders-failed is full") as caught:
+                await sink.send([OutMessage(b'{"n":2}'), OutMessage(b'{"n":3}')])
+        assert isinstance(caught.value.__cause__, QueueFull)
+        assert caught.value.retryable
+        assert [e.payload for e in await store.peek("local:orders-failed")] == [b'{"n":1}']
