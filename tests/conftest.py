@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -26,6 +29,29 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+_TMP = Path(tempfile.gettempdir()).resolve()
+
+
+def _in_tmp(module: object) -> bool:
+    file = getattr(module, "__file__", None)
+    return bool(file) and Path(file).resolve().is_relative_to(_TMP)
+
+
+@pytest.fixture(autouse=True)
+def _handler_imports_isolated() -> Iterator[None]:
+    """Handlers imported in-process (``eventrun check`` under CliRunner, inline runtimes)
+    leave their modules in ``sys.modules`` and their task root on ``sys.path``: a later
+    test's handler module of the same name (``app``, ``fns``) would resolve to the old one
+    (``'app' is not a package``). Each test starts with the modules and path it found."""
+    path = list(sys.path)
+    before = set(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in [n for n in sys.modules if n not in before]:
+        if _in_tmp(sys.modules[name]):
+            del sys.modules[name]
 
 
 def pytest_report_header() -> str:
