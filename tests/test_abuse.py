@@ -287,16 +287,16 @@ def _wait_closed(sockets: list[socket.socket], timeout_s: float) -> list[bytes]:
         left = deadline - time.monotonic()
         assert left > 0, f"{open_now} of {len(sockets)} sockets still open after {timeout_s} s"
         for key, _ in selector.select(min(left, 1.0)):
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
             try:
-                chunk = s.recv(65536)
+                chunk = ready.recv(65536)
             except ConnectionResetError:
                 chunk = b""
             if chunk:
-                got[s] += chunk
+                got[ready] += chunk
             else:
-                selector.unregister(s)
+                selector.unregister(ready)
                 open_now -= 1
     selector.close()
     return [got[s] for s in sockets]

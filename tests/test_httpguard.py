@@ -9,7 +9,7 @@ import contextlib
 import select
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from eventrun._httpguard import HttpLimits, guarded_protocol
 
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 LIMITS = HttpLimits(
     head_timeout_s=10.0,
     keep_alive_s=30.0,
@@ -40,11 +41,13 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 @asynccontextmanager
-async def serving(limits: HttpLimits, *, limit_concurrency: int = 2048) -> AsyncIterator[int]:
+async def serving(
+    limits: HttpLimits, *, limit_concurrency: int = 2048, asgi: App = app
+) -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        app,
+        asgi,
         http=guarded_protocol(limits),
         log_level="warning",
         lifespan="off",
@@ -61,6 +64,7 @@ async def serving(limits: HttpLimits, *, limit_concurrency: int = 2048) -> Async
             yield sock.getsockname()[1]
         finally:
             server.should_exit = True
+    sock.close()  # uvicorn closes it unless the test failed
 
 
 async def _connect(port: int, source: str = "127.0.0.1") -> SocketStream:
@@ -159,23 +163,11 @@ async def test_a_slow_request_is_not_cut_by_the_head_deadline() -> None:
         await release.wait()
         await app(scope, receive, send)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        slow, http=guarded_protocol(limits), log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn has no started event
-                await anyio.sleep(0.01)
-        async with await _connect(sock.getsockname()[1]) as stream:
-            await stream.send(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
-            await anyio.sleep(1.0)  # three head deadlines while the handler works
-            release.set()
-            assert (await _response(stream)).endswith(b"/slow 1")
-        server.should_exit = True
+    async with serving(limits, asgi=slow) as port, await _connect(port) as stream:
+        await stream.send(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        await anyio.sleep(1.0)  # three head deadlines while the handler works
+        release.set()
+        assert (await _response(stream)).endswith(b"/slow 1")
 
 
 # -- head size and header count ---------------------------------------------------------
