@@ -284,9 +284,9 @@ class ServerConfig(ConfigModel):
     request_head_timeout: Annotated[Duration, Range(0.1, 300, duration=True)] = Field(
         10.0,
         description="A new connection must send a complete request head (request line and "
-        "headers) within this time, a kept-alive one within keep_alive_timeout plus this "
-        "time after its previous response; otherwise it is closed (408 when part of a head "
-        "arrived).",
+        "headers) within this time, or it is closed (408 when part of a head arrived). A "
+        "kept-alive connection must complete its next head within keep_alive_timeout plus "
+        "this time of its previous response (checked once per this time).",
     )
     keep_alive_timeout: Annotated[Duration, Range(1, 3600, duration=True)] = Field(
         30.0,
