@@ -290,6 +290,37 @@ class ServerConfig(ConfigModel):
         description="Addresses or networks of reverse proxies whose X-Forwarded-For and "
         "X-Forwarded-Proto are trusted (client address, https). Empty: none.",
     )
+    request_head_timeout: Annotated[Duration, Range(0.1, 300, duration=True)] = Field(
+        10.0,
+        description="A new connection must send a complete request head (request line and "
+        "headers) within this time, or it is closed (408 when part of a head arrived). A "
+        "kept-alive connection must complete its next head within keep_alive_timeout plus "
+        "this time of its previous response (checked once per this time).",
+    )
+    keep_alive_timeout: Annotated[Duration, Range(1, 3600, duration=True)] = Field(
+        30.0,
+        description="An idle kept-alive connection is closed after this time (whole seconds). "
+        "Keep it above the idle timeout of a load balancer in front of the daemon.",
+    )
+    max_request_head_bytes: Annotated[Int, Range(1024, 64 * 1024 * 1024)] = Field(
+        64 * 1024,
+        description="Largest request head: the request target plus every header name and "
+        "value, in bytes; a larger one is answered 431 and the connection closed.",
+    )
+    max_request_headers: Annotated[Int, Range(8, 1_000_000)] = Field(
+        200, description="Most header lines in one request; more are answered 431."
+    )
+    max_connections: Annotated[Int, Range(16, 1_000_000)] = Field(
+        2048,
+        description="Open connections (or requests in progress) above which requests are "
+        "answered 503; /healthz and /readyz are still answered.",
+    )
+    max_connections_per_client: Annotated[Int, Range(0, 1_000_000)] = Field(
+        256,
+        description="Open connections one peer address may hold; a further one is answered "
+        "503 and closed at once. 0: no cap. Behind a reverse proxy every connection comes "
+        "from the proxy: raise it or set 0.",
+    )
 
     @model_validator(mode="after")
     def _not_open(self) -> ServerConfig:

@@ -147,7 +147,9 @@ class Range:
 
     def describe(self) -> str:
         def fmt(v: float) -> str:
-            return format_duration(v) if self.duration else f"{v:g}"
+            if self.duration:
+                return format_duration(v)
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"  # 67108864, not 6.7e+07
 
         if self.lo is not None and self.hi is not None:
             text = f"{fmt(self.lo)}..{fmt(self.hi)}"

@@ -42,13 +42,17 @@ def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": one_line(message)}, status_code=status)
 
 
+# the stores take 64-bit integers (SQLite's INTEGER, Redis ranges, which add the limit)
+MAX_PARAMETER = 2**53 - 1
+
+
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
     value = int(raw)
-    if value < 0:
-        raise ValueError(name)
+    if not 0 <= value <= MAX_PARAMETER:
+        raise ValueError(f"{name} must be an integer from 0 to {MAX_PARAMETER}, got {raw[:40]}")
     return value
 
 
@@ -76,7 +80,7 @@ def _redrive_options(body: bytes) -> dict[str, Any]:
     ValueError (-> 400) for anything malformed."""
     try:
         options = json.loads(body) if body.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise ValueError("the body must be a JSON object") from None
     if not isinstance(options, dict):
         raise ValueError("the body must be a JSON object")

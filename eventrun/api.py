@@ -46,7 +46,7 @@ from eventrun._guards import (
     allowed_hosts,
     cross_origin,
 )
-from eventrun._onewrite import OneWriteProtocol
+from eventrun._httpguard import HttpLimits, guarded_protocol
 from eventrun._openapi import openapi_document
 from eventrun._text import one_line
 from eventrun._web import session_cookie, web_routes
@@ -378,13 +378,18 @@ def _too_large(size: int, limit: int) -> JSONResponse:
 
 
 def _is_json(body: bytes) -> bool:
+    """Whether Lambda would take ``body`` as JSON. Nesting deeper than Python's recursion
+    limit (about 1000 levels) is refused, as Lambda's parser refuses deep nesting; it would
+    raise RecursionError here and in the handler's runtime."""
     try:
         msgspec.json.decode(body)
     except msgspec.DecodeError:
         try:  # what msgspec refuses and Python's json (Lambda's parser) takes: NaN...
             json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
+    except RecursionError:
+        return False
     return True
 
 
@@ -393,7 +398,7 @@ def _client_context(header: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(base64.b64decode(header))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -442,15 +447,22 @@ async def serve_api(
         log_level="warning",
         access_log=False,
         lifespan="off",
-        http=OneWriteProtocol,
+        http=guarded_protocol(
+            HttpLimits(
+                head_timeout_s=server_cfg.request_head_timeout,
+                keep_alive_s=int(server_cfg.keep_alive_timeout),
+                max_head_bytes=server_cfg.max_request_head_bytes,
+                max_headers=server_cfg.max_request_headers,
+                max_per_client=server_cfg.max_connections_per_client,
+            )
+        ),
         server_header=False,  # no "server: uvicorn": nothing to fingerprint, one header less
         # X-Forwarded-For/-Proto only from the configured proxies (uvicorn would trust
         # 127.0.0.1 by default: any local process could spoof sourceIp and https)
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
-        timeout_keep_alive=30,
-        limit_concurrency=2048,
-        h11_max_incomplete_event_size=64 * 1024,
+        timeout_keep_alive=int(server_cfg.keep_alive_timeout),
+        limit_concurrency=server_cfg.max_connections,
     )
     server = _Server(config)
     stopped = anyio.Event()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
+import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from anyio.from_thread import start_blocking_portal
 
 from eventrun.config import parse_config
 from eventrun.exceptions import ConfigError
-from tests._daemon import Daemon
+from tests._daemon import Daemon, daemon
 from tests._runtime_kit import running_app, write_app
 from tests.chaos._kit import wait
 from tests.fixtures._ports import free_port
@@ -228,6 +230,169 @@ def test_slowloris_does_not_block_other_clients(server: Server) -> None:
             s.close()
     print(f"slowloris: 30 dribbling sockets, worst /healthz latency {max(latencies) * 1000:.0f} ms")
     assert max(latencies) < 1.0
+
+
+# -- connection exhaustion, head limits (eventrun._httpguard) ------------------------
+
+PROBE_YAML = """
+server: {auth: {mode: none}%s}
+store: {url: "sqlite:///state.db"}
+functions:
+  echo:
+    handler: fns:echo
+"""
+
+
+@contextlib.contextmanager
+def _in_process(root: Path, server_keys: str = "") -> Iterator[int]:
+    config = write_app(root, PROBE_YAML % server_keys, {"fns.py": FNS})
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(running_app(config)) as runtime,
+    ):
+        assert runtime.bound_port is not None
+        yield runtime.bound_port
+
+
+def _status(port: int, path: str, source: str = "127.0.0.1") -> int:
+    """One GET on a new connection from ``source`` (any 127/8 address is local)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = s.recv(4096)
+            assert chunk, f"{path}: closed without an answer"
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def _idle(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    return [
+        socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        for _ in range(count)
+    ]
+
+
+def _wait_closed(sockets: list[socket.socket], timeout_s: float) -> list[bytes]:
+    """Read every socket to EOF (or reset); what each received. Fails after timeout_s."""
+    selector = selectors.DefaultSelector()
+    got: dict[socket.socket, bytes] = {}
+    for s in sockets:
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ)
+        got[s] = b""
+    deadline = time.monotonic() + timeout_s
+    open_now = len(sockets)
+    while open_now:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{open_now} of {len(sockets)} sockets still open after {timeout_s} s"
+        for key, _ in selector.select(min(left, 1.0)):
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            try:
+                chunk = ready.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                got[ready] += chunk
+            else:
+                selector.unregister(ready)
+                open_now -= 1
+    selector.close()
+    return [got[s] for s in sockets]
+
+
+def test_idle_sockets_past_the_connection_limit_leave_probes_answering(tmp_path: Path) -> None:
+    """70 sockets that send nothing against max_connections 64: requests get 503 but the
+    probes answer; the head deadline (0.5 s) closes every idle socket, then all is served.
+    Before: the idle sockets were never closed and /healthz answered 503 too."""
+    keys = ", max_connections: 64, request_head_timeout: 0.5s"
+    with _in_process(tmp_path, keys) as port:
+        idle = _idle(port, 70)
+        try:
+            # accepted in order: these connections come after all 70 idle ones
+            assert _status(port, "/openapi.json") == 503
+            assert _status(port, "/healthz") == 200
+            assert _status(port, "/readyz") == 200
+            assert _wait_closed(idle, 15) == [b""] * 70
+            assert _status(port, "/openapi.json") == 200
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_default_limits_against_2100_idle_sockets(tmp_path: Path) -> None:
+    """The defaults (2048 connections, 256 per client, 10 s head deadline) against more
+    idle sockets than the limit, from nine local addresses: 127.0.0.1 gets 256 and the
+    rest of its sockets are refused at once; the probes answer throughout; every idle
+    socket is closed at the head deadline."""
+    with _in_process(tmp_path) as port:
+        began = time.monotonic()
+        mine = _idle(port, 300)
+        others = [s for i in range(2, 10) for s in _idle(port, 240, f"127.0.0.{i}")]
+        try:
+            assert _status(port, "/openapi.json", "127.0.0.20") == 503  # 256 + 1920 held
+            assert _status(port, "/healthz", "127.0.0.20") == 200
+            assert _status(port, "/readyz", "127.0.0.21") == 200
+            refused = mine[256:]
+            answers = _wait_closed(refused, 10)
+            assert all(a.startswith(b"HTTP/1.1 503") for a in answers), answers[0]
+            assert time.monotonic() - began < 9, "refused at once, not at the head deadline"
+            assert _wait_closed(mine[:256] + others, 30) == [b""] * (256 + 1920)
+            assert time.monotonic() - began >= 10
+            assert _status(port, "/openapi.json", "127.0.0.20") == 200
+        finally:
+            for s in mine + others:
+                s.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _flood_head(port: int, first: bytes, filler: bytes, total: int) -> bytes:
+    """Send ``first`` and up to ``total`` bytes of ``filler`` (stopping as soon as the
+    server answers), then end the head; return the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(first)
+        chunk = filler * (65536 // len(filler))
+        sent = 0
+        with contextlib.suppress(OSError):  # refused mid-way: the server closed it
+            while sent < total and not select.select([s], [], [], 0)[0]:
+                s.sendall(chunk)
+                sent += len(chunk)
+            s.sendall(b"\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            while data := s.recv(65536):
+                answer += data
+                if b"\r\n\r\n" in answer:
+                    break
+        return answer
+
+
+def test_a_huge_head_is_431_and_does_not_grow_the_daemon(tmp_path: Path) -> None:
+    """32 MB of ``X-Pad`` headers, then one 32 MB header, to /healthz: each is refused with
+    431 soon after 64 KiB and the daemon's memory stays put. Before: answered 200 after
+    the daemon had held the whole head (~0.8 bytes of RSS per byte sent)."""
+    config = write_app(tmp_path, PROBE_YAML % "", {"fns.py": FNS})
+    with daemon(config) as d:
+        assert d.proc is not None
+        for _ in range(3):
+            assert _status(d.port, "/healthz") == 200
+        before = _rss_kib(d.proc.pid)
+        first = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+        many = _flood_head(d.port, first, b"X-Pad: " + b"a" * 1000 + b"\r\n", 32 << 20)
+        one = _flood_head(d.port, first + b"X-Pad: ", b"a" * 1024, 32 << 20)
+        grown = _rss_kib(d.proc.pid) - before
+        assert _status(d.port, "/healthz") == 200
+    assert many.startswith(b"HTTP/1.1 431"), many[:100]
+    assert one.startswith(b"HTTP/1.1 431"), one[:100]
+    print(f"huge heads: daemon RSS grew {grown} KiB")
+    assert grown < 8 * 1024, f"the daemon grew by {grown} KiB"
 
 
 # -- file-watch path safety -----------------------------------------------------------

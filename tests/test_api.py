@@ -367,6 +367,54 @@ async def test_malformed_json_is_400(app: App, kind: str) -> None:
     assert r.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
 
 
+@pytest.mark.parametrize("kind", ["RequestResponse", "Event"])
+@pytest.mark.parametrize(
+    "body", [b"[" * 200_000, b"[" * 5_000 + b"]" * 5_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000]
+)
+async def test_deeply_nested_json_is_400_not_500(app: App, kind: str, body: bytes) -> None:
+    """Deeper than the parsers' recursion limit: RecursionError used to escape as a 500
+    with a traceback in the log."""
+    async with app.client() as http:
+        r = await http.post(
+            INVOKE.format("echo"), content=body, headers={"X-Amz-Invocation-Type": kind}
+        )
+    assert r.status_code == 400, r.text[:200]
+    assert r.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
+    assert r.json()["Type"] == "User"
+
+
+async def test_a_deeply_nested_client_context_is_ignored(app: App) -> None:
+    context = base64.b64encode(b"[" * 20_000).decode()
+    async with app.client() as http:
+        r = await http.post(
+            INVOKE.format("echo"), json={"k": 1}, headers={"X-Amz-Client-Context": context}
+        )
+    assert (r.status_code, r.json()) == (200, {"k": 1})
+
+
+@pytest.mark.parametrize("param", ["offset", "limit"])
+@pytest.mark.parametrize("value", [str(2**64), "9" * 4000, "-1", "x"])
+async def test_dlq_listing_parameters_out_of_range_are_400(
+    app: App, param: str, value: str
+) -> None:
+    async with app.client() as http:
+        r = await http.get("/dlq/local:nothing", params={param: value})
+        assert r.status_code == 400, r.text[:200]
+        assert r.json()["message"].startswith("bad parameter")
+        r = await http.get("/dlq/local:nothing", params={param: str(2**53 - 1)})
+        assert r.status_code == 200
+
+
+async def test_a_deeply_nested_redrive_body_is_400(app: App) -> None:
+    async with app.client() as http:
+        r = await http.post(
+            "/dlq/local:nothing/redrive",
+            content=b"[" * 200_000,
+            headers={"X-Eventrun-Request": "1"},
+        )
+    assert r.status_code == 400, r.text[:200]
+
+
 async def test_unknown_invocation_type_is_400(app: App) -> None:
     async with app.client() as http:
         r = await http.post(
