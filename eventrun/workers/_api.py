@@ -158,7 +158,7 @@ def function_environment(
     hidden: Collection[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """A worker's whole environment, built from nothing (SPEC §4; docs/security-workers.md).
+    """A worker's whole environment, built from nothing (SPEC §4; docs/security.md, "Workers").
 
     In order, later ones winning: the daemon's variables whose names match one of
     ``settings.inherit_env`` (names or ``fnmatch`` globs, case-sensitive), minus every

@@ -7,7 +7,7 @@ process pool: same :class:`InvokeResult` shapes, ``concurrency`` slots with
 ``asyncio.timeout`` once an async handler suspends (see ``_call_async``; the daemon runs
 on asyncio) and with an anyio scope around a sync handler's thread.
 
-Limits of running in-process: no isolation at all (docs/security-workers.md): the
+Limits of running in-process: no isolation at all (docs/security.md, "Workers"): the
 handler sees the daemon's whole environment (its bearer tokens included; ``inherit_env``
 does not apply), memory and descriptors. A timed-out *sync* handler cannot be killed; its
 thread runs on (holding a thread slot) while the caller gets its timeout result. No memory

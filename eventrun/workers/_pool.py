@@ -12,7 +12,7 @@ Contract (SPEC §4):
   replaced in every case and the result is an :class:`InvokeResult`, never an exception;
 * a cancelled invocation kills its worker (it may be half-way through a frame).
 
-Isolation (docs/security-workers.md): a worker's environment is built from nothing
+Isolation (docs/security.md, "Workers"): a worker's environment is built from nothing
 (:func:`~._api.function_environment`: ``inherit_env`` names of the daemon's, never
 ``EVENTRUN_*`` nor ``hidden_env``), and a process that runs pools makes itself
 non-dumpable so its workers cannot read its ``/proc/PID/environ`` (:mod:`._harden`).

@@ -1,4 +1,4 @@
-"""What a handler in a worker process cannot reach (docs/security-workers.md).
+"""What a handler in a worker process cannot reach (docs/security.md, "Workers").
 
 Real worker processes, both launchers: the environment is built from nothing (the
 function's own variables, Lambda's, the ``inherit_env`` allow-list of the daemon's; never
