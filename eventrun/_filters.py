@@ -60,10 +60,14 @@ class RecordFilter:
 
 
 def decode_data(data: bytes) -> Any:
-    """The payload as filters see it: parsed JSON, else text, else None."""
+    """The payload as filters see it: parsed JSON, else text, else None.
+
+    JSON nested deeper than the parser's recursion limit (``[`` 200,000 times) is text:
+    a malformed record is filtered like any other, never an exception in the poll loop.
+    """
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             return data.decode()
         except UnicodeDecodeError:
