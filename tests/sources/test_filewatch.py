@@ -21,7 +21,7 @@ from watchfiles._rust_notify import RustNotify, WatchfilesRustInternalError
 
 from eventrun._clock import SystemClock
 from eventrun.abc import InvokeOutcome, PushSource, Route, SourceSpec
-from eventrun.exceptions import ConfigError
+from eventrun.exceptions import ConfigError, QueueFull
 from eventrun.sources import filewatch
 from eventrun.sources._filewatch_cursor import BUCKETS, Cursor, Entry
 from eventrun.sources._filewatch_events import encode_key, split_batches
@@ -116,17 +116,38 @@ def make_spec(root: Path, **config: Any) -> SourceSpec:
     )
 
 
+class RefusingContext(RecordingContext):
+    """A context whose queue is full for its first ``refusals`` invocations."""
+
+    def __init__(self, spec: SourceSpec, state: MemoryState, refusals: int) -> None:
+        super().__init__(spec, state)
+        self.left = refusals
+        self.refused: list[dict[str, Any]] = []
+
+    async def invoke_async(self, event: Any) -> str:
+        if self.left:
+            self.left -= 1
+            self.refused.append(event)
+            raise QueueFull("async:fn", "depth", 1)
+        return await super().invoke_async(event)
+
+
 @asynccontextmanager
 async def running(
     root: Path,
     state: MemoryState | None = None,
     source_kw: dict[str, Any] | None = None,
+    refusals: int = 0,
     **config: Any,
 ) -> AsyncIterator[RecordingContext]:
     spec = make_spec(root, **config)
     source = filewatch.FileWatchSource(spec, **(source_kw or {}))
     assert isinstance(source, PushSource)
-    ctx = RecordingContext(spec, state or MemoryState())
+    ctx = (
+        RefusingContext(spec, state or MemoryState(), refusals)
+        if refusals
+        else RecordingContext(spec, state or MemoryState())
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(source.serve, ctx)
         yield ctx
@@ -190,6 +211,24 @@ async def test_finished_file_moved_in_is_complete_at_once(root: Path) -> None:
         src.rename(root / "done.bin")
         record = await ctx.wait_key("done.bin")
     assert record["s3"]["object"]["size"] == 17
+
+
+async def test_a_full_queue_holds_the_batch_and_offers_it_again(root: Path) -> None:
+    """The function's queue refuses (QueueFull, as when the store is down): the batch
+    stays first in line and is delivered once the queue takes it; the watcher keeps
+    running and nothing is lost or delivered twice."""
+    with structlog.testing.capture_logs() as logs:
+        async with running(root, refusals=2) as ctx:
+            (root / "a.csv").write_text("1")
+            await ctx.wait_key("a.csv")
+            (root / "b.csv").write_text("2")
+            await ctx.wait_key("b.csv")
+    assert isinstance(ctx, RefusingContext)
+    assert [e["Records"][0]["s3"]["object"]["key"] for e in ctx.refused] == ["a.csv"] * 2
+    assert ctx.names() == ["a.csv", "b.csv"]
+    failed = [e for e in logs if e["event"] == "filewatch.deliver_failed"]
+    assert [e["retry_in_s"] for e in failed] == [0.5, 1.0]
+    assert all(e["count"] == 1 and "async:fn" in e["error"] for e in failed)
 
 
 async def test_batching_window_groups_records(root: Path) -> None:
