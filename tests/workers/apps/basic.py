@@ -94,7 +94,7 @@ def segfault(event, context):
 
 def hog(event, context):
     blob = bytearray(event["mb"] * 1024 * 1024)
-    return len(blob)
+    return {"pid": os.getpid(), "bytes": len(blob)}
 
 
 def garbage(event, context):
