@@ -16,7 +16,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -31,7 +30,7 @@ import pytest
 from eventrun._runtime import Runtime
 from tests._daemon import Daemon
 from tests._runtime_kit import running_app, write_app
-from tests.fixtures._ports import free_port, wait_for_port
+from tests.fixtures._ports import free_port
 from tests.fixtures.moto import FAKE_ENV, REGION, MotoServer, Queue
 
 pytestmark = pytest.mark.sqs
@@ -132,17 +131,8 @@ main(sys.argv[1:])
 class SafeMotoServer(MotoServer):
     """:class:`MotoServer` running the patched moto above."""
 
-    def start(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            return
-        with self._log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", SAFE_MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **FAKE_ENV},
-            )
-        wait_for_port(self.port, self._proc, "moto.server")
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "-c", SAFE_MOTO, "-H", "127.0.0.1", "-p", str(port)]
 
 
 @pytest.fixture(scope="module")
