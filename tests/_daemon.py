@@ -61,7 +61,8 @@ class Daemon:
         raise AssertionError("unreachable")
 
     def _lost_port(self) -> bool:
-        assert self.proc is not None and self._reader is not None
+        assert self.proc is not None
+        assert self._reader is not None
         if self.proc.wait(timeout=10) == 0:
             return False
         self._reader.join(10)  # every line read

@@ -87,7 +87,7 @@ def _run_every_operation(api_schema: Any, headers: dict[str, str], examples: int
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
                 case.call_and_validate(headers=headers, timeout=30)  # raises unless answered
-                answered[operation.label] += 1
+                answered[case.operation.label] += 1
 
             try:
                 run()
