@@ -468,6 +468,7 @@ async def _stop_one_mid_run(
             return sum(1 for x in read_ledger(work.ledger) if x["who"] == "r0") >= 40
 
         await wait_until(victim_busy, 60, "the victim replica to be handling work")
+        stopping_at = time.time()
         if how == signal.SIGTERM:
             assert victim.terminate(timeout_s=30) == 0, "\n".join(victim.raw[-30:])
             assert victim.events("shutdown.complete"), "the replica did not drain"
@@ -475,9 +476,13 @@ async def _stop_one_mid_run(
             victim.kill()
         stopped_at = time.time()
         await work.wait_done(120)
-        after = [x for x in read_ledger(work.ledger) if x["t"] > stopped_at]
-        assert after, "the surviving replicas did no work after the victim stopped"
-        assert all(x["who"] != "r0" for x in after)
+        lines = read_ledger(work.ledger)
+        # the others go on from the moment the victim is told to stop (on a busy machine
+        # they may finish everything while it drains), and it does nothing once stopped
+        assert [x for x in lines if x["t"] > stopping_at and x["who"] != "r0"], (
+            "the surviving replicas did no work once the victim was stopping"
+        )
+        assert all(x["who"] != "r0" for x in lines if x["t"] > stopped_at)
     work.check_complete()
     return work, stopped_at
 
