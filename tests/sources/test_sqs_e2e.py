@@ -16,7 +16,6 @@ import base64
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -88,53 +87,6 @@ def capture(event, context):
 '''
 
 
-# -- a thread-safe moto ----------------------------------------------------------------
-
-# moto mutates a queue without a lock: Queue.delete_message rebuilds the message list, so
-# under concurrent requests (the runtime deletes in parallel while a test sends) it can
-# undo a concurrent append (a sent message vanishes) or delete (a handled message comes
-# back after its visibility timeout), and two concurrent ReceiveMessage calls can both
-# take the same message. Its FIFO receive also skips the first message of a group when
-# several of the group's messages became visible again at once (it frees the group one
-# message too late), delivering the group out of order. Real SQS does none of that; run
-# moto with those two methods under the queue's own lock (the one its add_message holds)
-# and in-flight state refreshed before each scan, so these tests measure eventrun.
-SAFE_MOTO = """
-import sys, time
-from moto.sqs.models import Queue, SQSBackend
-_delete = Queue.delete_message
-def delete_message(self, receipt_handle):
-    with self._messages_lock:
-        return _delete(self, receipt_handle)
-Queue.delete_message = delete_message
-_receive = SQSBackend.receive_message
-def receive_message(self, queue_name, count, wait_seconds, *args):
-    queue = self.get_queue(queue_name)
-    deadline = time.time() + (wait_seconds or 0)
-    while True:
-        with queue._messages_lock:
-            # Visible again = no longer in flight (moto frees such messages one at a
-            # time mid-scan, which skips the head of a FIFO group).
-            queue.pending_messages.difference_update(
-                [m for m in queue.pending_messages if m.visible]
-            )
-            result = _receive(self, queue_name, count, 0, *args)
-            if result or time.time() >= deadline:
-                return result
-            queue._messages_lock.wait(0.05)  # add_message notifies
-SQSBackend.receive_message = receive_message
-from moto.server import main
-main(sys.argv[1:])
-"""
-
-
-class SafeMotoServer(MotoServer):
-    """:class:`MotoServer` running the patched moto above."""
-
-    def command(self, port: int) -> list[str]:
-        return [sys.executable, "-c", SAFE_MOTO, "-H", "127.0.0.1", "-p", str(port)]
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     with pytest.MonkeyPatch.context() as mp:
@@ -143,7 +95,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         mp.setenv("AWS_CONFIG_FILE", os.devnull)
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
         mp.delenv("AWS_PROFILE", raising=False)
-        server = SafeMotoServer(free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
+        server = MotoServer(free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
         server.start()
         try:
             yield server
