@@ -17,8 +17,9 @@ the daemon was disrupted (killed, cut off from its broker, stopped past its grac
 that moment, per batch running in parallel, at most two batches are in that state: the
 batch just handled whose result the daemon has not settled yet, and the batch completed
 before it whose acknowledgement (an XACK, a Kafka commit, an SQS delete) has not
-returned yet (acks go out in the background, one round trip at a time). Hence
-:func:`duplicate_bound`::
+returned yet (acks go out in the background, one round trip at a time; the tests' handler
+``DELAY`` keeps a batch longer than an ack round trip, so no lane completes a second batch
+while an ack is out: that is the ack interval's worth). Hence :func:`duplicate_bound`::
 
     duplicates <= disruptions x batch_size x parallel_batches x 2
     parallel_batches = min(concurrency, shards x parallelization_factor)
