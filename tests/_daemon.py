@@ -37,6 +37,7 @@ class Daemon:
         group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
         SIGINT to the whole group as a terminal does."""
         self.config = config
+        self._own_port = port is None  # chosen here: may move if another process took it
         self.port = port or free_port()
         self.new_session = new_session
         self.env = {**os.environ, **(env or {})}
@@ -44,12 +45,43 @@ class Daemon:
         self.raw: list[str] = []
         self._cond = threading.Condition()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, wait_ready: bool = True, timeout_s: float = 60) -> Daemon:
+        """Start the daemon; wait for ``runtime.ready`` if ``wait_ready``. A port chosen
+        here that another process took before the daemon bound it is replaced by a new
+        one (up to 5 times)."""
+        for attempt in range(5):
+            self._launch()
+            if not wait_ready:
+                return self
+            try:
+                self.wait_for(lambda e: e.get("event") == "runtime.ready", timeout_s)
+            except AssertionError:
+                if attempt == 4 or not self._own_port or not self._lost_port():
+                    raise
+                self.port = free_port()
+                continue
+            return self
+        raise AssertionError("unreachable")
+
+    def _lost_port(self) -> bool:
+        assert self.proc is not None
+        assert self._reader is not None
+        if self.proc.wait(timeout=10) == 0:
+            return False
+        self._reader.join(10)  # every line read
+        with self._cond:
+            return any("address already in use" in line.lower() for line in self.raw)
+
+    def _launch(self) -> None:
+        with self._cond:
+            self.logs.clear()
+            self.raw.clear()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -70,10 +102,8 @@ class Daemon:
             cwd=self.config.parent,
             start_new_session=self.new_session,
         )
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if wait_ready:
-            self.wait_for(lambda e: e.get("event") == "runtime.ready", timeout_s)
-        return self
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None

@@ -145,14 +145,23 @@ async def check_kv(new_store: NewStore) -> None:
         await store.kv_set("cursor", b"\x00one")
         await store.kv_set("cursor", b"two")
         assert await store.kv_get("cursor") == b"two"
-        assert await store.kv_claim("cron:tick:1", 0.3, now=time.time())
-        assert not await store.kv_claim("cron:tick:1", 0.3, now=time.time())
-        assert await store.kv_claim("cron:tick:2", 0.3, now=time.time())
-        assert await store.kv_get("cron:tick:1") is not None
-        # Nothing signals a TTL running out: wait it out (Redis expires on its own clock).
-        await anyio.sleep(0.35)
         assert await store.kv_claim("cron:tick:1", 60, now=time.time())
         assert not await store.kv_claim("cron:tick:1", 60, now=time.time())
+        assert await store.kv_claim("cron:tick:2", 60, now=time.time())
+        assert await store.kv_get("cron:tick:1") is not None
+        # A claim is held for its TTL, then free. Nothing signals a TTL running out, and
+        # Redis expires on its own clock: ask until it is free, timing it from before the
+        # claim (a busy machine may take longer than the TTL between two calls).
+        began = time.monotonic()
+        assert await store.kv_claim("cron:tick:3", 0.3, now=time.time())
+        if await store.kv_claim("cron:tick:3", 0.3, now=time.time()):
+            assert time.monotonic() - began >= 0.29, "claimed twice within its TTL"
+        with anyio.fail_after(10):
+            # no event for an expiry: ask again
+            while not await store.kv_claim("cron:tick:3", 60, now=time.time()):  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        assert time.monotonic() - began >= 0.29, "the claim expired before its TTL"
+        assert not await store.kv_claim("cron:tick:3", 60, now=time.time())
         # A plain set replaces a claim and never expires.
         await store.kv_set("cron:tick:2", b"done")
         assert not await store.kv_claim("cron:tick:2", 60, now=time.time() + 3600)

@@ -229,7 +229,10 @@ def test_slowloris_does_not_block_other_clients(server: Server) -> None:
         for s in dribblers:
             s.close()
     print(f"slowloris: 30 dribbling sockets, worst /healthz latency {max(latencies) * 1000:.0f} ms")
-    assert max(latencies) < 1.0
+    # A server held up by the dribblers would answer only once a dribbled request is
+    # complete (never here: 40 of its bytes are sent, 50 ms apart) or time the client
+    # out; half the dribble's duration leaves a busy machine its scheduling delays.
+    assert max(latencies) < min(len(request), 40) * 0.05 / 2
 
 
 # -- connection exhaustion, head limits (eventrun._httpguard) ------------------------

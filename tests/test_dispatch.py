@@ -13,7 +13,7 @@ import pytest
 import structlog.testing
 
 from eventrun._filters import RecordFilter
-from eventrun.abc import Record
+from eventrun.abc import OutMessage, Record
 from eventrun.testing import FakeClock, MemoryQueue, MemorySink, MemoryStream
 from tests._dispatch_kit import Handler, data_of, running, until
 
@@ -484,14 +484,19 @@ async def test_backpressure_bounds_intake() -> None:
     for i in range(5000):
         stream.put("s", f"s:{i}".encode())
     gate = anyio.Event()
+    started = anyio.Event()
 
     async def blocked(payload: bytes) -> Any:
+        started.set()
         await gate.wait()
         return await Handler()(payload)
 
-    async with running(stream, blocked, batch_size=10, buffer_records=50) as d:  # type: ignore[arg-type]
-        await anyio.sleep(0.2)  # give the poll loop every chance to over-read
-        assert d.statistics()["polled"] <= 50 + 100
+    limit = 50  # buffer_records; above a batch per lane (10 x (1 lane + 1))
+    async with running(stream, blocked, batch_size=10, buffer_records=limit) as d:  # type: ignore[arg-type]
+        await started.wait()
+        # every task parked: the poll loop waits for room, it is not about to read more
+        await anyio.wait_all_tasks_blocked()
+        assert d.statistics()["polled"] == limit
         gate.set()
         await until(stream, lambda: stream.lag() == 0)
 
@@ -510,15 +515,32 @@ async def test_source_outage_is_retried_without_losing_records() -> None:
 
 
 async def test_pipeline_outputs_published_before_ack() -> None:
-    stream = MemoryStream()
+    events: list[tuple[str, str]] = []  # ("send", payload n) and ("ack", offset), in order
+
+    class NotingStream(MemoryStream):
+        async def ack(self, records: Sequence[Record]) -> None:
+            events.extend(("ack", f"s:{r.token}") for r in records)
+            await super().ack(records)
+
+    class NotingSink(MemorySink):
+        async def send(self, messages: Sequence[OutMessage]) -> None:
+            await super().send(messages)
+            events.extend(("send", json.loads(m.payload)["n"]) for m in messages)
+
+    stream = NotingStream()
     for i in range(3):
         stream.put("s", f"s:{i}".encode(), key=f"k{i}")
-    out = MemorySink()
+    out = NotingSink()
     handler = Handler(fn=lambda records: {"records": [{"n": data_of(r)} for r in records]})
     async with running(stream, handler, batch_size=3, window_s=0.0, on_success=out):
         await until(stream, lambda: stream.lag() == 0)
     assert sorted(json.loads(m.payload)["n"] for m in out.messages) == ["s:0", "s:1", "s:2"]
     assert {m.key for m in out.messages} <= {"k0", "k1", "k2"}
+    # each input is acknowledged only after its output was sent
+    acked = [n for kind, n in events if kind == "ack"]
+    assert sorted(acked) == ["s:0", "s:1", "s:2"]
+    for n in acked:
+        assert events.index(("send", n)) < events.index(("ack", n)), events
 
 
 class RevokableStream(MemoryStream):

@@ -25,10 +25,52 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+# where each public name is defined: ``eventrun.NAME`` must be that very object
+HOMES = {
+    "eventrun.abc": [
+        "InvokeOutcome",
+        "OutMessage",
+        "Poller",
+        "PushSource",
+        "Record",
+        "Route",
+        "Sink",
+        "SinkSpec",
+        "SourceContext",
+        "SourceSpec",
+    ],
+    "eventrun.exceptions": [
+        "ConfigError",
+        "EventrunError",
+        "FunctionSaturated",
+        "HandlerImportError",
+        "PluginNotFound",
+        "SinkError",
+        "SinkRejected",
+        "SinkUnavailable",
+        "SourceAuthError",
+        "SourceError",
+        "SourceUnavailable",
+    ],
+    "eventrun.config": ["Config", "LoadedConfig", "load_config"],
+    "eventrun._runtime": ["Runtime"],
+}
+
+
 def test_all_is_sorted_and_resolvable() -> None:
+    import importlib
+    from importlib.metadata import version
+
     assert eventrun.__all__ == sorted(eventrun.__all__)
-    for name in eventrun.__all__:
-        assert getattr(eventrun, name) is not None
+    homes = {name: module for module, names in HOMES.items() for name in names}
+    assert set(eventrun.__all__) == set(homes) | {"__version__"}
+    for name, module in homes.items():
+        assert getattr(eventrun, name) is getattr(importlib.import_module(module), name), name
+        assert isinstance(getattr(eventrun, name), type) or name == "load_config", name
+    for name in HOMES["eventrun.exceptions"]:
+        assert issubclass(getattr(eventrun, name), eventrun.EventrunError), name
+    assert callable(eventrun.load_config)
+    assert eventrun.__version__ == version("eventrun")
 
 
 def test_import_eventrun_does_not_import_broker_clients() -> None:

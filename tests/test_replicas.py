@@ -409,11 +409,16 @@ async def test_three_replicas_share_work_exactly_once(
     config = write_replica_app(tmp_path, brokers)
     work = Workload(brokers, client, tmp_path / "ledger.jsonl", per_source=150)
     with replicas(config) as daemons:
-        started = time.time()
         await work.send(daemons)
         await work.wait_done(60)
-        # Let the per-second cron run across the three for ~20 s in all (CI time).
-        await anyio.sleep(max(0.0, 20 - (time.time() - started)))
+
+        async def cron_shared() -> bool:
+            # the per-second cron runs on: 15 ticks (from any replica), two replicas won some
+            fired = [e for d in daemons for e in d.events("cron.fired")]
+            firing = sum(1 for d in daemons if d.events("cron.fired"))
+            return len({e["scheduled_at"] for e in fired}) >= 15 and firing >= 2
+
+        await wait_until(cron_shared, 90, "15 cron ticks, fired by two replicas or more")
     seen = work.check_complete()
     failures = [e for d in daemons for name in FAILURE_EVENTS for e in d.events(name)]
     assert not failures, failures[:3]
@@ -430,7 +435,7 @@ async def test_three_replicas_share_work_exactly_once(
     per_tick = Counter(e["scheduled_at"] for e in fired)
     assert len(fired) == len(per_tick), [t for t, n in per_tick.items() if n > 1]
     ticks = sorted(int(_epoch(t)) for t in per_tick)
-    assert len(ticks) >= 15, f"too few ticks fired in ~20 s: {len(ticks)}"
+    assert len(ticks) >= 15, f"too few ticks fired: {len(ticks)}"
     assert ticks == list(range(ticks[0], ticks[-1] + 1)), "a tick was skipped"
     assert len([d for d in daemons if d.events("cron.fired")]) >= 2, "one replica fired all"
     # each fired tick ran its handler once, on whichever replica leased it
@@ -465,6 +470,7 @@ async def _stop_one_mid_run(
             return sum(1 for x in read_ledger(work.ledger) if x["who"] == "r0") >= 40
 
         await wait_until(victim_busy, 60, "the victim replica to be handling work")
+        stopping_at = time.time()
         if how == signal.SIGTERM:
             assert victim.terminate(timeout_s=30) == 0, "\n".join(victim.raw[-30:])
             assert victim.events("shutdown.complete"), "the replica did not drain"
@@ -472,9 +478,13 @@ async def _stop_one_mid_run(
             victim.kill()
         stopped_at = time.time()
         await work.wait_done(120)
-        after = [x for x in read_ledger(work.ledger) if x["t"] > stopped_at]
-        assert after, "the surviving replicas did no work after the victim stopped"
-        assert all(x["who"] != "r0" for x in after)
+        lines = read_ledger(work.ledger)
+        # the others go on from the moment the victim is told to stop (on a busy machine
+        # they may finish everything while it drains), and it does nothing once stopped
+        assert [x for x in lines if x["t"] > stopping_at and x["who"] != "r0"], (
+            "the surviving replicas did no work once the victim was stopping"
+        )
+        assert all(x["who"] != "r0" for x in lines if x["t"] > stopped_at)
     work.check_complete()
     return work, stopped_at
 
@@ -542,7 +552,13 @@ async def test_missed_ticks_are_caught_up_once_across_replicas(
     await anyio.sleep(8)  # every replica is down: ~8 ticks are missed
     with replicas(config) as second:
         up_at = time.time()
-        await anyio.sleep(3)
+
+        async def caught_up() -> bool:
+            fired = [e for d in second for e in d.events("cron.fired")]
+            dropped = any(d.events("cron.ticks_dropped") for d in second)
+            return dropped and any(_epoch(e["scheduled_at"]) < up_at - 1 for e in fired)
+
+        await wait_until(caught_up, 30, "the second replicas to catch up the missed ticks")
     fired = [e for d in first + second for e in d.events("cron.fired")]
     per_tick = Counter(int(_epoch(e["scheduled_at"])) for e in fired)
     assert all(n == 1 for n in per_tick.values()), [t for t, n in per_tick.items() if n > 1]

@@ -10,6 +10,22 @@ Order under at-least-once delivery: a redelivered duplicate (after a crash or a 
 legitimately repeat earlier sequence numbers. A violation is a record of a key handled
 successfully while some *earlier* record of that key had never been handled yet — for
 that key, ``seq`` exceeds the contiguous prefix of handled seqs plus one.
+
+Duplicates are bounded too (a run that never acknowledged anything would otherwise pass).
+A record is handled twice only if it was written to the ledger but not acknowledged when
+the daemon was disrupted (killed, cut off from its broker, stopped past its grace). At
+that moment, per batch running in parallel, at most two batches are in that state: the
+batch just handled whose result the daemon has not settled yet, and the batch completed
+before it whose acknowledgement (an XACK, a Kafka commit, an SQS delete) has not
+returned yet (acks go out in the background, one round trip at a time; the tests' handler
+``DELAY`` keeps a batch longer than an ack round trip, so no lane completes a second batch
+while an ack is out: that is the ack interval's worth). Hence :func:`duplicate_bound`::
+
+    duplicates <= disruptions x batch_size x parallel_batches x 2
+    parallel_batches = min(concurrency, shards x parallelization_factor)
+
+(``shards``: streams or partitions; for SQS the dispatcher's queue lanes.) A disruption
+with nothing in flight adds nothing, so a run may well stay far below the bound.
 """
 
 from __future__ import annotations
@@ -165,13 +181,25 @@ class Verdict:
         }
         return f"chaos[{self.name}]: " + ", ".join(f"{k}={v}" for k, v in figures.items())
 
-    def check(self, *, ordered: bool = True) -> None:
-        """Print the figures; assert nothing lost and (``ordered``) no order violation."""
+    def check(self, *, max_duplicates: int, ordered: bool = True) -> None:
+        """Print the figures; assert nothing lost, at most ``max_duplicates`` records
+        handled twice (see :func:`duplicate_bound`) and (``ordered``) no order violation."""
         print(self.summary())
         assert not self.unknown, f"ledger has records never produced: {self.unknown[:5]}"
         assert not self.lost, f"{len(self.lost)} records lost, e.g. {self.lost[:5]}"
         if ordered:
             assert not self.violations, f"order violations: {self.violations[:5]}"
+        assert self.duplicates <= max_duplicates, (
+            f"{self.duplicates} duplicates, more than the {max_duplicates} in flight"
+        )
+
+
+def duplicate_bound(
+    *, disruptions: int, batch_size: int, shards: int, parallelization_factor: int, concurrency: int
+) -> int:
+    """The most records a run may handle twice (the module docstring derives it)."""
+    parallel_batches = min(concurrency, shards * parallelization_factor)
+    return disruptions * batch_size * parallel_batches * 2
 
 
 def verdict(name: str, produced: list[dict[str, str]], ledger: Path, **extra: object) -> Verdict:

@@ -74,6 +74,9 @@ async def test_every_kind_of_handler_crash_loses_nothing(tmp_path: Path, redis_u
     expected = {records[i]["id"]: int(extra[i]["fails"]) for i in poisoned}
     assert tried == expected, "every poison failed exactly its configured number of times"
     failures = sum(expected.values())
-    verdict(
-        "handler-crashes", records, ledger, failures_injected=failures, kinds=len(KINDS)
-    ).check()
+    # Every kind fails before the ledger write except "memory": its handler returns (and
+    # writes) and the worker's peak RSS fails the batch afterwards, so each such failure
+    # hands its whole batch (batch_size 5) over again.
+    memory = sum(int(extra[i]["fails"]) for i in poisoned if extra[i]["poison"] == "memory")
+    v = verdict("handler-crashes", records, ledger, failures_injected=failures, kinds=len(KINDS))
+    v.check(max_duplicates=memory * 5)

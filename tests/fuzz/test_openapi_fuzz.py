@@ -7,6 +7,7 @@ negative (schema-violating) inputs; the Invoke API runs a real worker process.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,17 @@ def echo(event, context):
 def boom(event, context):
     raise ValueError("boom")
 """
+# every operation the document must list for APP_YAML (a document that lost one, or a
+# run that sent nothing, fails the tests below)
+OPERATIONS = {
+    "POST /2015-03-31/functions/{name}/invocations",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /status",
+    "GET /hello/{name}",
+    "POST /hello/{name}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +73,10 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             )
 
 
-def _run_every_operation(api_schema: Any, headers: dict[str, str], examples: int) -> int:
+def _run_every_operation(api_schema: Any, headers: dict[str, str], examples: int) -> Counter[str]:
     """Drive each operation of the document with its own hypothesis strategy (positive and
-    negative cases); return how many cases were sent."""
-    sent = 0
+    negative cases); return how many responses came back per operation."""
+    answered: Counter[str] = Counter()
     for result in api_schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -77,23 +89,26 @@ def _run_every_operation(api_schema: Any, headers: dict[str, str], examples: int
             )
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
-                nonlocal sent
-                sent += 1
-                case.call_and_validate(headers=headers, timeout=30)
+                case.call_and_validate(headers=headers, timeout=30)  # raises unless answered
+                answered[case.operation.label] += 1
 
             try:
                 run()
             except Unsatisfiable:
                 # nothing to make invalid (no parameters, no body): only positive cases
                 assert mode is GenerationMode.NEGATIVE, operation.label
-    return sent
+    return answered
 
 
 def test_api_matches_its_openapi_document(api_schema: Any) -> None:
-    sent = _run_every_operation(api_schema, {"Authorization": f"Bearer {TOKEN}"}, 25)
-    print(f"schemathesis: {sent} cases with a token")
+    answered = _run_every_operation(api_schema, {"Authorization": f"Bearer {TOKEN}"}, 25)
+    print(f"schemathesis: {answered.total()} cases with a token: {dict(answered)}")
+    assert set(answered) == OPERATIONS
+    assert all(n > 0 for n in answered.values())
 
 
 def test_api_without_a_token_matches_its_openapi_document(api_schema: Any) -> None:
-    sent = _run_every_operation(api_schema, {}, 5)
-    print(f"schemathesis: {sent} cases without a token")
+    answered = _run_every_operation(api_schema, {}, 5)
+    print(f"schemathesis: {answered.total()} cases without a token: {dict(answered)}")
+    assert set(answered) == OPERATIONS
+    assert all(n > 0 for n in answered.values())

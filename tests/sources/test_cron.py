@@ -356,7 +356,8 @@ async def test_fires_on_whole_seconds_against_the_real_clock() -> None:
     for event, fired_at in zip(ctx.async_events, ctx.async_at, strict=True):
         scheduled = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
         assert scheduled == int(scheduled)
-        assert -0.001 <= fired_at - scheduled < 0.1, (event["time"], fired_at)
+        # never early; late by the loop's wake-up latency only (half a tick: a busy machine)
+        assert -0.001 <= fired_at - scheduled < 0.5, (event["time"], fired_at)
 
 
 class FailingClaimState(DictState):

@@ -36,6 +36,20 @@ def event(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
+def assert_counts_down(
+    ctx: dict[str, Any], *, timeout_ms: int, invoked_at: float, slept_s: float
+) -> None:
+    """``basic.context_fields``'s two ``get_remaining_time_in_millis()`` readings count
+    down to a deadline ``timeout_ms`` after the invocation began (between ``invoked_at``
+    and the first reading), by exactly the time between them on the monotonic clock
+    (the handler reads it next to each; a millisecond of truncation each side)."""
+    first, second = ctx["remaining"]
+    first_at, second_at = ctx["remaining_at"]
+    assert timeout_ms - (first_at - invoked_at) * 1000 - 2 <= first <= timeout_ms
+    assert second_at - first_at >= slept_s
+    assert abs((first - second) - (second_at - first_at) * 1000) <= 2, (ctx, first_at, second_at)
+
+
 RunnerFactory = Callable[..., AbstractAsyncContextManager[ProcessRunner]]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from eventrun.workers import LambdaContext
 from eventrun.workers._context import FunctionInfo
 
-from .conftest import APPS, RunnerFactory, event
+from .conftest import APPS, RunnerFactory, assert_counts_down, event
 
 
 async def test_every_context_field(process_runner: RunnerFactory) -> None:
@@ -21,6 +22,7 @@ async def test_every_context_field(process_runner: RunnerFactory) -> None:
     async with process_runner(
         "orders", handler="basic.context_fields", timeout=2.0, memory_mb=256
     ) as runner:
+        invoked_at = time.monotonic()
         result = await runner.invoke(
             event({"sleep": 0.2}),
             request_id="rid-1",
@@ -44,9 +46,7 @@ async def test_every_context_field(process_runner: RunnerFactory) -> None:
         "installation_id": "inst-1",
         "app_title": "shop",
     }
-    first, second = ctx["remaining"]
-    assert 1500 < first <= 2000
-    assert 150 <= first - second <= 400  # it counts down with the handler's 0.2 s sleep
+    assert_counts_down(ctx, timeout_ms=2000, invoked_at=invoked_at, slept_s=0.2)
     other = json.loads(plain.payload)
     assert other["identity"] == [None, None]
     assert other["client_context"] is None

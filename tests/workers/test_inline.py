@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,7 @@ import pytest
 from eventrun.exceptions import FunctionSaturated
 from eventrun.workers import InlineRunner, create_runner
 
-from .conftest import APPS, Settings, event
+from .conftest import APPS, Settings, assert_counts_down, event
 
 
 def inline(handler: str, **settings: object) -> InlineRunner:
@@ -42,14 +43,13 @@ async def test_async_handler_runs_in_this_loop() -> None:
 
 async def test_sync_handler_runs_in_a_thread() -> None:
     async with inline("basic.context_fields", timeout=3.0) as runner:
+        invoked_at = time.monotonic()
         result = await runner.invoke(event({"sleep": 0.1}), identity={"cognitoIdentityId": "x"})
     ctx = json.loads(result.payload)
     assert ctx["function_name"] == "inl"
     assert ctx["memory_limit_in_mb"] == "256"
     assert ctx["identity"] == ["x", None]
-    first, second = ctx["remaining"]
-    assert 2500 < first <= 3000
-    assert 50 <= first - second <= 300
+    assert_counts_down(ctx, timeout_ms=3000, invoked_at=invoked_at, slept_s=0.1)
 
 
 async def test_errors_and_marshal() -> None:

@@ -173,17 +173,23 @@ async def test_corrupt_frame_is_a_crash_not_a_daemon_failure(
 async def test_memory_limit(process_runner: RunnerFactory, mb: int) -> None:
     async with process_runner(handler="basic.hog", memory_mb=128, concurrency=1) as runner:
         small = await runner.invoke(event({"mb": 8}))
-        pid_before = small.ok
         big = await runner.invoke(event({"mb": mb}), request_id="big")
         after = await runner.invoke(event({"mb": 8}))
         stats = runner.statistics()
-    assert pid_before
+    assert small.ok
+    before = json.loads(small.payload)
+    assert before["bytes"] == 8 * 1024 * 1024
     assert big.error_type == "Runtime.OutOfMemory"
     assert json.loads(big.payload)["errorType"] == "Runtime.OutOfMemory"
     assert "memory limit of 128 MB exceeded" in big.logs
-    assert after.ok
+    # a new worker (a cold start, another process) serves the next invocation in full
+    assert after.ok, after.payload
+    replaced = json.loads(after.payload)
+    assert replaced["bytes"] == 8 * 1024 * 1024
+    assert replaced["pid"] != before["pid"]
     assert after.init_duration_s is not None
     assert stats["out_of_memory"] == 1
+    assert stats["cold_starts"] == 2
 
 
 async def test_max_requests_recycles(process_runner: RunnerFactory) -> None:

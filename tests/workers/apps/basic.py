@@ -26,7 +26,9 @@ def handler(event, context):
 
 def context_fields(event, context):
     first = context.get_remaining_time_in_millis()
+    first_at = time.monotonic()  # the system-wide clock the deadline is kept on
     time.sleep(event.get("sleep", 0.05))
+    second_at = time.monotonic()
     second = context.get_remaining_time_in_millis()
     return {
         "aws_request_id": context.aws_request_id,
@@ -49,6 +51,7 @@ def context_fields(event, context):
             "app_title": context.client_context.client.app_title,
         },
         "remaining": [first, second],
+        "remaining_at": [first_at, second_at],
         "pid": os.getpid(),
     }
 
@@ -94,7 +97,7 @@ def segfault(event, context):
 
 def hog(event, context):
     blob = bytearray(event["mb"] * 1024 * 1024)
-    return len(blob)
+    return {"pid": os.getpid(), "bytes": len(blob)}
 
 
 def garbage(event, context):
