@@ -32,11 +32,17 @@ def _structlog_defaults() -> Iterator[None]:
 
 
 _TMP = Path(tempfile.gettempdir()).resolve()
+_REPO = Path(__file__).resolve().parents[1]  # its venv too: a clone may live in /tmp
 
 
-def _in_tmp(module: object) -> bool:
+def _test_app_module(module: object) -> bool:
+    """A handler module a test wrote into a temporary directory (not eventrun's own
+    modules or a library's, even when the checkout itself is under /tmp)."""
     file = getattr(module, "__file__", None)
-    return bool(file) and Path(file).resolve().is_relative_to(_TMP)
+    if not file:
+        return False
+    path = Path(file).resolve()
+    return path.is_relative_to(_TMP) and not path.is_relative_to(_REPO)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +56,7 @@ def _handler_imports_isolated() -> Iterator[None]:
     yield
     sys.path[:] = path
     for name in [n for n in sys.modules if n not in before]:
-        if _in_tmp(sys.modules[name]):
+        if _test_app_module(sys.modules[name]):
             del sys.modules[name]
 
 
