@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,32 +30,27 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-_TMP = Path(tempfile.gettempdir()).resolve()
-_REPO = Path(__file__).resolve().parents[1]  # its venv too: a clone may live in /tmp
-
-
-def _test_app_module(module: object) -> bool:
-    """A handler module a test wrote into a temporary directory (not eventrun's own
-    modules or a library's, even when the checkout itself is under /tmp)."""
+def _written_under(root: Path, module: object) -> bool:
     file = getattr(module, "__file__", None)
-    if not file:
-        return False
-    path = Path(file).resolve()
-    return path.is_relative_to(_TMP) and not path.is_relative_to(_REPO)
+    return bool(file) and Path(file).resolve().is_relative_to(root)
 
 
 @pytest.fixture(autouse=True)
-def _handler_imports_isolated() -> Iterator[None]:
+def _handler_imports_isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Handlers imported in-process (``eventrun check`` under CliRunner, inline runtimes)
     leave their modules in ``sys.modules`` and their task root on ``sys.path``: a later
     test's handler module of the same name (``app``, ``fns``) would resolve to the old one
-    (``'app' is not a package``). Each test starts with the modules and path it found."""
+    (``'app' is not a package``). Each test starts with the path it found, and modules
+    written under pytest's temporary directories are forgotten — only those: a library
+    imported for the first time during a test stays (a clone and its venv may live in
+    /tmp, and a re-imported httpcore has other exception classes than httpx maps)."""
+    root = tmp_path_factory.getbasetemp().resolve()
     path = list(sys.path)
     before = set(sys.modules)
     yield
     sys.path[:] = path
     for name in [n for n in sys.modules if n not in before]:
-        if _test_app_module(sys.modules[name]):
+        if _written_under(root, sys.modules[name]):
             del sys.modules[name]
 
 
