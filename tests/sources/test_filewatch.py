@@ -129,6 +129,8 @@ class RefusingContext(RecordingContext):
         if self.left:
             self.left -= 1
             self.refused.append(event)
+            self._changed.set()
+            self._changed = anyio.Event()
             raise QueueFull("async:fn", "depth", 1)
         return await super().invoke_async(event)
 
@@ -661,3 +663,35 @@ async def test_an_outside_symlink_is_reported_once(root: Path) -> None:
     refused = [e for e in logs if e["event"] == "filewatch.path_refused"]
     assert len(refused) == 1
     assert "link.txt" not in ctx.names()
+
+
+async def test_files_ready_during_the_backoff_wait_behind_the_refused_batch(root: Path) -> None:
+    async with running(root, refusals=1) as ctx:
+        assert isinstance(ctx, RefusingContext)
+        (root / "a.csv").write_text("1")
+        await ctx.wait_for(lambda: len(ctx.refused) == 1)
+        (root / "b.csv").write_text("2")  # settles inside the 0.5 s backoff
+        await ctx.wait_key("b.csv")
+    assert ctx.names() == ["a.csv", "b.csv"]  # the refused batch first, nothing twice
+    assert len(ctx.refused) == 1
+
+
+class BrokenContext(RecordingContext):
+    """A queue that fails in a way retrying cannot cure."""
+
+    async def invoke_async(self, event: Any) -> str:
+        raise SourceError("fn: the function's configuration is gone")
+
+
+async def test_a_delivery_error_that_is_not_retryable_ends_the_source(root: Path) -> None:
+    spec = make_spec(root)
+    source = filewatch.FileWatchSource(spec)
+    (root / "a.csv").write_text("1")
+    with pytest.raises(BaseException) as caught:  # noqa: PT011 - checked below
+        with anyio.fail_after(WAIT_S):
+            await source.serve(BrokenContext(spec, MemoryState()))
+    leaves = [caught.value]
+    while isinstance(leaves[-1], BaseExceptionGroup):
+        leaves.append(leaves[-1].exceptions[0])
+    assert isinstance(leaves[-1], SourceError)
+    assert "configuration is gone" in str(leaves[-1])
