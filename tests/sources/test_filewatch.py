@@ -695,3 +695,32 @@ async def test_a_delivery_error_that_is_not_retryable_ends_the_source(root: Path
         leaves.append(leaves[-1].exceptions[0])
     assert isinstance(leaves[-1], SourceError)
     assert "configuration is gone" in str(leaves[-1])
+
+
+async def test_a_directory_moved_out_fires_removed_for_every_file_under_it(root: Path) -> None:
+    (root / "batch").mkdir()
+    async with running(root, events=["created", "removed"]) as ctx:
+        for name in ("batch/a.txt", "batch/b.txt", "top.txt"):
+            (root / name).write_text(name)
+            await ctx.wait_key(name)
+        (root / "batch").rename(root.parent / "archived")  # one event, for the directory
+        await ctx.wait_for(lambda: len(ctx.names("ObjectRemoved:Delete")) == 2)
+        await ctx.barrier(root)
+    assert sorted(ctx.names("ObjectRemoved:Delete")) == ["batch/a.txt", "batch/b.txt"]
+
+
+async def test_special_files_and_symlink_loops_are_not_delivered(root: Path) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running(root) as ctx:
+            os.mkfifo(root / "pipe")
+            (root / "loop-a").symlink_to(root / "loop-b")
+            (root / "loop-b").symlink_to(root / "loop-a")
+            await ctx.barrier(root)
+    assert [k for k in ctx.names() if not k.startswith("zz-")] == []
+    refused = {
+        e["path"].rsplit("/", 1)[1]: e["reason"]
+        for e in logs
+        if e["event"] == "filewatch.path_refused"
+    }
+    assert "pipe" not in refused  # ignored quietly, not an error
+    assert refused["loop-a"].startswith("cannot stat: Too many levels of symbolic links")
