@@ -147,5 +147,6 @@ async def test_writelines_abort_and_buffer_size_account_for_a_held_head() -> Non
     assert held.get_write_buffer_size() == 10
     held.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
     held.abort()  # a held head is dropped, never written after the abort
+    assert held.get_write_buffer_size() == 10
     await asyncio.sleep(0)  # the pending call_soon flush runs and finds nothing
     assert raw.calls[2:] == [("abort", b"")]

@@ -124,11 +124,13 @@ class RefusingContext(RecordingContext):
         super().__init__(spec, state)
         self.left = refusals
         self.refused: list[dict[str, Any]] = []
+        self.refused_at: list[float] = []
 
     async def invoke_async(self, event: Any) -> str:
         if self.left:
             self.left -= 1
             self.refused.append(event)
+            self.refused_at.append(time.monotonic())
             self._changed.set()
             self._changed = anyio.Event()
             raise QueueFull("async:fn", "depth", 1)
@@ -674,6 +676,8 @@ async def test_files_ready_during_the_backoff_wait_behind_the_refused_batch(root
         await ctx.wait_key("b.csv")
     assert ctx.names() == ["a.csv", "b.csv"]  # the refused batch first, nothing twice
     assert len(ctx.refused) == 1
+    # b.csv being ready did not cut the backoff short (the first retry waits 0.5 s)
+    assert ctx.arrived_at[0] - ctx.refused_at[0] >= 0.5 - 0.01
 
 
 class BrokenContext(RecordingContext):
