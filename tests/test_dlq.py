@@ -478,3 +478,15 @@ async def test_redrive_selects_by_id_skips_success_and_refuses_unknown_functions
         text = _dlq.entry_doc(next(e for e in entries if e.id == by_payload[b"not json \xff"]))
         assert text["payload"] == "not json \ufffd"
         assert text["kind"] == "message"
+
+
+async def test_a_page_filled_to_its_limit_says_whether_more_follow(tmp_path: Path) -> None:
+    store = open_store("sqlite:///state.db", config_dir=tmp_path)
+    async with store:
+        await store.put("local:q", [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}'])
+        page, next_offset = await _dlq.list_page(store, "q", limit=2)
+        assert [e["payload"] for e in page] == [{"n": 1}, {"n": 2}]
+        assert next_offset == 2
+        page, next_offset = await _dlq.list_page(store, "q", limit=1, offset=2)
+        assert [e["payload"] for e in page] == [{"n": 3}]
+        assert next_offset is None  # the limit was reached on the last entry
