@@ -415,6 +415,26 @@ async def test_a_deeply_nested_redrive_body_is_400(app: App) -> None:
     assert r.status_code == 400, r.text[:200]
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1, 2]", "the body must be a JSON object"),
+        (b'{"to": "echo", "force": true}', "unknown option(s) ['force']"),
+        (b'{"ids": "abc"}', "ids must be a list of entry ids"),
+        (b'{"ids": ["a", 1]}', "ids must be a list of entry ids"),
+    ],
+)
+async def test_a_malformed_redrive_body_is_400_and_names_the_problem(
+    app: App, body: bytes, message: str
+) -> None:
+    async with app.client() as http:
+        r = await http.post(
+            "/dlq/local:nothing/redrive", content=body, headers={"X-Eventrun-Request": "1"}
+        )
+    assert r.status_code == 400, r.text[:200]
+    assert r.json()["message"] == f"bad parameter: {message}"
+
+
 async def test_unknown_invocation_type_is_400(app: App) -> None:
     async with app.client() as http:
         r = await http.post(

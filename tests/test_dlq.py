@@ -418,3 +418,75 @@ async def test_dlq_pages_are_bounded_in_bytes_and_follow_to_the_end(tmp_path: Pa
             doc = r.json()
             assert doc["depth"] == 41
             assert doc["next_offset"] == len(doc["entries"]) < 41
+
+
+def _destination_record(ident: str, condition: str, arn: Any) -> bytes:
+    """An async destination record as the invoker writes it (only the fields redrive reads)."""
+    context = {"condition": condition, "functionArn": arn, "requestId": f"r-{ident}"}
+    return json.dumps({"requestContext": context, "requestPayload": {"id": ident}}).encode()
+
+
+async def test_redrive_selects_by_id_skips_success_and_refuses_unknown_functions(
+    tmp_path: Path,
+) -> None:
+    """``ids`` leaves the other entries in place; ``skip_success`` leaves Success records;
+    a record of a function no longer configured, one with no usable functionArn and a
+    payload that is not JSON are skipped with a reason, never dropped."""
+    arn = "arn:aws:lambda:eu-west-1:000000000000:function:{}"
+    store = open_store("sqlite:///state.db", config_dir=tmp_path)
+    async with store:
+        await store.put(
+            "local:q",
+            [
+                _destination_record("ok", "Success", arn.format("work")),
+                _destination_record("gone", "RetriesExhausted", arn.format("removed")),
+                _destination_record("noarn", "RetriesExhausted", 42),
+                _destination_record("short", "RetriesExhausted", "arn:aws:lambda:x"),
+                b"not json \xff",
+                _destination_record("redo", "RetriesExhausted", arn.format("work")),
+            ],
+        )
+        entries = await store.peek("local:q")
+        by_payload = {e.payload: e.id for e in entries}
+        redo_id = entries[-1].id
+        calls: list[tuple[str, Any]] = []
+
+        async def enqueue(function: str, event: bytes, meta: dict[str, Any]) -> str:
+            calls.append((function, json.loads(event)))
+            return f"rid-{len(calls)}"
+
+        only = await _dlq.redrive(store, "q", functions=["work"], enqueue=enqueue, ids=[redo_id])
+        assert [r["id"] for r in only.redriven] == [redo_id]
+        assert only.skipped == []
+        assert calls == [("work", {"id": "redo"})]
+        assert await store.depth("local:q") == 5  # the others are untouched
+
+        report = await _dlq.redrive(
+            store, "q", functions=["work"], enqueue=enqueue, skip_success=True
+        )
+        reasons = {s["id"]: s["reason"] for s in report.skipped}
+        assert report.redriven == []
+        assert reasons == {
+            entries[0].id: "a success record",
+            entries[1].id: "function 'removed' is not configured; use --to",
+            entries[2].id: "no function known; use --to",
+            entries[3].id: "no function known; use --to",
+            entries[4].id: "no function known; use --to",
+        }
+        assert len(calls) == 1
+        assert await store.depth("local:q") == 5
+        text = _dlq.entry_doc(next(e for e in entries if e.id == by_payload[b"not json \xff"]))
+        assert text["payload"] == "not json \ufffd"
+        assert text["kind"] == "message"
+
+
+async def test_a_page_filled_to_its_limit_says_whether_more_follow(tmp_path: Path) -> None:
+    store = open_store("sqlite:///state.db", config_dir=tmp_path)
+    async with store:
+        await store.put("local:q", [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}'])
+        page, next_offset = await _dlq.list_page(store, "q", limit=2)
+        assert [e["payload"] for e in page] == [{"n": 1}, {"n": 2}]
+        assert next_offset == 2
+        page, next_offset = await _dlq.list_page(store, "q", limit=1, offset=2)
+        assert [e["payload"] for e in page] == [{"n": 3}]
+        assert next_offset is None  # the limit was reached on the last entry

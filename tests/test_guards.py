@@ -81,3 +81,34 @@ def test_login_limiter_is_a_token_bucket_per_client() -> None:
         limiter.failed("10.0.0.1")
     assert limiter.blocked("10.0.0.1") > 0
     assert limiter.blocked("10.0.0.2") == 0  # per client
+
+
+def test_a_named_bind_address_is_accepted_as_it_is() -> None:
+    hosts = allowed_hosts("eventrun.lan", 9000, [])
+    assert hosts is not None
+    assert {b"eventrun.lan", b"eventrun.lan:9000"} <= hosts
+    assert b"[eventrun.lan]:9000" not in hosts  # brackets are for IPv6 addresses only
+
+
+def test_an_origin_without_a_host_header_is_cross_origin() -> None:
+    assert cross_origin(b"http://127.0.0.1:9000", None)
+    assert admin_write_refusal({b"origin": b"http://127.0.0.1:9000", b"x-eventrun-request": b"1"})
+
+
+def test_revoking_a_value_that_is_not_a_session_changes_nothing() -> None:
+    sessions = Sessions([TOKEN])
+    value = sessions.issue(TOKEN)
+    for junk in ("", "x", "a.b", f"{value}x"):
+        sessions.revoke(junk)
+    assert sessions.valid(value)
+
+
+def test_login_limiter_forgets_every_client_past_its_bound() -> None:
+    limiter = LoginLimiter(burst=1, per_s=0.001, max_clients=2)
+    limiter.failed("10.0.0.1")
+    limiter.failed("10.0.0.2")
+    assert limiter.blocked("10.0.0.1") > 0
+    limiter.failed("10.0.0.3")  # a third address: the table is cleared, then counts it
+    assert limiter.blocked("10.0.0.1") == 0
+    assert limiter.blocked("10.0.0.2") == 0
+    assert limiter.blocked("10.0.0.3") > 0

@@ -282,3 +282,41 @@ async def test_no_per_client_cap_when_zero() -> None:
         for _ in range(300):
             await stack.enter_async_context(await _connect(port))
         assert (await _get(port, "/fine")).startswith(b"HTTP/1.1 200")
+
+
+async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers the request body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    async with serving(LIMITS, asgi=_echo) as port, await _connect(port) as stream:
+        head = b"POST /e HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nExpect: 100-Continue \r\n\r\n"
+        await stream.send(head)
+        interim = b""
+        with anyio.fail_after(10):
+            while b"\r\n\r\n" not in interim:
+                interim += await stream.receive()
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # nothing sent yet but the head
+        await stream.send(b"hello")
+        response = await _response(stream)
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.endswith(b"\r\n\r\nhello")
+
+
+async def test_an_unsupported_upgrade_is_served_as_plain_http() -> None:
+    async with serving(LIMITS) as port, await _connect(port) as stream:
+        await stream.send(
+            b"GET /up HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        response = await _response(stream)
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.endswith(b"/up 3")

@@ -118,3 +118,35 @@ async def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None
         await stream.send(b"hi")
         response = await _read_until(stream, b"got hi")
         assert response.startswith(b"HTTP/1.1 200 OK")
+
+
+class _Buffered(_Recording):
+    """Also the calls uvicorn makes on flow control and on a broken connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.calls.append(("abort", b""))
+        self.closing = True
+
+
+async def test_writelines_abort_and_buffer_size_account_for_a_held_head() -> None:
+    raw = _Buffered()
+    raw.buffered = 10
+    held = _HeldHead(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
+    held.write(head)
+    assert held.get_write_buffer_size() == 10 + len(head)  # flow control sees held bytes
+    held.writelines([b"bo", b"dy"])  # the head goes first
+    assert raw.calls == [("write", head), ("writelines", b"body")]
+    assert held.get_write_buffer_size() == 10
+    held.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    held.abort()  # a held head is dropped, never written after the abort
+    assert held.get_write_buffer_size() == 10
+    await asyncio.sleep(0)  # the pending call_soon flush runs and finds nothing
+    assert raw.calls[2:] == [("abort", b"")]

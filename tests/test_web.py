@@ -355,3 +355,41 @@ async def test_template_slots_in_data_stay_text(
     assert page.count("setInterval(poll") == 1
     assert "{{SCRIPT}} {{BODY}} {{NONCE}}" in page
     assert "<script>alert(1)" not in page
+
+
+async def test_without_tokens_sign_in_is_a_redirect_and_the_page_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loopback with no tokens configured: a ``?token=`` or a sign-in form is answered by a
+    plain redirect to the page (no session is made, the token leaves the URL), the page
+    itself is served, and an app without triggers says so."""
+    monkeypatch.delenv("EVENTRUN_TOKENS", raising=False)
+    yaml = 'store: {url: "sqlite:///state.db"}\nfunctions:\n  echo:\n'
+    yaml += "    handler: fns:echo\n    runtime: inline\n"
+    config = write_app(tmp_path, yaml, {"fns.py": SESSION_FNS})
+    async with running_app(config) as runtime:
+        url = f"http://127.0.0.1:{runtime.bound_port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            r = await http.get("/", params={"token": "anything-at-all-1234"})
+            assert (r.status_code, r.headers["location"]) == (303, "/")
+            assert "eventrun_session" not in r.cookies
+            marked = {"X-Eventrun-Request": "1"}
+            r = await http.post("/login", data={"token": "whatever"}, headers=marked)
+            assert (r.status_code, r.headers["location"]) == (303, "/")
+            assert "eventrun_session" not in r.cookies
+            page = await http.get("/")
+            assert page.status_code == 200
+            assert "No triggers: invoke functions through the API." in page.text
+            assert '<table id="triggers">' not in page.text
+
+
+async def test_sign_out_from_another_site_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _session_app(tmp_path, monkeypatch) as http:
+        value = await _sign_in(http)
+        session = {"Cookie": f"eventrun_session={value}"}
+        r = await http.post("/logout", headers={**session, "Origin": "http://evil.example"})
+        assert r.status_code == 403
+        assert (await http.post("/logout", headers=session)).status_code == 403  # no marker
+        assert (await http.get("/status", headers=session)).status_code == 200  # not revoked

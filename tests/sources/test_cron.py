@@ -12,10 +12,11 @@ from typing import Any
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from eventrun._clock import SystemClock
 from eventrun.abc import Clock, InvokeOutcome, PushSource, Route, SourceSpec
-from eventrun.exceptions import ConfigError, StoreError
+from eventrun.exceptions import ConfigError, FunctionSaturated, QueueFull, StoreError
 from eventrun.sources.cron import CURSOR_KEY, create
 from eventrun.testing._clock import FakeClock
 
@@ -385,3 +386,97 @@ async def test_store_failure_skips_the_tick_and_keeps_going() -> None:
         await clock.advance(60)
         tg.cancel_scope.cancel()
     assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:15:00Z"]
+
+
+async def test_an_unreadable_cursor_is_logged_and_treated_as_a_fresh_start() -> None:
+    clock = FakeClock(START)
+    with capture_logs() as logs:
+        async with serving("rate(1 minute)", clock=clock, state={CURSOR_KEY: b"yesterday"}) as ctx:
+            assert ctx.async_events == []  # nothing "missed" is invented
+            assert ctx.state.data[CURSOR_KEY] == str(START).encode()
+            await clock.advance(40)
+    assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:14:00Z"]
+    (warning,) = [e for e in logs if e["event"] == "cron.cursor_invalid"]
+    assert warning["value"] == "b'yesterday'"
+
+
+class FailingSetState(DictState):
+    """The store refuses every cursor write."""
+
+    async def set(self, key: str, value: bytes) -> None:
+        raise StoreError("store unreachable while saving the cursor")
+
+
+async def test_a_cursor_that_cannot_be_saved_is_logged_and_ticks_still_fire() -> None:
+    clock = FakeClock(START)
+    spec = make_spec("rate(1 minute)")
+    ctx = RecordingContext(spec, clock, FailingSetState(clock))
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(create(spec).serve, ctx)
+            await clock.advance(40)
+            await clock.advance(60)
+            tg.cancel_scope.cancel()
+    assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:14:00Z", "2023-11-14T22:15:00Z"]
+    failed = [e for e in logs if e["event"] == "cron.cursor_save_failed"]
+    assert len(failed) == 3  # at start, then after each tick
+    assert "saving the cursor" in failed[0]["error"]
+
+
+@dataclass
+class RefusingContext(RecordingContext):
+    """The async queue refuses the first ``refuse`` events (full); every synchronous
+    invocation fails: the first by an exception, the rest by a handler error."""
+
+    refuse: int = 1
+    sync_calls: int = 0
+
+    async def invoke_async(self, event: Any) -> str:
+        if self.refuse:
+            self.refuse -= 1
+            raise QueueFull("async:nightly", "depth", 10)
+        return await super().invoke_async(event)
+
+    async def invoke(self, event: Any, *, log_tail: bool = False) -> InvokeOutcome:
+        self.sync_calls += 1
+        self.sync_events.append(event)
+        self._notify()
+        if self.sync_calls == 1:
+            raise FunctionSaturated("nightly: every slot is busy")
+        return InvokeOutcome(request_id="r-2", ok=False, payload=b"{}", function_error="Unhandled")
+
+
+async def test_a_tick_the_queue_refuses_is_logged_and_the_next_one_fires() -> None:
+    clock = FakeClock(START)
+    spec = make_spec("rate(1 minute)")
+    ctx = RefusingContext(spec, clock, DictState(clock))
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(create(spec).serve, ctx)
+            await clock.advance(40)
+            await clock.advance(60)
+            tg.cancel_scope.cancel()
+    assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:15:00Z"]
+    (failed,) = [e for e in logs if e["event"] == "cron.fire_failed"]
+    assert failed["scheduled_at"] == "2023-11-14T22:14:00Z"
+    assert failed["error"] == str(QueueFull("async:nightly", "depth", 10))
+
+
+async def test_serial_invocations_that_fail_are_logged_and_the_next_tick_runs() -> None:
+    clock = FakeClock(START)
+    spec = make_spec("rate(10 seconds)", overlap="skip")
+    ctx = RefusingContext(spec, clock, DictState(clock))
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(create(spec).serve, ctx)
+            await clock.advance(10)
+            await ctx.wait_for("sync_events", 1)
+            await clock.advance(10)
+            await ctx.wait_for("sync_events", 2)
+            tg.cancel_scope.cancel()
+    failed = [e for e in logs if e["event"] == "cron.invoke_failed"]
+    assert [f["scheduled_at"] for f in failed] == ["2023-11-14T22:13:30Z", "2023-11-14T22:13:40Z"]
+    assert failed[0]["error"] == "nightly: every slot is busy"
+    assert (failed[1]["request_id"], failed[1]["function_error"]) == ("r-2", "Unhandled")
+    fired = [e for e in logs if e["event"] == "cron.fired"]
+    assert [f.get("request_id") for f in fired] == ["r-2"]  # the one that ran at all

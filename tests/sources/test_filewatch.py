@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -21,7 +22,7 @@ from watchfiles._rust_notify import RustNotify, WatchfilesRustInternalError
 
 from eventrun._clock import SystemClock
 from eventrun.abc import InvokeOutcome, PushSource, Route, SourceSpec
-from eventrun.exceptions import ConfigError, QueueFull
+from eventrun.exceptions import ConfigError, QueueFull, SourceError
 from eventrun.sources import filewatch
 from eventrun.sources._filewatch_cursor import BUCKETS, Cursor, Entry
 from eventrun.sources._filewatch_events import encode_key, split_batches
@@ -123,11 +124,15 @@ class RefusingContext(RecordingContext):
         super().__init__(spec, state)
         self.left = refusals
         self.refused: list[dict[str, Any]] = []
+        self.refused_at: list[float] = []
 
     async def invoke_async(self, event: Any) -> str:
         if self.left:
             self.left -= 1
             self.refused.append(event)
+            self.refused_at.append(time.monotonic())
+            self._changed.set()
+            self._changed = anyio.Event()
             raise QueueFull("async:fn", "depth", 1)
         return await super().invoke_async(event)
 
@@ -535,3 +540,191 @@ async def test_periodic_rescan_recovers_dropped_events(root: Path) -> None:
         record = await ctx.wait_key("dropped.txt")
     assert notifies[0].lost.is_set()
     assert record["s3"]["object"]["eTag"] == hashlib.md5(b"overflowed").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"path": ""}, r"filewatch\.path: a directory is required, got ''"),
+        ({"events": ["created", "modified"]}, r"filewatch\.events: must be created and/or"),
+        ({"on_startup": "all"}, r"filewatch\.on_startup: must be existing or none, got 'all'"),
+        ({"settle": -1}, r"filewatch\.settle: must be >= 0, got -1"),
+        ({"batch_size": 0}, r"filewatch\.batch_size: must be >= 1, got 0"),
+    ],
+)
+def test_bad_options_are_config_errors_naming_the_key(
+    root: Path, config: dict[str, Any], message: str
+) -> None:
+    spec = make_spec(root, **{k: v for k, v in config.items() if k != "path"})
+    if "path" in config:
+        spec.config.path = config["path"]
+    with pytest.raises(ConfigError, match=message):
+        filewatch.create(spec)
+
+
+def test_unset_numbers_take_their_defaults(root: Path) -> None:
+    spec = make_spec(root, settle=None, batch_size=None, maximum_batching_window=None)
+    source = filewatch.FileWatchSource(spec)
+    assert (source.options.settle, source.options.batch_size, source.options.window) == (
+        0.5,
+        1,
+        0.0,
+    )
+
+
+async def test_a_watch_limit_at_start_is_a_source_error_with_the_remedy(root: Path) -> None:
+    def factory(path: str, recursive: bool) -> RustNotify:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    source = filewatch.FileWatchSource(make_spec(root), notify_factory=factory)
+    with pytest.raises(SourceError, match=r"fs\.inotify\.max_user_watches or set recursive: false"):
+        await source.serve(RecordingContext(source.spec, MemoryState()))
+
+
+async def test_a_watcher_that_cannot_be_reopened_at_once_is_retried(root: Path) -> None:
+    calls: list[str] = []
+
+    def factory(path: str, recursive: bool) -> Any:
+        calls.append(path)
+        if len(calls) == 1:
+            return FlakyNotify(path, recursive, ["fail"])
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return FlakyNotify(path, recursive, [])
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(root, source_kw={"notify_factory": factory}) as ctx:
+            (root / "missed.txt").write_text("lost while the watcher was down")
+            await ctx.wait_key("missed.txt")
+            await ctx.barrier(root)  # the third watcher delivers new files
+    assert len(calls) == 3
+    errors = [e["error"] for e in logs if e["event"] == "filewatch.watch_failed"]
+    assert len(errors) == 2
+    assert "Too many open files" in errors[1]
+
+
+async def test_a_root_whose_attributes_change_is_still_watched(root: Path) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running(root) as ctx:
+            (root / "before.txt").write_text("1")
+            await ctx.wait_key("before.txt")
+            root.chmod(0o700)  # an event on the root itself, the same directory
+            os.utime(root, (1, 1))
+            await ctx.barrier(root)
+    assert not [e for e in logs if e["event"] == "filewatch.root_replaced"]
+
+
+async def test_files_removed_or_unwanted_while_stopped_at_a_startup_scan(root: Path) -> None:
+    """At a start with ``existing``: a delivered file gone since fires ObjectRemoved; one
+    that no longer matches the patterns is forgotten silently."""
+    state = MemoryState()
+    async with running(root, state) as ctx:
+        for name in ("gone.csv", "kept.csv", "notes.txt"):
+            (root / name).write_text(name)
+            await ctx.wait_key(name)
+    (root / "gone.csv").unlink()
+    async with running(root, state, patterns=["*.csv"], events=["created", "removed"]) as ctx2:
+        await ctx2.wait_for(lambda: "gone.csv" in ctx2.names("ObjectRemoved:Delete"))
+        (root / "zz-last.csv").write_text("a barrier the patterns match")
+        await ctx2.wait_key("zz-last.csv")
+    assert ctx2.names("ObjectRemoved:Delete") == ["gone.csv"]
+    assert ctx2.names() == ["zz-last.csv"]
+    cursor = Cursor(state, "fn/filewatch[0]")
+    await cursor.load()
+    assert cursor.get("notes.txt") is None
+    assert cursor.get("gone.csv") is None
+    assert cursor.get("kept.csv") is not None
+
+
+async def test_on_startup_none_drops_files_deleted_while_stopped(root: Path) -> None:
+    state = MemoryState()
+    async with running(root, state) as ctx:
+        (root / "a.txt").write_text("a")
+        (root / "b.txt").write_text("b")
+        await ctx.wait_key("a.txt")
+        await ctx.wait_key("b.txt")
+    (root / "a.txt").unlink()
+    async with running(root, state, on_startup="none", events=["created", "removed"]) as ctx2:
+        await ctx2.barrier(root)
+    assert ctx2.names("ObjectRemoved:Delete") == []  # none: the past is not replayed
+    cursor = Cursor(state, "fn/filewatch[0]")
+    await cursor.load()
+    assert cursor.get("a.txt") is None
+    assert cursor.get("b.txt") is not None
+
+
+async def test_an_outside_symlink_is_reported_once(root: Path) -> None:
+    secret = root.parent / "secret.txt"
+    secret.write_text("do not deliver")
+    with structlog.testing.capture_logs() as logs:
+        async with running(root) as ctx:
+            (root / "link.txt").symlink_to(secret)
+            await ctx.barrier(root)
+            os.utime(root / "link.txt", (1, 1), follow_symlinks=False)  # seen again
+            await ctx.barrier(root)
+    refused = [e for e in logs if e["event"] == "filewatch.path_refused"]
+    assert len(refused) == 1
+    assert "link.txt" not in ctx.names()
+
+
+async def test_files_ready_during_the_backoff_wait_behind_the_refused_batch(root: Path) -> None:
+    async with running(root, refusals=1) as ctx:
+        assert isinstance(ctx, RefusingContext)
+        (root / "a.csv").write_text("1")
+        await ctx.wait_for(lambda: len(ctx.refused) == 1)
+        (root / "b.csv").write_text("2")  # settles inside the 0.5 s backoff
+        await ctx.wait_key("b.csv")
+    assert ctx.names() == ["a.csv", "b.csv"]  # the refused batch first, nothing twice
+    assert len(ctx.refused) == 1
+    # b.csv being ready did not cut the backoff short (the first retry waits 0.5 s)
+    assert ctx.arrived_at[0] - ctx.refused_at[0] >= 0.5 - 0.01
+
+
+class BrokenContext(RecordingContext):
+    """A queue that fails in a way retrying cannot cure."""
+
+    async def invoke_async(self, event: Any) -> str:
+        raise SourceError("fn: the function's configuration is gone")
+
+
+async def test_a_delivery_error_that_is_not_retryable_ends_the_source(root: Path) -> None:
+    spec = make_spec(root)
+    source = filewatch.FileWatchSource(spec)
+    (root / "a.csv").write_text("1")
+    with pytest.raises(BaseException) as caught:  # noqa: PT011 - checked below
+        with anyio.fail_after(WAIT_S):
+            await source.serve(BrokenContext(spec, MemoryState()))
+    leaves = [caught.value]
+    while isinstance(leaves[-1], BaseExceptionGroup):
+        leaves.append(leaves[-1].exceptions[0])
+    assert isinstance(leaves[-1], SourceError)
+    assert "configuration is gone" in str(leaves[-1])
+
+
+async def test_a_directory_moved_out_fires_removed_for_every_file_under_it(root: Path) -> None:
+    (root / "batch").mkdir()
+    async with running(root, events=["created", "removed"]) as ctx:
+        for name in ("batch/a.txt", "batch/b.txt", "top.txt"):
+            (root / name).write_text(name)
+            await ctx.wait_key(name)
+        (root / "batch").rename(root.parent / "archived")  # one event, for the directory
+        await ctx.wait_for(lambda: len(ctx.names("ObjectRemoved:Delete")) == 2)
+        await ctx.barrier(root)
+    assert sorted(ctx.names("ObjectRemoved:Delete")) == ["batch/a.txt", "batch/b.txt"]
+
+
+async def test_special_files_and_symlink_loops_are_not_delivered(root: Path) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running(root) as ctx:
+            os.mkfifo(root / "pipe")
+            (root / "loop-a").symlink_to(root / "loop-b")
+            (root / "loop-b").symlink_to(root / "loop-a")
+            await ctx.barrier(root)
+    assert [k for k in ctx.names() if not k.startswith("zz-")] == []
+    refused = {
+        e["path"].rsplit("/", 1)[1]: e["reason"]
+        for e in logs
+        if e["event"] == "filewatch.path_refused"
+    }
+    assert "pipe" not in refused  # ignored quietly, not an error
+    assert refused["loop-a"].startswith("cannot stat: Too many levels of symbolic links")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ functions:
             expose_headers: [x-trace]
             max_age: 600
             allow_credentials: true
+  gate:
+    handler: fns:gate
+    concurrency: 1
+    triggers:
+      - http: {path: /gate, methods: [POST], auth: none}
   star:
     handler: fns:echo
     triggers:
@@ -76,6 +82,15 @@ def respond(event, context):
 
 def boom(event, context):
     raise RuntimeError("function URL failure")
+
+
+def gate(event, context):
+    # a rendezvous with the test: "in" once running, then block until the test answers
+    import socket
+    with socket.create_connection(("127.0.0.1", json.loads(event["body"])["port"])) as s:
+        s.sendall(b"in")
+        s.recv(1)
+    return "released"
 """
 
 
@@ -308,6 +323,13 @@ RESPONSES = [
     ),
     pytest.param({"statusCode": 204}, 204, {}, b"", id="no-body"),
     pytest.param(
+        {"statusCode": 200, "body": {"a": [1, None]}},
+        200,
+        {"content-type": "application/json"},
+        b'{"a": [1, null]}',
+        id="non-string-body-as-json",
+    ),
+    pytest.param(
         "Hello, world!",
         200,
         {"content-type": "application/json"},
@@ -396,6 +418,41 @@ def test_map_response_of_a_non_json_payload_is_passed_through() -> None:
     response = map_response(b"not json")
     assert response.status_code == 200
     assert response.body == b"not json"
+
+
+def test_map_response_passes_on_what_neither_parser_reads() -> None:
+    """A payload that mentions statusCode but is malformed, or nested past the parsers'
+    recursion limit (msgspec's, or json's after msgspec refused a NaN), is the body as is."""
+    for payload in (
+        b'{"statusCode": 200, oops',
+        b'{"statusCode": 1, "x": ' + b"[" * 200_000,
+        b'{"statusCode": 1, "x": NaN, "y": ' + b"[" * 200_000,
+    ):
+        response = map_response(payload)
+        assert (response.status_code, response.body) == (200, payload)
+
+
+def test_a_saturated_function_url_is_429_while_its_slot_is_held(app: App) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener, app.client() as http:
+        listener.settimeout(30)
+        port = listener.getsockname()[1]
+        first: dict[str, httpx.Response] = {}
+        holder = threading.Thread(
+            target=lambda: first.update(r=http.post("/gate", json={"port": port}))
+        )
+        holder.start()
+        inside, _ = listener.accept()
+        with inside:
+            assert inside.recv(2) == b"in"
+            try:
+                r = http.post("/gate", json={"port": port})
+                assert r.status_code == 429
+                assert r.json() == {"Message": "Too Many Requests"}
+            finally:
+                inside.sendall(b"x")
+        holder.join(30)
+    assert first["r"].status_code == 200
+    assert first["r"].json() == "released"
 
 
 # -- CORS ------------------------------------------------------------------------------

@@ -73,6 +73,13 @@ NEXT_FIRES: list[tuple[str, str, str, list[str]]] = [
         "2024-06-01T00:00:00Z",
         ["2024-06-14T12:00Z", "2024-07-15T12:00Z", "2024-08-15T12:00Z", "2024-09-16T12:00Z"],
     ),
+    # nW past the month's end (30W in a 29-day February): no tick that month
+    (
+        "cron(0 12 30W * ? *)",
+        "UTC",
+        "2024-01-31T00:00:00Z",
+        ["2024-03-29T12:00Z", "2024-04-30T12:00Z"],
+    ),
     (
         "cron(0 0 1W * ? *)",
         "UTC",
@@ -243,6 +250,12 @@ def test_recent_ticks_keeps_the_latest_n() -> None:
     daily = parse_schedule("cron(0 0 ? * MON *)", resolve_timezone("UTC"))
     monday = int(datetime.fromisoformat("2024-01-08T00:00:00+00:00").timestamp())
     assert recent_ticks(daily, 0, monday + 3600, 2) == [monday - 7 * 86400, monday]
+    # ticks close together, then a long gap: the search window grows until it has them
+    twice = parse_schedule("cron(0 0 1,2 * ? *)", resolve_timezone("UTC"))
+    mid_january = int(datetime.fromisoformat("2024-01-20T00:00:00+00:00").timestamp())
+    jan_1 = int(datetime.fromisoformat("2024-01-01T00:00:00+00:00").timestamp())
+    assert twice.period_s == 86400
+    assert recent_ticks(twice, 0, mid_january, 2) == [jan_1, jan_1 + 86400]
 
 
 INVALID: list[tuple[str, str]] = [
