@@ -210,25 +210,33 @@ def test_headers_are_lowercased_and_duplicates_joined(app: App) -> None:
     assert all(name == name.lower() for name in event["headers"])
 
 
-def test_many_repeated_headers_are_joined_once() -> None:
-    """The event builder alone, 300,000 repeats: the old join-at-each-repeat copied the
-    value so far every time (quadratic: 8 s here, idle). Bound: far above the linear
-    code's tenth of a second, far below the quadratic one."""
-    repeats = 300_000
+def _build_time(repeats: int) -> float:
+    """Best of three: seconds to build the event of a request repeating one header."""
     scope = {
         "type": "http",
         "method": "GET",
         "path": "/echo",
-        "query_string": b"&".join([b"q=1"] * 20_000),
+        "query_string": b"&".join([b"q=1"] * (repeats // 15)),
         "headers": [(b"host", b"x"), *[(b"x-a", b"y")] * repeats, (b"X-A", b"z")],
     }
-    began = time.monotonic()
-    event = build_event(Request(scope), b"")
-    took = time.monotonic() - began
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        event = build_event(Request(scope), b"")
+        times.append(time.perf_counter() - began)
     assert event["headers"]["x-a"] == ",".join(["y"] * repeats + ["z"])
     assert event["headers"]["host"] == "x"
-    assert event["queryStringParameters"] == {"q": ",".join(["1"] * 20_000)}
-    assert took < 2.0, f"{repeats} repeated headers took {took:.1f} s"
+    assert event["queryStringParameters"] == {"q": ",".join(["1"] * (repeats // 15))}
+    return min(times)
+
+
+def test_many_repeated_headers_are_joined_once() -> None:
+    """The event builder alone: four times the repeats take about four times as long (a
+    join at each repeat copied the value so far every time: sixteen times as long, 8 s
+    for 300,000 repeats here). Both sizes are timed side by side, best of three, so the
+    ratio holds with the cores busy where an absolute bound would not."""
+    small, large = _build_time(75_000), _build_time(300_000)
+    assert large / small < 8, f"75,000 repeats {small:.3f} s, 300,000 {large:.3f} s"
 
 
 def test_repeated_headers_on_a_public_function_url(tmp_path: Path) -> None:
@@ -270,7 +278,9 @@ def test_repeated_headers_on_a_public_function_url(tmp_path: Path) -> None:
     body = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert body == {"length": 2 * repeats - 1, "parts": repeats, "head": "y,y,y,y"}
     print(f"{repeats} repeated headers: {took:.2f} s")
-    assert took < 5.0, f"{repeats} repeated headers took {took:.1f} s"
+    # the linear code takes about a second here (up to 5 with coverage and both cores
+    # busy); the quadratic one held the loop 21 s
+    assert took < 12.0, f"{repeats} repeated headers took {took:.1f} s"
 
 
 def test_cookies_go_to_the_cookies_list(app: App) -> None:
