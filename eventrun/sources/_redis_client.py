@@ -39,11 +39,9 @@ RAW_COMMANDS = (
 )
 
 
-def connection_url(connection: Any, config: Any = None) -> str:
+def connection_url(connection: Any) -> str:
     """The redis URL of a connection model (``url`` may be a SecretStr)."""
     url = getattr(connection, "url", None) if connection is not None else None
-    if url is None and config is not None:
-        url = getattr(config, "url", None)
     if url is None:
         return "redis://localhost:6379/0"
     getter = getattr(url, "get_secret_value", None)

@@ -95,11 +95,6 @@ def _text(value: bytes) -> str | dict[str, str]:
         return {"base64": b64encode(value).decode("ascii")}
 
 
-def entry_time(entry_id: str) -> float:
-    """Epoch seconds encoded in a stream entry id (``<ms>-<seq>``)."""
-    return int(entry_id.partition("-")[0]) / 1000
-
-
 class EntryBuilder:
     """Builds :class:`Record` objects for one stream (stream-level strings cached once)."""
 

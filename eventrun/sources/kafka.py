@@ -120,7 +120,8 @@ class KafkaPoller:
         position = getattr(config, "starting_position", None) or "LATEST"
         self._position = str(getattr(position, "value", position))
         stamp = getattr(config, "starting_position_timestamp", None)
-        self._timestamp_ms = None if stamp is None else _epoch_ms(stamp)
+        # epoch seconds: the config's Timestamp type turns ISO 8601 times into them
+        self._timestamp_ms = None if stamp is None else round(float(stamp) * 1000)
         try:
             self._kwargs = client_util.client_kwargs(spec.connection or config, spec.config_dir)
         except ValueError as exc:
@@ -460,10 +461,3 @@ def _found(hit: Any) -> bool:
     """An offsets_for_times answer names a record (Kafka: None past the last record;
     Tansu: timestamp -1)."""
     return hit is not None and hit.timestamp >= 0
-
-
-def _epoch_ms(value: Any) -> int:
-    """Epoch milliseconds of a float (epoch seconds) or a datetime."""
-    if hasattr(value, "timestamp"):
-        return round(float(value.timestamp()) * 1000)
-    return round(float(value) * 1000)

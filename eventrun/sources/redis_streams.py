@@ -89,7 +89,7 @@ class RedisStreamsPoller:
         )
         claim = getattr(cfg, "claim_idle", 60.0)
         self.claim_idle_s: float | None = float(claim) if claim and claim > 0 else None
-        self._url = connection_url(spec.connection, cfg)
+        self._url = connection_url(spec.connection)
         self._location = redacted_location(self._url)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         key_field = getattr(cfg, "key_field", None)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import anyio
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from eventrun.abc import OutMessage, SinkSpec
 from eventrun.config import KafkaConnection
-from eventrun.exceptions import ConfigError, SinkUnavailable
+from eventrun.exceptions import ConfigError, SinkRejected, SinkUnavailable
 from eventrun.sinks.kafka import KafkaSink, create
 from tests.fixtures._ports import free_port
 from tests.fixtures.kafka import KafkaBroker, create_topic
@@ -107,3 +109,24 @@ async def test_send_after_broker_restart(kafka_broker: KafkaBroker) -> None:
 def test_target_must_name_a_topic() -> None:
     with pytest.raises(ConfigError, match="kafka:CONNECTION/TOPIC"):
         create(SinkSpec(url="kafka:main", kind="kafka", target="main", connection=None))
+
+
+def test_connection_without_bootstrap_servers_is_a_config_error() -> None:
+    spec = SinkSpec(
+        url="kafka:main/t",
+        kind="kafka",
+        target="main/t",
+        connection=SimpleNamespace(bootstrap_servers=""),
+    )
+    with pytest.raises(ConfigError, match="kafka:main/t: the Kafka connection has no bootstrap"):
+        create(spec)
+
+
+async def test_message_over_the_request_size_is_rejected(kafka_broker: KafkaBroker) -> None:
+    topic = await create_topic(kafka_broker.bootstrap, partitions=1)
+    async with make_sink(kafka_broker.bootstrap, topic) as sink:
+        too_big = b"x" * (1024 * 1024 + 1)  # over the producer's default max_request_size
+        with pytest.raises(SinkRejected, match="MessageSizeTooLargeError"):
+            await sink.send([OutMessage(payload=too_big)])
+        await sink.send([OutMessage(payload=b"fits")])  # the producer is still usable
+    assert [m.value for m in await read_all(kafka_broker.bootstrap, topic, 1)] == [b"fits"]  # type: ignore[attr-defined]

@@ -98,3 +98,10 @@ async def test_rejected_on_wrong_type(redis_url: str) -> None:
     async with make_sink(redis_url, "main/plain") as sink:
         with pytest.raises(SinkRejected, match="WRONGTYPE"):
             await sink.send([OutMessage(payload=b"x")])
+
+
+async def test_send_outside_async_with_is_a_programming_error(redis_url: str) -> None:
+    sink = make_sink(redis_url, "main/s")
+    await sink.send([])  # nothing to send: fine anywhere
+    with pytest.raises(RuntimeError, match="outside 'async with'"):
+        await sink.send([OutMessage(payload=b"x")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -151,3 +152,61 @@ async def test_server_down_is_unavailable_then_recovers(moto: MotoServer, sqs_cl
         await s.send([OutMessage(payload=b'"second"')])
     got = await receive_all(sqs_client, queue, 1)
     assert [m["Body"] for m in got] == ['"second"']
+
+
+def sink_with(target: str, connection: Any) -> SqsSink:
+    return create(SinkSpec(url=f"sqs:{target}", kind="sqs", target=target, connection=connection))
+
+
+async def test_queue_url_as_the_target(moto: MotoServer, sqs_client: Any) -> None:
+    queue = moto.create_queue()
+    async with sink_with(queue.url, moto.connection) as s:
+        await s.send([OutMessage(payload=b'"by-url"')])
+    got = await receive_all(sqs_client, queue, 1)
+    assert [m["Body"] for m in got] == ['"by-url"']
+
+
+def test_target_without_a_queue_is_rejected(moto: MotoServer) -> None:
+    with pytest.raises(SinkRejected, match="expected sqs:CONNECTION/QUEUE"):
+        sink_with("main/", moto.connection)
+
+
+async def test_no_region_anywhere_is_rejected_on_open(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    s = sink_with("main/some-queue", SimpleNamespace(endpoint_url=moto.endpoint_url))
+    with pytest.raises(SinkRejected, match="no AWS region"):
+        async with s:
+            pass
+
+
+async def test_message_over_the_queue_limit_is_rejected(moto: MotoServer, sqs_client: Any) -> None:
+    queue = moto.create_queue(attributes={"MaximumMessageSize": "1024"})
+    async with sink(moto, queue.name) as s:
+        with pytest.raises(SinkRejected, match="SQS refused the messages") as info:
+            await s.send([OutMessage(payload=b'"' + b"x" * 2000 + b'"')])
+    assert not isinstance(info.value, SinkUnavailable)
+    assert "1024" in str(info.value)
+    assert await depth(sqs_client, queue) == 0
+
+
+async def test_no_credentials_is_unavailable_naming_credentials(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    queue = moto.create_queue()
+    connection = SimpleNamespace(endpoint_url=moto.endpoint_url, region="us-east-1")
+    async with sink_with(f"main/{queue.name}", connection) as s:
+        with anyio.fail_after(30), pytest.raises(SinkUnavailable, match="check credentials"):
+            await s.send([OutMessage(payload=b"{}")])
+
+
+async def test_send_outside_async_with(moto: MotoServer) -> None:
+    s = sink(moto, "never-opened")
+    await s.send([])  # nothing to send: nothing to complain about
+    with pytest.raises(SinkUnavailable, match="outside 'async with'"):
+        await s.send([OutMessage(payload=b"{}")])

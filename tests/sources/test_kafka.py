@@ -8,15 +8,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
+import structlog
+from aiokafka import errors as kafka_errors
+from pydantic import SecretStr
 
 from eventrun.abc import Record, SourceSpec
 from eventrun.config import KafkaConnection, KafkaTrigger
-from eventrun.exceptions import ConfigError, SourceUnavailable
+from eventrun.exceptions import ConfigError, SourceAuthError, SourceUnavailable
+from eventrun.sources import _kafka_client
 from eventrun.sources.kafka import KafkaPoller, create
 from tests.fixtures.kafka import FAST_GROUP, KafkaBroker, create_topic, produce, unique_name
 
@@ -378,6 +383,86 @@ async def test_unreachable_broker_raises_source_unavailable_at_connect() -> None
             pass
 
 
+def test_connection_without_bootstrap_servers_is_a_config_error() -> None:
+    spec = SourceSpec(
+        kind="kafka",
+        name="fn/kafka[0]",
+        function="fn",
+        config=KafkaTrigger(connection="main", topics=["x"]),
+        connection=SimpleNamespace(bootstrap_servers=""),
+    )
+    with pytest.raises(ConfigError, match="fn/kafka\\[0\\]: the Kafka connection has no boot"):
+        create(spec)
+
+
+def test_a_duck_typed_connection_s_secret_password_is_unwrapped() -> None:
+    class SaslConnection:
+        bootstrap_servers = "127.0.0.1:9092"
+
+        def aiokafka_kwargs(self, base_dir: Path | None = None) -> dict[str, object]:
+            return {"sasl_plain_username": "u", "sasl_plain_password": SecretStr("s3cret")}
+
+    kwargs = _kafka_client.client_kwargs(SaslConnection())
+    assert kwargs["sasl_plain_password"] == "s3cret"
+    assert kwargs["bootstrap_servers"] == "127.0.0.1:9092"
+
+
+def test_error_classes_map_to_source_errors(kafka_broker: KafkaBroker) -> None:
+    poller = make_poller(kafka_broker, topics=["x"])
+    cases = {
+        kafka_errors.SaslAuthenticationFailed(): SourceAuthError,
+        kafka_errors.TopicAuthorizationFailedError(): SourceAuthError,
+        kafka_errors.KafkaConnectionError(): SourceUnavailable,
+        kafka_errors.RequestTimedOutError(): SourceUnavailable,
+    }
+    for exc, expected in cases.items():
+        translated = poller._error(exc, "poll")
+        assert type(translated) is expected, exc
+        assert kafka_broker.bootstrap in str(translated)
+    assert "check the connection's credentials" in str(
+        poller._error(kafka_errors.SaslAuthenticationFailed(), "poll")
+    )
+    assert _kafka_client.classify(kafka_errors.MessageSizeTooLargeError()) == "rejected"
+
+
+async def test_use_outside_async_with(kafka_broker: KafkaBroker) -> None:
+    poller = make_poller(kafka_broker, topics=["x"])
+    await poller.ack([])  # nothing to settle: fine anywhere
+    with pytest.raises(SourceUnavailable, match="the Kafka consumer is not started"):
+        await poller.poll(10)
+
+
+async def test_a_failing_revoke_hook_is_logged_and_the_rebalance_completes(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topic = await create_topic(kafka_broker.bootstrap, partitions=2)
+    await produce(kafka_broker.bootstrap, topic, [(i, None, b"%d" % i) for i in range(2)])
+    group = unique_name("g")
+    first = make_poller(kafka_broker, group, topics=[topic])
+
+    async def on_revoke(shards: frozenset[str]) -> None:
+        raise RuntimeError("hook broke")
+
+    with structlog.testing.capture_logs() as logs:
+        async with first:
+            await first.ack(await poll_until([first], 2))
+            first.on_revoke = on_revoke
+            async with make_poller(kafka_broker, group, topics=[topic]) as second:
+                await produce(
+                    kafka_broker.bootstrap, topic, [(i, None, b"n%d" % i) for i in range(2)]
+                )
+                again = await poll_until([first, second], 2)
+                assert sorted(r.data for r in again) == [b"n0", b"n1"]
+                assert first.statistics()["partitions"] == 1
+                assert second.statistics()["partitions"] == 1
+    failed = [e for e in logs if e["event"] == "kafka.revoke_hook_failed"]
+    assert failed
+    assert "hook broke" in failed[0]["error"]
+    revoked = [e for e in logs if e["event"] == "kafka.partitions_revoked"]
+    assert revoked
+    assert revoked[0]["drained"] is True
+
+
 async def test_broker_down_then_back(kafka_broker: KafkaBroker) -> None:
     """Last in this file: it restarts the shared broker (Tansu forgets all topics)."""
     topic = await create_topic(kafka_broker.bootstrap, partitions=1)
@@ -406,3 +491,25 @@ async def test_broker_down_then_back(kafka_broker: KafkaBroker) -> None:
                     failures += 1
         assert [r.data for r in got] == [b"after"]
         await poller.ack(got)
+
+
+async def test_commit_failed_in_an_outage_is_kept_and_retried(kafka_broker: KafkaBroker) -> None:
+    """After test_broker_down_then_back: it stops the shared broker too."""
+    topic = await create_topic(kafka_broker.bootstrap, partitions=1)
+    await produce(kafka_broker.bootstrap, topic, [(0, None, b"r0"), (0, None, b"r1")])
+    group = unique_name("g")
+    with structlog.testing.capture_logs() as logs:
+        async with make_poller(kafka_broker, group, topics=[topic]) as poller:
+            poller.commit_timeout_s = 1.0
+            records = await poll_until([poller], 2)
+            kafka_broker.stop()
+            try:
+                with anyio.fail_after(poller.commit_timeout_s + 10):
+                    await poller.ack(records[:1])  # the commit fails: kept, not raised
+                with pytest.raises(SourceUnavailable, match="no Kafka broker reachable"):
+                    with anyio.fail_after(poller.poll_wait_s + poller.commit_timeout_s + 10):
+                        await poller.poll(10)  # retries the commit first, then finds no broker
+            finally:
+                kafka_broker.start()
+    failed = [e for e in logs if e["event"] == "source.commit_failed"]
+    assert len(failed) >= 2  # by ack, then again by the next poll

@@ -15,9 +15,10 @@ import anyio
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+import structlog
 
 from eventrun.abc import Poller, Record, SourceSpec
-from eventrun.exceptions import SourceUnavailable
+from eventrun.exceptions import SourceAuthError, SourceUnavailable
 from eventrun.sources.redis_streams import RedisStreamsPoller, create
 from tests.fixtures.redis import RedisServer, persistent_args
 
@@ -373,3 +374,106 @@ async def test_statistics(redis_url: str, client: aioredis.Redis) -> None:
     async with make_poller(redis_url) as poller:
         await poller.refresh_statistics()
         assert poller.statistics()["lag.s1"] == 1
+
+
+async def test_own_pending_entries_are_reread_a_page_at_a_time(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    ids = await add(client, "s1", 5)
+    async with make_poller(redis_url) as poller:
+        await poll_n(poller, 5)  # delivered, never settled: left pending
+    async with make_poller(redis_url) as poller:  # the same consumer, restarted
+        pages = [await poller.poll(2) for _ in range(3)]
+        assert [[r.item_id for r in page] for page in pages] == [ids[0:2], ids[2:4], ids[4:]]
+        assert {r.attempt for page in pages for r in page} == {2}
+        await poller.ack([r for page in pages for r in page])
+        assert await poller.poll(2) == []
+    assert (await client.xpending("s1", "g"))["pending"] == 0
+
+
+async def test_pending_entry_deleted_meanwhile_is_acked_not_delivered(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    ids = await add(client, "s1", 3)
+    async with make_poller(redis_url) as poller:
+        await poll_n(poller, 3)
+    await client.xdel("s1", ids[1])
+    async with make_poller(redis_url) as poller:
+        again = await poller.poll(10)
+        assert [r.item_id for r in again] == [ids[0], ids[2]]
+        await poller.ack(again)
+        await poller.flush()
+    assert (await client.xpending("s1", "g"))["pending"] == 0
+
+
+async def test_acks_for_a_stream_replaced_by_another_type_are_dropped(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    await add(client, "s1", 2)
+    async with make_poller(redis_url) as poller:
+        records = await poll_n(poller, 2)
+        await client.delete("s1")
+        await client.set("s1", "not a stream")
+        await poller.ack(records)
+        await poller.flush()  # WRONGTYPE: nothing left to acknowledge, not an outage
+        assert poller._reads.ack_backlog() == 0
+
+
+async def test_group_cannot_be_created_on_a_key_of_another_type(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    await client.set("s1", "not a stream")
+    with pytest.raises(
+        SourceUnavailable, match=r"cannot create group 'g' on stream 's1'.*WRONGTYPE"
+    ):
+        async with make_poller(redis_url):
+            pass
+
+
+async def test_server_error_while_reading_is_unavailable(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    await add(client, "s1", 1)
+    async with make_poller(redis_url) as poller:
+        await poller.ack(await poll_n(poller, 1))
+        await poller.flush()
+        await client.delete("s1")
+        await client.set("s1", "not a stream")
+        with pytest.raises(SourceUnavailable, match="WRONGTYPE"):
+            await poller.poll(10)
+
+
+async def test_wrong_credentials_are_an_auth_error(redis_url: str) -> None:
+    bad = redis_url.replace("redis://", "redis://nobody:wrong@")
+    with pytest.raises(SourceAuthError, match="check the connection's credentials") as info:
+        async with make_poller(bad):
+            pass
+    assert "wrong" not in str(info.value)  # the password is not echoed
+
+
+async def test_poll_outside_async_with_is_a_programming_error(redis_url: str) -> None:
+    with pytest.raises(RuntimeError, match="outside 'async with'"):
+        await make_poller(redis_url).poll(10)
+
+
+async def test_acks_that_cannot_go_out_at_close_are_logged(
+    redis_server: RedisServer, redis_url: str, client: aioredis.Redis
+) -> None:
+    await add(client, "s1", 2)
+    with structlog.testing.capture_logs() as logs:
+        async with make_poller(redis_url) as poller:
+            records = await poll_n(poller, 2)
+            redis_server.stop()
+            await poller.ack(records)
+    # The close tried the XACK once more and did not raise: the entries stay pending
+    # (redelivered, not lost). The flusher task may have logged the same event first.
+    deferred = [e for e in logs if e["event"] == "source.ack_deferred"]
+    assert deferred
+    assert all(e["source"] == "redis_streams" for e in deferred)
+    closing = [e for e in deferred if "unavailable during XACK" not in e["error"]]
+    assert len(closing) == 1  # the close logs the client's own error, untranslated
+
+
+async def test_batch_info_of_no_records_is_empty(redis_url: str) -> None:
+    async with make_poller(redis_url) as poller:
+        assert poller.batch_info([]) == {}

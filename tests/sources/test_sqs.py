@@ -7,10 +7,12 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
+import structlog
 
 from eventrun.abc import Poller, Record, SourceSpec
 from eventrun.exceptions import SourceAuthError, SourceError, SourceUnavailable
@@ -423,7 +425,8 @@ async def test_server_down_is_unavailable_and_restart_recovers(
 
 
 def test_error_classes_map_to_source_errors(moto: MotoServer) -> None:
-    from botocore.exceptions import ClientError, EndpointConnectionError
+    import aiohttp
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     def client_error(code: str, status: int) -> ClientError:
         response: Any = {
@@ -440,8 +443,139 @@ def test_error_classes_map_to_source_errors(moto: MotoServer) -> None:
         "InternalError": (client_error("InternalError", 500), SourceUnavailable),
         "connect": (EndpointConnectionError(endpoint_url="http://x"), SourceUnavailable),
         "missing": (client_error("AWS.SimpleQueueService.NonExistentQueue", 400), SourceError),
+        "rejected": (client_error("InvalidParameterValue", 400), SourceError),
+        "no credentials": (NoCredentialsError(), SourceAuthError),
+        "aiohttp": (aiohttp.ServerDisconnectedError(), SourceUnavailable),
     }
     for name, (exc, expected) in cases.items():
         translated = p._translate(exc, "ReceiveMessage")
         assert type(translated) is expected, name
         assert "some-queue" in str(translated), name
+    # not a client-library error: passed through unchanged (a bug, not an outage)
+    bug = KeyError("x")
+    assert p._translate(bug, "ReceiveMessage") is bug
+
+
+def no_aws_environment(monkeypatch: pytest.MonkeyPatch, *, keep: Sequence[str] = ()) -> None:
+    """Remove the region and credentials the moto fixture put in the environment."""
+    for key in (
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ):
+        if key not in keep:
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no IMDS credential lookups
+
+
+def poller_with(connection: Any, **config: Any) -> SqsPoller:
+    return create(
+        SourceSpec(
+            kind="sqs",
+            name="fn/sqs[0]",
+            function="fn",
+            config=Trigger(**config),
+            connection=connection,
+        )
+    )
+
+
+def test_a_trigger_without_a_queue_is_a_source_error(moto: MotoServer) -> None:
+    with pytest.raises(SourceError, match="needs queue_url or queue_name"):
+        poller(moto)
+
+
+async def test_no_connection_uses_the_aws_environment(
+    moto: MotoServer, sqs_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = moto.create_queue()
+    await send_all(sqs_client, queue, ["from-env"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto.endpoint_url)
+    monkeypatch.delenv("AWS_REGION")  # AWS_DEFAULT_REGION alone supplies the region
+    async with poller_with(None, queue_name=queue.name) as p:
+        [record] = await collect(p, 1)
+        await p.ack([record])
+    assert record.event["body"] == "from-env"
+    assert record.event["awsRegion"] == "us-east-1"
+    assert await counts(sqs_client, queue) == (0, 0)
+
+
+async def test_plain_connection_object_supplies_region_and_credentials(
+    moto: MotoServer, sqs_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import SecretStr
+
+    queue = moto.create_queue()
+    await send_all(sqs_client, queue, ["plain"])
+    no_aws_environment(monkeypatch)
+    connection = SimpleNamespace(
+        region="us-east-1",
+        endpoint_url=moto.endpoint_url,
+        access_key_id="testing",
+        secret_access_key=SecretStr("testing"),
+        session_token="",  # empty: left out
+    )
+    async with poller_with(connection, queue_name=queue.name) as p:
+        [record] = await collect(p, 1)
+        await p.ack([record])
+    assert record.event["body"] == "plain"
+
+
+async def test_region_comes_from_an_aws_queue_url_else_a_clear_error(
+    moto: MotoServer, sqs_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = moto.create_queue()
+    await send_all(sqs_client, queue, ["by-url"])
+    no_aws_environment(monkeypatch, keep=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    connection = SimpleNamespace(endpoint_url=moto.endpoint_url)
+    aws_url = f"https://sqs.us-east-1.amazonaws.com/123456789012/{queue.name}"
+    async with poller_with(connection, queue_url=aws_url) as p:
+        [record] = await collect(p, 1)
+        await p.ack([record])
+    assert record.event["body"] == "by-url"
+    assert record.event["awsRegion"] == "us-east-1"
+    with pytest.raises(SourceError, match="no AWS region: set the connection's region"):
+        async with poller_with(connection, queue_name=queue.name):
+            pass
+
+
+async def test_no_credentials_is_an_auth_error(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = moto.create_queue()
+    no_aws_environment(monkeypatch, keep=("AWS_REGION",))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto.endpoint_url)
+    with anyio.fail_after(30), pytest.raises(SourceAuthError, match="access denied"):
+        async with poller_with(None, queue_name=queue.name):
+            pass
+
+
+async def test_use_outside_async_with_is_unavailable(moto: MotoServer) -> None:
+    p = poller(moto, queue_name="never-opened")
+    with pytest.raises(SourceUnavailable, match="outside 'async with'"):
+        await p.poll(10)
+    with pytest.raises(SourceUnavailable, match="outside 'async with'"):
+        await p.ack([])
+
+
+async def test_settling_a_message_the_queue_lost_is_logged_not_raised(
+    moto: MotoServer, sqs_client: Any
+) -> None:
+    queue = moto.create_queue()
+    await send_all(sqs_client, queue, ["a", "b"])
+    async with poller(moto, queue_name=queue.name) as p:
+        records = await collect(p, 2)
+        await sqs_client.purge_queue(QueueUrl=queue.url)  # the receipt handles die with it
+        with structlog.testing.capture_logs() as logs:
+            await p.ack(records)
+            await p.extend(records, 60)
+    rejected = [e for e in logs if e["event"] == "sqs.settle_entry_rejected"]
+    assert [(e["action"], e["code"]) for e in rejected] == [
+        ("DeleteMessageBatch", "ReceiptHandleIsInvalid"),
+        ("DeleteMessageBatch", "ReceiptHandleIsInvalid"),
+        ("ChangeMessageVisibilityBatch (extend)", "ReceiptHandleIsInvalid"),
+        ("ChangeMessageVisibilityBatch (extend)", "ReceiptHandleIsInvalid"),
+    ]
+    assert all(e["queue"] == queue.url for e in rejected)
