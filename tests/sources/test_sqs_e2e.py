@@ -572,9 +572,9 @@ async def test_max_receive_count_sends_lambda_failure_record_to_sqs(
 # -- 6. SIGKILL mid-run, restart: nothing lost -----------------------------------------
 
 
-# two daemon starts and two 60 s waits: the default 120 s timeout is less than its own
-# bounds (moto handles ~60 messages/s, fewer with both cores busy)
-@pytest.mark.timeout(300)
+# two daemon starts, a 60 s and a 150 s wait: the default 120 s timeout is less than its
+# own bounds (moto handles ~60 messages/s, fewer with both cores busy)
+@pytest.mark.timeout(330)
 async def test_sigkill_and_restart_loses_nothing(
     tmp_path: Path, moto: MotoServer, sqs_client: Any
 ) -> None:
@@ -585,7 +585,10 @@ async def test_sigkill_and_restart_loses_nothing(
     config = app(
         tmp_path,
         moto,
-        [f"queue_url: {queue.url}, batch_size: 10, visibility_timeout: 10s"],
+        # 30 s: heartbeats (every 15 s) never lapse with both cores busy. With 10 s a
+        # message handled after its visibility ran out (a late heartbeat) was delivered
+        # again without being in flight at the kill (149 duplicates, 147 in flight).
+        [f"queue_url: {queue.url}, batch_size: 10, visibility_timeout: 30s"],
         concurrency=2,
         environment={"DELAY": "0.05"},
     )
@@ -600,7 +603,7 @@ async def test_sigkill_and_restart_loses_nothing(
         await wait_until(some_handled, 60, "200 messages handled")
     finally:
         await anyio.to_thread.run_sync(first.kill)
-    # Read at once: a message in flight at the kill stays hidden for up to 10 s more.
+    # Read at once: a message in flight at the kill stays hidden for up to 30 s more.
     _, in_flight = await counters(sqs_client, queue)
     handled_before = len(handled(ledger))
     assert in_flight > 0, "nothing was in flight at the kill"
@@ -610,7 +613,7 @@ async def test_sigkill_and_restart_loses_nothing(
     await anyio.to_thread.run_sync(second.start)
     try:
         await wait_until(
-            all_handled_and_empty(sqs_client, queue, ledger, ids), 60, "drained after restart"
+            all_handled_and_empty(sqs_client, queue, ledger, ids), 150, "drained after restart"
         )
     finally:
         await anyio.to_thread.run_sync(second.terminate)
