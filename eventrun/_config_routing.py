@@ -167,4 +167,3 @@ OnSuccess = Annotated[
     ),
 ]
 """A trigger's ``on_success``: one destination, several (all get every result), or a rule."""
-

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import ssl
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventrun._config_types import Range, render_value
 from eventrun._docgen import EXAMPLE
 from eventrun._duration import format_duration, parse_duration
 from eventrun.config import (
@@ -36,7 +37,6 @@ from eventrun.config import (
     parse_config,
     parse_destination,
 )
-from eventrun._config_types import Range, render_value
 from eventrun.exceptions import ConfigError
 from tests._hypothesis import examples
 
