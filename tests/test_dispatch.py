@@ -675,3 +675,21 @@ async def test_input_stays_unacknowledged_while_the_on_success_sink_is_down() ->
         ("s:1", "k1"),
         ("s:2", "k2"),
     ]
+
+
+async def test_a_record_larger_than_the_payload_limit_goes_to_on_failure_uninvoked() -> None:
+    stream = MemoryStream()
+    stream.put("s", b"s:0" + b" " * 30_000)
+    stream.put("s", b"s:1")
+    dlq = MemorySink()
+    handler = Handler()
+    async with running(stream, handler, max_payload_bytes=25_000, on_failure=dlq):
+        await until(stream, lambda: stream.lag() == 0)
+    assert [[data_of(r) for r in call] for call in handler.calls] == [["s:1"]]
+    assert len(dlq.messages) == 1
+    record = json.loads(dlq.messages[0].payload)
+    assert record["requestContext"]["condition"] == "MaximumPayloadSizeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["responseContext"] is None  # never invoked: no response
+    assert [data_of(r).strip() for r in record["payload"]["Records"]] == ["s:0"]
+    assert stream.committed == {"s": 2}
