@@ -108,6 +108,13 @@ async def test_output_is_captured_per_invocation_in_lambda_format(
     assert "to stderr" in body
     assert "raw fd write" in body  # fd-level writes (C libraries) are captured
     assert "from a subprocess" in body
+    assert "via context.log" in body
+    assert any(
+        re.fullmatch(
+            r"LambdaContext\(aws_request_id='req-b', function_name='\S+', remaining_ms=\d+\)", line
+        )
+        for line in body
+    ), body
     assert any(re.fullmatch(r"\[INFO\]\t\S+Z\treq-b\tvia logging 42", line) for line in body)
     assert "req-a" not in second.logs  # nothing leaks from the previous invocation
     assert "Init Duration" in first.logs.splitlines()[-1]

@@ -70,6 +70,8 @@ def noisy(event, context):
     log.info("via logging %s", 42)
     os.write(1, b"raw fd write\n")
     subprocess.run(["echo", "from a subprocess"], check=True)
+    context.log("via context.log\n")
+    print(repr(context))
     return "done"
 
 
