@@ -75,6 +75,14 @@ def noisy(event, context):
     return "done"
 
 
+def levels(event, context):
+    root = logging.getLogger()
+    root.debug("root debug")
+    root.info("root info")
+    root.warning("root warning")
+    return logging.getLevelName(root.level)
+
+
 def fail(event, context):
     raise ValueError(f"boom {event.get('n')}")
 
