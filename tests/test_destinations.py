@@ -116,3 +116,33 @@ async def test_a_sink_that_is_down_is_retried_until_it_accepts(
     assert [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
     assert all(e["destination"] == url and e["retry_in_s"] >= 0 for e in retries)
     assert await store.depth(UNDELIVERABLE) == 0
+
+
+async def test_a_routing_rule_sends_what_it_cannot_read_to_the_default(
+    tmp_path: Path, store: Store
+) -> None:
+    """Results that are not a JSON object holding the field go to ``default``; without a
+    default, to ``local:unrouted``."""
+    from eventrun.config import RouteRule
+
+    messages = [
+        OutMessage(b'{"type": "a", "n": 1}'),
+        OutMessage(b"not json"),
+        OutMessage(b'["type", "a"]'),
+        OutMessage(b'{"n": 4}'),
+        OutMessage(b'{"type": "zzz"}'),
+    ]
+    async with router_for(tmp_path, store) as router:
+        ruled = router.publisher(
+            RouteRule(field="type", routes={"a": "local:a"}, default="local:b")
+        )
+        assert ruled is not None
+        await ruled.publish(messages)
+        bare = router.publisher(RouteRule(field="type", routes={"a": "local:a2"}))
+        assert bare is not None
+        await bare.publish(messages)
+    assert [e.payload for e in await store.peek("local:a")] == [messages[0].payload]
+    assert [e.payload for e in await store.peek("local:b")] == [m.payload for m in messages[1:]]
+    assert [e.payload for e in await store.peek("local:a2")] == [messages[0].payload]
+    unrouted = [e.payload for e in await store.peek("local:unrouted")]
+    assert unrouted == [m.payload for m in messages[1:]]
