@@ -14,8 +14,9 @@ import structlog.testing
 
 from eventrun._filters import RecordFilter
 from eventrun.abc import OutMessage, Record
+from eventrun.exceptions import SourceUnavailable
 from eventrun.testing import FakeClock, MemoryQueue, MemorySink, MemoryStream
-from tests._dispatch_kit import Handler, data_of, running, until
+from tests._dispatch_kit import FAST, Handler, data_of, running, until
 
 
 def _seqs(handler: Handler) -> list[tuple[str, int]]:
@@ -693,3 +694,44 @@ async def test_a_record_larger_than_the_payload_limit_goes_to_on_failure_uninvok
     assert record["responseContext"] is None  # never invoked: no response
     assert [data_of(r).strip() for r in record["payload"]["Records"]] == ["s:0"]
     assert stream.committed == {"s": 2}
+
+
+class FlakyAckStream(MemoryStream):
+    """Refuses the first ``refusals`` acknowledgements (a broker hiccup on commit)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise SourceUnavailable("commit refused")
+        await super().ack(records)
+
+
+async def test_a_refused_ack_is_retried_then_abandoned_after_five_attempts() -> None:
+    stream = FlakyAckStream(refusals=2)
+    stream.put("s", b"s:0")
+    handler = Handler()
+    with structlog.testing.capture_logs() as logs:
+        async with running(stream, handler, poll_backoff=FAST):
+            await until(stream, lambda: stream.lag() == 0)
+    failed = [e for e in logs if e["event"] == "source.ack_failed"]
+    assert [e["attempt"] for e in failed] == [1, 2]
+    assert all(e["error"] == "commit refused" for e in failed)
+    assert stream.committed == {"s": 1}
+    assert len(handler.calls) == 1  # acknowledging again never re-invokes
+
+    stuck = FlakyAckStream(refusals=100)
+    stuck.put("s", b"s:0")
+    with structlog.testing.capture_logs() as logs:
+        async with running(stuck, Handler(), poll_backoff=FAST):
+            with anyio.fail_after(10):
+                while not [e for e in logs if e["event"] == "source.ack_abandoned"]:  # noqa: ASYNC110 - a log line is the only signal
+                    await anyio.sleep(0.005)
+    assert [e["attempt"] for e in logs if e["event"] == "source.ack_failed"][:5] == [1, 2, 3, 4, 5]
+    (abandoned,) = [e for e in logs if e["event"] == "source.ack_abandoned"][:1]
+    assert abandoned["size"] == 1
+    assert abandoned["log_level"] == "error"
+    assert stuck.committed == {}
