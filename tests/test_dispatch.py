@@ -270,6 +270,28 @@ async def test_invalid_item_identifier_fails_the_whole_batch() -> None:
     assert attempts == [3, 3]
 
 
+@pytest.mark.parametrize(
+    "response",
+    [{"batchItemFailures": "s:0"}, {"batchItemFailures": ["s:0"]}],
+    ids=["not-a-list", "entry-not-an-object"],
+)
+async def test_a_malformed_batch_item_failures_fails_the_whole_batch(
+    response: dict[str, Any],
+) -> None:
+    stream = MemoryStream()
+    for i in range(3):
+        stream.put("s", f"s:{i}".encode())
+    attempts: list[int] = []
+
+    def handle(records: list[dict[str, Any]]) -> dict[str, Any]:
+        attempts.append(len(records))
+        return response if len(attempts) == 1 else {}
+
+    async with running(stream, Handler(fn=handle), report_batch_item_failures=True):
+        await until(stream, lambda: stream.lag() == 0)
+    assert attempts == [3, 3]  # retried whole, not taken as "nothing failed"
+
+
 def _b_blocked(stream: MemoryStream) -> tuple[Handler, anyio.Event]:
     """Keys a, b, c in one shard; b's record fails until the returned event is set."""
     for i, key in enumerate(["a", "b", "c", "a", "c"]):

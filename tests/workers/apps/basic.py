@@ -145,3 +145,8 @@ def process_state(event, context):
         "batch_scheduling": os.sched_getscheduler(0) == os.SCHED_BATCH,
         "child_batch_scheduling": int(child.stdout) == os.SCHED_BATCH,
     }
+
+
+def no_newline(event, context):
+    sys.stdout.write("partial line")
+    return 1

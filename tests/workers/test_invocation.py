@@ -1,0 +1,16 @@
+"""eventrun.workers._invocation: the Lambda-format log of one invocation."""
+
+from __future__ import annotations
+
+from .conftest import RunnerFactory, event
+
+
+async def test_output_without_a_final_newline_still_ends_before_end(
+    process_runner: RunnerFactory,
+) -> None:
+    async with process_runner(handler="basic.no_newline") as runner:
+        result = await runner.invoke(event({}), request_id="nl")
+    assert result.ok, result.logs
+    lines = result.logs.splitlines()
+    assert lines[:2] == ["init: basic imported", "START RequestId: nl Version: $LATEST"]
+    assert lines[-3:-1] == ["partial line", "END RequestId: nl"]
