@@ -6,6 +6,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -757,3 +758,65 @@ async def test_a_refused_ack_is_retried_then_abandoned_after_five_attempts() -> 
     assert abandoned["size"] == 1
     assert abandoned["log_level"] == "error"
     assert stuck.committed == {}
+
+
+async def test_a_refused_visibility_extension_is_logged_and_the_batch_still_finishes() -> None:
+    class RefusingQueue(MemoryQueue):
+        heartbeat_interval_s = 0.01
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.refused = anyio.Event()
+
+        async def extend(self, records: Sequence[Record], seconds: float) -> None:
+            self.refused.set()
+            raise SourceUnavailable("extend refused")
+
+    queue = RefusingQueue()
+    queue.send(b"q:0")
+
+    @dataclass
+    class Ok:
+        request_id: str = "r-1"
+        ok: bool = True
+        payload: bytes = b"null"
+        error_type: str | None = None
+
+    async def held_until_refused(payload: bytes) -> Ok:
+        await queue.refused.wait()  # the record is held while the heartbeat fails
+        return Ok()
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(queue, held_until_refused):  # type: ignore[arg-type]
+            await until(queue, lambda: queue.depth() == 0)
+    refused = [e for e in logs if e["event"] == "source.extend_failed"]
+    assert refused, logs
+    assert (refused[0]["size"], refused[0]["error"]) == (1, "extend refused")
+    assert refused[0]["log_level"] == "warning"
+
+
+async def test_a_refused_release_is_logged_and_the_message_returns_after_its_timeout() -> None:
+    class RefusingRelease(MemoryQueue):
+        async def release(self, records: Sequence[Record], delay_s: float) -> None:
+            if not self.released_refused:
+                self.released_refused = True
+                raise SourceUnavailable("release refused")
+            await super().release(records, delay_s)
+
+        released_refused = False
+
+    queue = RefusingRelease(visibility_timeout_s=0.2)
+    queue.send(b"q:0")
+    calls: list[int] = []
+
+    def fail_once(records: list[dict[str, Any]]) -> None:
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise ValueError("not yet")
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(queue, Handler(fn=fail_once)):
+            await until(queue, lambda: queue.depth() == 0)
+    (refused,) = [e for e in logs if e["event"] == "source.release_failed"]
+    assert (refused["error"], refused["size"]) == ("release refused", 1)
+    assert calls == [1, 1]  # redelivered by the queue's own visibility timeout
