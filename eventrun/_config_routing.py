@@ -167,14 +167,3 @@ OnSuccess = Annotated[
     ),
 ]
 """A trigger's ``on_success``: one destination, several (all get every result), or a rule."""
-
-
-def on_success_destinations(value: str | list[str] | RouteRule | None) -> list[str]:
-    """Flatten an ``on_success`` value to the destinations it names."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, RouteRule):
-        return value.destinations()
-    return list(value)

@@ -9,7 +9,8 @@ Supported matchers: literal values (strings exact and case-sensitive; numbers by
 representation, as Lambda does; ``true``/``false``/``null``), ``prefix``, ``suffix``,
 ``equals-ignore-case``, ``prefix``/``suffix`` with ``equals-ignore-case``, ``anything-but``
 (a value, a list, or ``{"prefix"|"suffix"|"equals-ignore-case": ...}``), ``numeric``
-(``=``, ``<``, ``<=``, ``>``, ``>=`` pairs), ``exists``, ``wildcard`` (``*``), and ``$or``.
+(``=``, ``<``, ``<=``, ``>``, ``>=`` pairs), ``exists``, ``wildcard`` (``*``; every other
+character is literal), ``cidr`` (an IPv4 or IPv6 address in the network), and ``$or``.
 
 The data field (SQS ``body``, Kafka ``value``, stream ``data``) is decoded as JSON when it
 is JSON; otherwise it is matched as a plain string, so a JSON pattern on a non-JSON body
@@ -18,7 +19,8 @@ does not match (the record is filtered out, as Lambda drops it).
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +36,7 @@ _NUMERIC_OPS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b,
 }
+_ANYTHING_BUT_OPS = frozenset({"prefix", "suffix", "equals-ignore-case", "wildcard"})
 
 
 class FilterError(ValueError):
@@ -119,6 +122,17 @@ def _validate_matcher(matcher: Mapping[str, Any], where: str) -> None:
                 raise FilterError(f"{where}.numeric: bad comparison {arg[i : i + 2]!r}")
     if op == "exists" and not isinstance(arg, bool):
         raise FilterError(f"{where}.exists: must be true or false, got {arg!r}")
+    if op == "cidr" and (not isinstance(arg, str) or _network(arg) is None):
+        raise FilterError(f"{where}.cidr: must be a network like 10.0.0.0/24, got {arg!r}")
+    if (
+        op == "anything-but"
+        and isinstance(arg, Mapping)
+        and (len(arg) != 1 or next(iter(arg)) not in _ANYTHING_BUT_OPS)
+    ):
+        raise FilterError(
+            f"{where}.anything-but: must be a value, a list, or one of "
+            f"{sorted(_ANYTHING_BUT_OPS)}, got {arg!r}"
+        )
 
 
 def _is_number(value: Any) -> bool:
@@ -179,9 +193,27 @@ def _string_op(op: str, arg: Any, value: str) -> bool:
         return value.endswith(arg)
     if op == "equals-ignore-case":
         return value.lower() == str(arg).lower()
-    if op == "wildcard":
-        return re.fullmatch(fnmatch.translate(arg).replace("(?s:", "(?:"), value) is not None
-    return False
+    if op == "cidr":
+        network = _network(arg)
+        try:
+            return network is not None and ipaddress.ip_address(value) in network
+        except ValueError:  # not an address
+            return False
+    return _wildcard(arg).fullmatch(value) is not None  # "wildcard", the one left
+
+
+@functools.lru_cache(maxsize=256)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """``*`` matches any run of characters (newlines too); everything else is literal."""
+    return re.compile(".*".join(map(re.escape, pattern.split("*"))), re.DOTALL)
+
+
+@functools.lru_cache(maxsize=256)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
 
 
 def _anything_but_hits(arg: Any, value: Any) -> bool:

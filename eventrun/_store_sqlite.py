@@ -293,6 +293,9 @@ class SqliteStore:
         await self._call(retry, write=True)
 
     async def peek(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[QueueEntry]:
+        if limit <= 0:  # SQLite reads LIMIT -1 as "no limit"
+            return []
+
         def peek(conn: sqlite3.Connection) -> list[QueueEntry]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM entries WHERE queue = ? ORDER BY seq LIMIT ? OFFSET ?",

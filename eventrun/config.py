@@ -43,7 +43,7 @@ from ._config_connections import (
 )
 from ._config_errors import format_path, translate_errors
 from ._config_load import interpolate, parse_yaml, read_text
-from ._config_routing import FilterCriteria, FilterPattern, RouteRule, on_success_destinations
+from ._config_routing import FilterCriteria, FilterPattern, RouteRule
 from ._config_triggers import (
     TRIGGER_KINDS,
     CorsConfig,
@@ -342,9 +342,8 @@ def _check_trigger(
     elif isinstance(on_success, list):
         for j, dest in enumerate(on_success):
             yield from _check_ref(config, [*loc, "on_success", j], dest)
-    else:
-        for dest in on_success_destinations(on_success):
-            yield from _check_ref(config, [*loc, "on_success"], dest)
+    elif on_success is not None:
+        yield from _check_ref(config, [*loc, "on_success"], on_success)
 
 
 def _must_name(config: Config, section: str) -> str:

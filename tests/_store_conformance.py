@@ -126,6 +126,8 @@ async def check_peek_get_depth_queues_purge(new_store: NewStore) -> None:
         page = await store.peek("local:failed", limit=2, offset=1)
         assert [e.id for e in page] == ids[1:3]
         assert await store.peek("local:failed", limit=10, offset=10) == []
+        assert await store.peek("local:failed", limit=0) == []
+        assert await store.peek("local:failed", limit=-1) == []  # not SQLite's "no limit"
         entry = await store.get("local:failed", ids[0])
         assert entry is not None
         assert entry.payload == b"1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import ssl
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -13,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventrun._config_types import Range, render_value
 from eventrun._docgen import EXAMPLE
 from eventrun._duration import format_duration, parse_duration
 from eventrun.config import (
@@ -392,6 +394,121 @@ BAD = [
         + "line 4 column 4: invalid YAML: expected <block end>, but found '<block mapping start>'",
     ),
     ("a: 1\na: 2\n", E + "line 2 column 1: invalid YAML: duplicate key 'a'"),
+    # connections
+    (
+        "connections:\n  kafka: {main: {bootstrap_servers: 'a:1, '}}\n",
+        E + 'connections.kafka.main.bootstrap_servers: must list brokers as "host:port", '
+        "got 'a:1, '",
+    ),
+    (
+        "connections:\n  kafka: {main: {bootstrap_servers: 'a:1', sasl_mechanism: PLAIN}}\n",
+        E + "connections.kafka.main.sasl_mechanism: needs security_protocol SASL_PLAINTEXT or "
+        "SASL_SSL, got 'PLAIN'",
+    ),
+    (
+        "connections:\n  kafka: {main: {bootstrap_servers: 'a:1', security_protocol: SASL_SSL}}\n",
+        E + "connections.kafka.main.sasl_plain_username: required with security_protocol SASL_SSL",
+    ),
+    (
+        "connections:\n  sqs: {main: {endpoint_url: 'ftp://x'}}\n",
+        E + "connections.sqs.main.endpoint_url: must be an http:// or https:// URL, or empty, "
+        "got 'ftp://x'",
+    ),
+    (
+        "connections:\n  redis: {'bad name': {url: 'redis://localhost'}}\n",
+        E + "connections.redis[\"bad name\"]: connection names must be letters, digits, '.', '-' "
+        "and '_', got 'bad name'",
+    ),
+    # on_success routing rules
+    (
+        trig("kafka", "connection: main, topics: [t], on_success: {route: {field: t}, colour: r}"),
+        E + KT + "on_success.colour: unknown key (expected route, default), got 'colour'",
+    ),
+    (
+        trig("kafka", "connection: main, topics: [t], on_success: {route: [1]}"),
+        E + KT + "on_success.route: must be a mapping {field: NAME, VALUE: DESTINATION, ...}, "
+        'got {"route": [1]}',
+    ),
+    (
+        trig("kafka", "connection: main, topics: [t], on_success: {route: {field: t}}"),
+        E + KT + "on_success.route: must map at least one VALUE to a destination, "
+        'got {"field": "t"}',
+    ),
+    (
+        trig("kafka", "connection: main, topics: [t], on_success: {route: {field: t, a: nowhere}}"),
+        E + KT + "on_success.route.a: must be a destination (local:NAME, file:PATH, "
+        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, http(s)://URL, "
+        "function:NAME, or PLUGIN:TARGET), got 'nowhere'",
+    ),
+    # AT_TIMESTAMP
+    (
+        trig(
+            "kafka",
+            "connection: main, topics: [t], starting_position: AT_TIMESTAMP, "
+            "starting_position_timestamp: true",
+        ),
+        E + KT + "starting_position_timestamp: must be epoch seconds or an ISO 8601 time, got true",
+    ),
+    (
+        trig(
+            "kafka",
+            "connection: main, topics: [t], starting_position: AT_TIMESTAMP, "
+            "starting_position_timestamp: yesterday",
+        ),
+        E + KT + "starting_position_timestamp: must be epoch seconds or an ISO 8601 time, "
+        "got 'yesterday'",
+    ),
+    (
+        trig(
+            "kafka",
+            "connection: main, topics: [t], starting_position: LATEST, "
+            "starting_position_timestamp: 1704164645",
+        ),
+        E + KT + "starting_position_timestamp: only allowed when starting_position is "
+        "AT_TIMESTAMP, got 1704164645.0",
+    ),
+    (
+        trig(
+            "kafka",
+            "connection: main, topics: [t], starting_position: AT_TIMESTAMP, "
+            "starting_position_timestamp: 9999999999",
+        ),
+        E + KT + "starting_position_timestamp: must not be in the future, "
+        "got '2286-11-20T17:46:39+00:00'",
+    ),
+    # cron
+    (
+        trig("cron", "schedule: '  '"),
+        E + "functions.f.triggers[0].cron.schedule: must be a non-empty schedule expression, "
+        "got '  '",
+    ),
+    (
+        trig("cron", "schedule: 'rate(5 minutes)', input: {a: {1: x}}"),
+        E + "functions.f.triggers[0].cron.input.a: JSON object keys must be strings, got 1",
+    ),
+    (
+        trig("cron", "schedule: 'rate(5 minutes)', input: {a: [1, !!binary aGk=]}"),
+        E + "functions.f.triggers[0].cron.input.a[1]: must be JSON (null, boolean, number, "
+        "string, list, mapping), got \"b'hi'\"",
+    ),
+    (
+        "connections:\n  kafka: {main: {bootstrap_servers: 'a:1'}}\n"
+        "functions:\n  f:\n    handler: app:h\n    triggers:\n      - kafka:\n",
+        E + "functions.f.triggers[0].kafka: must be a mapping of kafka settings, got null",
+    ),
+    (
+        trig("kafka", "connection: main, topics: [t], on_success: 'function:nope'"),
+        E + KT + "on_success: must name a function in functions (f), got 'function:nope'",
+    ),
+    (
+        "functions:\n  f: {handler: 'app:h', environment: {null: x}}\n",
+        E + "functions.f.environment: keys must be strings, got null",
+    ),
+    # nesting past the loader's depth limit
+    (
+        "a: " + "[" * 300 + "]" * 300 + "\n",
+        E + "a" + "[0]" * 64 + ": is nested too deeply",
+    ),
 ]
 
 
@@ -612,6 +729,7 @@ def test_on_success_forms() -> None:
     assert spec.on_success == RouteRule(
         field="type", routes={"a": "local:a", "b": "kafka:main/b"}, default="function:f"
     )
+    assert spec.on_success.destinations() == ["local:a", "kafka:main/b", "function:f"]
     many = parse(trig("kafka", "connection: main, topics: [t], on_success: [local:a, 'x:y']"))
     assert many.functions["f"].triggers[0].spec.on_success == ["local:a", "x:y"]  # type: ignore[union-attr]
 
@@ -664,6 +782,8 @@ def test_parse_destination() -> None:
     assert parse_destination("s3:bucket/prefix").kind == "s3"
     with pytest.raises(ValueError, match="must be a destination"):
         parse_destination("nowhere")
+    with pytest.raises(ValueError, match=r"^must be local:NAME$"):
+        parse_destination("local:")
 
 
 def test_inherit_env_and_hidden_env() -> None:
@@ -785,3 +905,115 @@ def test_config_errors_never_print_a_url_password(tmp_path: Path) -> None:
     assert "store.url" in message
     assert "pa/ss" not in message
     assert "w0rd" not in message
+
+
+def test_at_timestamp_forms() -> None:
+    """A YAML date, epoch seconds as a string and an ISO string with offset all load."""
+
+    def ts(value: str) -> float | None:
+        body = "connection: main, topics: [t], starting_position: AT_TIMESTAMP, "
+        spec = parse(trig("kafka", body + f"starting_position_timestamp: {value}"))
+        kafka = spec.functions["f"].triggers[0].spec
+        assert isinstance(kafka, KafkaTrigger)
+        return kafka.starting_position_timestamp
+
+    assert ts("2024-01-02") == 1704153600.0  # a date is midnight UTC
+    assert ts("'1704164645.5'") == 1704164645.5
+    assert ts("'2024-01-02T04:04:05+01:00'") == 1704164645.0
+    assert ts("'2024-01-02T03:04:05'") == 1704164645.0  # no offset: UTC
+
+
+def test_cron_input_becomes_json() -> None:
+    text = trig(
+        "cron",
+        "schedule: 'rate(5 minutes)', input: {day: 2024-01-02, at: 2024-01-02T03:04:05Z, "
+        "list: [1, 2.5, null, x, true], n: {m: [2024-01-03]}}",
+    )
+    spec = parse(text).functions["f"].triggers[0].spec
+    assert isinstance(spec, CronTrigger)
+    assert spec.input == {
+        "day": "2024-01-02",
+        "at": "2024-01-02T03:04:05+00:00",
+        "list": [1, 2.5, None, "x", True],
+        "n": {"m": ["2024-01-03"]},
+    }
+    json.dumps(spec.input)  # what the handler receives is JSON
+
+
+def test_unreadable_config_files(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"functions: {}\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(latin)
+    assert str(info.value) == "latin.yaml: not UTF-8 text (byte 19)"
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_config(folder)
+    assert str(info.value) == "dir.yaml: cannot read (Is a directory)"
+
+
+def test_kafka_client_certificate_is_loaded(tmp_path: Path) -> None:
+    key, cert = tmp_path / "client.key", tmp_path / "client.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=eventrun-client", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    conn = KafkaConnection.model_validate(
+        {
+            "bootstrap_servers": "a:1",
+            "security_protocol": "SSL",
+            "ssl_certfile": "client.pem",
+            "ssl_keyfile": "client.key",
+        }
+    )
+    ctx = conn.aiokafka_kwargs(tmp_path)["ssl_context"]
+    assert isinstance(ctx, ssl.SSLContext)
+    wrong = KafkaConnection.model_validate(  # the key does not match: the chain was really read
+        {"bootstrap_servers": "a:1", "security_protocol": "SSL", "ssl_certfile": "client.pem"}
+    )
+    with pytest.raises(ssl.SSLError):
+        wrong.aiokafka_kwargs(tmp_path)
+
+
+def test_sqs_session_token_and_auth_tokens() -> None:
+    sqs = SqsConnection.model_validate(
+        {"region": "eu-west-1", "aws_access_key_id": "AKIA", "aws_secret_access_key": "s",
+         "aws_session_token": "s3ss10n"}
+    )  # fmt: skip
+    assert sqs.client_kwargs()["aws_session_token"] == "s3ss10n"
+    assert "s3ss10n" not in repr(sqs)
+    config = parse("server: {auth: {tokens_env: MY_TOKENS}}\n")
+    auth = config.server.auth
+    assert auth.tokens({"MY_TOKENS": " a, ,b ,"}) == frozenset({"a", "b"})
+    assert auth.tokens({}) == frozenset()
+
+
+def test_non_loopback_names_need_auth() -> None:
+    """A host name other than localhost is not loopback: auth none is refused."""
+    with pytest.raises(ConfigError, match=r"server\.auth\.mode: must be token when server\.host"):
+        parse("server: {host: api.example, auth: {mode: none}}\n")
+
+
+def test_format_duration_other_values() -> None:
+    assert format_duration(-90) == "-90s"
+    assert format_duration(1.25) == "1.25s"  # no unit divides it: seconds, as few digits as needed
+    assert parse_duration(format_duration(1.25)) == 1.25
+
+
+def test_range_bounds() -> None:
+    """A bound with only a maximum, and an absent optional value, as the docs show them."""
+    assert Range(hi=5).describe() == "<= 5"
+    assert Range(hi=90, duration=True, forever=True).describe() == "-1 (forever) or <= 90s"
+    assert Range(1).check(None) is None
+    assert Range(60, forever=True).check(-1) == -1
+    with pytest.raises(ValueError, match=r"must be <= 5"):
+        Range(hi=5).check(6)
+
+
+def test_render_value_of_keys_json_cannot_hold() -> None:
+    """A mapping with a key JSON refuses (a tuple, from a YAML complex key) is still shown."""
+    assert render_value({(1, 2): "x"}) == "{(1, 2): 'x'}"
+    assert render_value({"url": "redis://u:pw@h", (1,): 1}) == "{'url': 'redis://u:***@h', (1,): 1}"

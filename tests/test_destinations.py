@@ -10,6 +10,7 @@ never dropped and never parked.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import structlog.testing
 from eventrun._backoff import Backoff
 from eventrun._destinations import UNDELIVERABLE, SinkRouter
 from eventrun._store_open import open_store
+from eventrun._store_sqlite import SqliteStore
 from eventrun.abc import OutMessage
 from eventrun.store import Store
 
@@ -116,3 +118,69 @@ async def test_a_sink_that_is_down_is_retried_until_it_accepts(
     assert [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
     assert all(e["destination"] == url and e["retry_in_s"] >= 0 for e in retries)
     assert await store.depth(UNDELIVERABLE) == 0
+
+
+async def test_a_routing_rule_sends_what_it_cannot_read_to_the_default(
+    tmp_path: Path, store: Store
+) -> None:
+    """Results that are not a JSON object holding the field go to ``default``; without a
+    default, to ``local:unrouted``."""
+    from eventrun.config import RouteRule
+
+    messages = [
+        OutMessage(b'{"type": "a", "n": 1}'),
+        OutMessage(b"not json"),
+        OutMessage(b'["type", "a"]'),
+        OutMessage(b'{"n": 4}'),
+        OutMessage(b'{"type": "zzz"}'),
+    ]
+    async with router_for(tmp_path, store) as router:
+        ruled = router.publisher(
+            RouteRule(field="type", routes={"a": "local:a"}, default="local:b")
+        )
+        assert ruled is not None
+        await ruled.publish(messages)
+        bare = router.publisher(RouteRule(field="type", routes={"a": "local:a2"}))
+        assert bare is not None
+        await bare.publish(messages)
+    assert [e.payload for e in await store.peek("local:a")] == [messages[0].payload]
+    assert [e.payload for e in await store.peek("local:b")] == [m.payload for m in messages[1:]]
+    assert [e.payload for e in await store.peek("local:a2")] == [messages[0].payload]
+    unrouted = [e.payload for e in await store.peek("local:unrouted")]
+    assert unrouted == [m.payload for m in messages[1:]]
+
+
+async def test_parking_waits_for_a_store_that_is_down(tmp_path: Path) -> None:
+    """A refused message whose park fails (the store is broken) is retried until the store
+    takes it: never dropped, one ``store.put_failed`` line per attempt."""
+    path = tmp_path / "park.db"
+
+    def rename(old: str, new: str) -> None:
+        conn = sqlite3.connect(path)
+        conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        conn.commit()
+        conn.close()
+
+    async with SqliteStore(path) as parking, router_for(tmp_path, parking) as router:
+        rename("entries", "entries_away")
+        with structlog.testing.capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                done = anyio.Event()
+
+                async def send() -> None:
+                    await router.send("file:out.jsonl", [OutMessage(REFUSED)])
+                    done.set()
+
+                tg.start_soon(send)
+                with anyio.fail_after(10):
+                    while len([e for e in logs if e["event"] == "store.put_failed"]) < 3:  # noqa: ASYNC110 - a log line is the only signal
+                        await anyio.sleep(0.005)
+                assert not done.is_set()
+                rename("entries_away", "entries")
+                with anyio.fail_after(10):
+                    await done.wait()
+        (parked,) = await parking.peek(UNDELIVERABLE)
+    assert parked.payload == REFUSED
+    failed = [e for e in logs if e["event"] == "store.put_failed"]
+    assert [e["attempt"] for e in failed] == list(range(1, len(failed) + 1))
+    assert all("no such table" in e["error"] for e in failed)

@@ -6,6 +6,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -14,8 +15,9 @@ import structlog.testing
 
 from eventrun._filters import RecordFilter
 from eventrun.abc import OutMessage, Record
+from eventrun.exceptions import SourceUnavailable
 from eventrun.testing import FakeClock, MemoryQueue, MemorySink, MemoryStream
-from tests._dispatch_kit import Handler, data_of, running, until
+from tests._dispatch_kit import FAST, Handler, data_of, running, until
 
 
 def _seqs(handler: Handler) -> list[tuple[str, int]]:
@@ -267,6 +269,28 @@ async def test_invalid_item_identifier_fails_the_whole_batch() -> None:
     async with running(stream, handler, report_batch_item_failures=True):
         await until(stream, lambda: stream.lag() == 0)
     assert attempts == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [{"batchItemFailures": "s:0"}, {"batchItemFailures": ["s:0"]}],
+    ids=["not-a-list", "entry-not-an-object"],
+)
+async def test_a_malformed_batch_item_failures_fails_the_whole_batch(
+    response: dict[str, Any],
+) -> None:
+    stream = MemoryStream()
+    for i in range(3):
+        stream.put("s", f"s:{i}".encode())
+    attempts: list[int] = []
+
+    def handle(records: list[dict[str, Any]]) -> dict[str, Any]:
+        attempts.append(len(records))
+        return response if len(attempts) == 1 else {}
+
+    async with running(stream, Handler(fn=handle), report_batch_item_failures=True):
+        await until(stream, lambda: stream.lag() == 0)
+    assert attempts == [3, 3]  # retried whole, not taken as "nothing failed"
 
 
 def _b_blocked(stream: MemoryStream) -> tuple[Handler, anyio.Event]:
@@ -675,3 +699,124 @@ async def test_input_stays_unacknowledged_while_the_on_success_sink_is_down() ->
         ("s:1", "k1"),
         ("s:2", "k2"),
     ]
+
+
+async def test_a_record_larger_than_the_payload_limit_goes_to_on_failure_uninvoked() -> None:
+    stream = MemoryStream()
+    stream.put("s", b"s:0" + b" " * 30_000)
+    stream.put("s", b"s:1")
+    dlq = MemorySink()
+    handler = Handler()
+    async with running(stream, handler, max_payload_bytes=25_000, on_failure=dlq):
+        await until(stream, lambda: stream.lag() == 0)
+    assert [[data_of(r) for r in call] for call in handler.calls] == [["s:1"]]
+    assert len(dlq.messages) == 1
+    record = json.loads(dlq.messages[0].payload)
+    assert record["requestContext"]["condition"] == "MaximumPayloadSizeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["responseContext"] is None  # never invoked: no response
+    assert [data_of(r).strip() for r in record["payload"]["Records"]] == ["s:0"]
+    assert stream.committed == {"s": 2}
+
+
+class FlakyAckStream(MemoryStream):
+    """Refuses the first ``refusals`` acknowledgements (a broker hiccup on commit)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise SourceUnavailable("commit refused")
+        await super().ack(records)
+
+
+async def test_a_refused_ack_is_retried_then_abandoned_after_five_attempts() -> None:
+    stream = FlakyAckStream(refusals=2)
+    stream.put("s", b"s:0")
+    handler = Handler()
+    with structlog.testing.capture_logs() as logs:
+        async with running(stream, handler, poll_backoff=FAST):
+            await until(stream, lambda: stream.lag() == 0)
+    failed = [e for e in logs if e["event"] == "source.ack_failed"]
+    assert [e["attempt"] for e in failed] == [1, 2]
+    assert all(e["error"] == "commit refused" for e in failed)
+    assert stream.committed == {"s": 1}
+    assert len(handler.calls) == 1  # acknowledging again never re-invokes
+
+    stuck = FlakyAckStream(refusals=100)
+    stuck.put("s", b"s:0")
+    with structlog.testing.capture_logs() as logs:
+        async with running(stuck, Handler(), poll_backoff=FAST):
+            with anyio.fail_after(10):
+                while not [e for e in logs if e["event"] == "source.ack_abandoned"]:  # noqa: ASYNC110 - a log line is the only signal
+                    await anyio.sleep(0.005)
+    assert [e["attempt"] for e in logs if e["event"] == "source.ack_failed"][:5] == [1, 2, 3, 4, 5]
+    (abandoned,) = [e for e in logs if e["event"] == "source.ack_abandoned"][:1]
+    assert abandoned["size"] == 1
+    assert abandoned["log_level"] == "error"
+    assert stuck.committed == {}
+
+
+async def test_a_refused_visibility_extension_is_logged_and_the_batch_still_finishes() -> None:
+    class RefusingQueue(MemoryQueue):
+        heartbeat_interval_s = 0.01
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.refused = anyio.Event()
+
+        async def extend(self, records: Sequence[Record], seconds: float) -> None:
+            self.refused.set()
+            raise SourceUnavailable("extend refused")
+
+    queue = RefusingQueue()
+    queue.send(b"q:0")
+
+    @dataclass
+    class Ok:
+        request_id: str = "r-1"
+        ok: bool = True
+        payload: bytes = b"null"
+        error_type: str | None = None
+
+    async def held_until_refused(payload: bytes) -> Ok:
+        await queue.refused.wait()  # the record is held while the heartbeat fails
+        return Ok()
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(queue, held_until_refused):  # type: ignore[arg-type]
+            await until(queue, lambda: queue.depth() == 0)
+    refused = [e for e in logs if e["event"] == "source.extend_failed"]
+    assert refused, logs
+    assert (refused[0]["size"], refused[0]["error"]) == (1, "extend refused")
+    assert refused[0]["log_level"] == "warning"
+
+
+async def test_a_refused_release_is_logged_and_the_message_returns_after_its_timeout() -> None:
+    class RefusingRelease(MemoryQueue):
+        async def release(self, records: Sequence[Record], delay_s: float) -> None:
+            if not self.released_refused:
+                self.released_refused = True
+                raise SourceUnavailable("release refused")
+            await super().release(records, delay_s)
+
+        released_refused = False
+
+    queue = RefusingRelease(visibility_timeout_s=0.2)
+    queue.send(b"q:0")
+    calls: list[int] = []
+
+    def fail_once(records: list[dict[str, Any]]) -> None:
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise ValueError("not yet")
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(queue, Handler(fn=fail_once)):
+            await until(queue, lambda: queue.depth() == 0)
+    (refused,) = [e for e in logs if e["event"] == "source.release_failed"]
+    assert (refused["error"], refused["size"]) == ("release refused", 1)
+    assert calls == [1, 1]  # redelivered by the queue's own visibility timeout

@@ -55,3 +55,11 @@ def test_full_example_loads() -> None:
     cfg = config.parse_config(EXAMPLE, filename="example.yaml", environ={})
     kinds = sorted({t.kind for f in cfg.functions.values() for t in f.triggers})
     assert kinds == sorted(config.TRIGGER_KINDS)
+
+
+def test_optional_union_keeps_every_member() -> None:
+    """``A | B | None`` documents as "A or B" (no config field has that shape yet)."""
+    from eventrun._docgen import _type_text
+
+    assert _type_text(str | list[str] | None) == "string or list of string"
+    assert _type_text(int | None) == "integer"

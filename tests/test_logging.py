@@ -15,3 +15,10 @@ def test_json_line_never_splits_and_keeps_the_value(value: str) -> None:
     assert isinstance(line, str)
     assert line.splitlines() == [line]
     assert json.loads(line) == {"event": "config.key", "key": value}
+
+
+def test_an_unknown_level_is_refused_before_anything_is_configured() -> None:
+    from eventrun._logging import configure_logging
+
+    with pytest.raises(ValueError, match=r"^unknown log level 'loud'; expected debug, info"):
+        configure_logging("loud")

@@ -95,6 +95,24 @@ async def test_a_closed_store_raises_store_error(tmp_path: Path) -> None:
         await store.depth("local:x")
 
 
+async def test_a_database_error_while_open_is_a_store_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """The file changed under the daemon (its table dropped by hand): the failing write is
+    a StoreError naming the file, and it left nothing half-done."""
+    path = tmp_path / "s.db"
+    async with SqliteStore(path) as store:
+        await store.put("local:x", [b"1"])
+        other = sqlite3.connect(path)
+        other.execute("DROP TABLE entries")
+        other.commit()
+        other.close()
+        with pytest.raises(StoreError, match=r"^SQLite store .*s\.db: no such table: entries"):
+            await store.put("local:x", [b"2"])
+        with pytest.raises(StoreError, match="no such table"):
+            await store.depth("local:x")
+
+
 async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     bad = tmp_path / "state.db"
     bad.write_bytes(b"this is not sqlite" * 100)
@@ -136,6 +154,7 @@ def test_open_store_redis_urls_connect_lazily(tmp_path: Path) -> None:
         ("mysql://user:pw@db/x", "unknown store 'mysql://db/x'"),
         ("sqlite://host/state.db", "three slashes"),
         ("sqlite:///", "three slashes"),
+        ("sqlite:state.db", "three slashes"),  # no "//": still read as a SQLite URL
         ("sqlite:///s.db?synchronous=off", "synchronous=normal|full"),
         ("sqlite:///s.db?journal=wal", "synchronous=normal|full"),
         ("redis:///0", "names no Redis host"),

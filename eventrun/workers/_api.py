@@ -218,5 +218,7 @@ def _keep_importable(env: dict[str, str], source: Mapping[str, str]) -> None:
     if not any(p and str(Path(p).resolve()) == root for p in daemon_path):
         return
     ours = env.get("PYTHONPATH", "").split(os.pathsep)
-    if not any(p and str(Path(p).resolve()) == root for p in ours):
+    # a relative entry ("PYTHONPATH=. eventrun run") means another directory in the
+    # worker, whose cwd is the task root: only an absolute one keeps eventrun importable
+    if not any(p and os.path.isabs(p) and str(Path(p).resolve()) == root for p in ours):
         env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in ours if p)])

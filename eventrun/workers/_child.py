@@ -80,9 +80,13 @@ def _install_logging() -> None:
     handler.addFilter(_request_filter)
     root = logging.getLogger()
     root.addHandler(handler)
-    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
-    if level:
-        root.setLevel(level.upper())
+    # Lambda's levels: TRACE, DEBUG, INFO, WARN, ERROR, FATAL. Python has no TRACE (DEBUG
+    # is the nearest, as awslambdaric maps it); a value Python does not know is ignored
+    # rather than failing every worker's init.
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    level = "DEBUG" if level == "TRACE" else level
+    if level in logging.getLevelNamesMapping():
+        root.setLevel(level)
 
 
 def _apply_memory_limit(memory_mb: int) -> None:

@@ -37,23 +37,15 @@ class MarshalFailure(Exception):
     """The handler's return value is not JSON-serialisable (``Runtime.MarshalError``)."""
 
 
-class _DecimalNumber(float):
-    """Lets ``json`` write a Decimal's digits unquoted, as awslambdaric does."""
-
-    def __init__(self, value: decimal.Decimal) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return str(self._value)
-
-
 class _Encoder(json.JSONEncoder):
     def __init__(self) -> None:
         super().__init__(ensure_ascii=False, allow_nan=True)
 
     def default(self, o: Any) -> Any:
         if isinstance(o, decimal.Decimal):
-            return math.nan if o.is_nan() else _DecimalNumber(o)
+            # a number, unquoted, as awslambdaric writes it: its DecimalStr(float) wrapper
+            # is printed by json with float.__repr__, so Decimal("1.10") is 1.1 there too
+            return math.nan if o.is_nan() else float(o)
         return super().default(o)
 
 

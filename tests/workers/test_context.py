@@ -6,6 +6,8 @@ import json
 import re
 import time
 
+import pytest
+
 from eventrun.workers import LambdaContext
 from eventrun.workers._context import FunctionInfo
 
@@ -108,6 +110,13 @@ async def test_output_is_captured_per_invocation_in_lambda_format(
     assert "to stderr" in body
     assert "raw fd write" in body  # fd-level writes (C libraries) are captured
     assert "from a subprocess" in body
+    assert "via context.log" in body
+    assert any(
+        re.fullmatch(
+            r"LambdaContext\(aws_request_id='req-b', function_name='\S+', remaining_ms=\d+\)", line
+        )
+        for line in body
+    ), body
     assert any(re.fullmatch(r"\[INFO\]\t\S+Z\treq-b\tvia logging 42", line) for line in body)
     assert "req-a" not in second.logs  # nothing leaks from the previous invocation
     assert "Init Duration" in first.logs.splitlines()[-1]
@@ -121,3 +130,27 @@ def test_remaining_time_never_negative() -> None:
     assert ctx.invoked_function_arn == "arn:aws:lambda:eu-west-1:000000000000:function:f"
     assert ctx.identity.cognito_identity_id is None
     assert ctx.client_context is None
+
+
+@pytest.mark.parametrize(
+    ("level", "root_level", "shown"),
+    [
+        ("WARN", "WARNING", ["root warning"]),
+        ("warning", "WARNING", ["root warning"]),
+        ("TRACE", "DEBUG", ["root debug", "root info", "root warning"]),  # no TRACE in Python
+        ("FATAL", "CRITICAL", []),
+        ("LOUD", "WARNING", ["root warning"]),  # not a level: Python's default, not a crash
+    ],
+)
+async def test_aws_lambda_log_level_sets_the_root_logger_level(
+    process_runner: RunnerFactory, level: str, root_level: str, shown: list[str]
+) -> None:
+    """Lambda's advanced logging controls set AWS_LAMBDA_LOG_LEVEL (TRACE, DEBUG, INFO,
+    WARN, ERROR, FATAL): records below it are dropped by the runtime's root logger."""
+    env = {"AWS_LAMBDA_LOG_LEVEL": level}
+    async with process_runner(handler="basic.levels", environment=env) as runner:
+        result = await runner.invoke(event({}), request_id="lv")
+    assert result.ok, result.logs
+    assert json.loads(result.payload) == root_level
+    lines = [line.split("\t")[-1] for line in result.logs.splitlines() if "\tlv\troot " in line]
+    assert lines == shown

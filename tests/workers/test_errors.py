@@ -22,6 +22,8 @@ def test_marshal_like_awslambdaric() -> None:
     assert marshal({"pi": decimal.Decimal("3.14159")}) == b'{"pi": 3.14159}'
     assert marshal({"s": "é"}) == '{"s": "é"}'.encode()
     assert marshal([1, (2, 3)]) == b"[1, [2, 3]]"
+    nested = marshal({"a": [decimal.Decimal("1.10"), decimal.Decimal("-2E+3")]})
+    assert nested == b'{"a": [1.1, -2000.0]}'  # as a float, as Lambda's runtime writes it
     with pytest.raises(MarshalFailure, match="Unable to marshal response: Object of type set"):
         marshal({1, 2})
 
@@ -49,6 +51,7 @@ def test_handler_error_shape() -> None:
         (-signal.SIGKILL, "Runtime exited with error: signal: killed"),
         (0, "Runtime exited without providing a reason"),
         (None, "Runtime exited without providing a reason"),
+        (-200, "Runtime exited with error: signal 200"),  # no such signal: its number
     ],
 )
 def test_exit_reason(returncode: int | None, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -46,6 +47,15 @@ def test_load_handler_resolves_relative_to_config_dir(handler: str) -> None:
         ("broken.handler", "Runtime.ImportModuleError: Unable to import module 'broken'"),
         ("no_such_module.handler", "Unable to import module 'no_such_module'"),
         ("basic.not_there", "Runtime.HandlerNotFound: Handler 'not_there' missing on module"),
+        (
+            "raising.handler",
+            "Runtime.ImportModuleError: Unable to import module 'raising': "
+            "RuntimeError: SETTINGS_URL is not set",
+        ),
+        (
+            "basic.INITS",
+            "Runtime.HandlerNotFound: Handler 'INITS' on module 'basic' is not callable",
+        ),
     ],
 )
 def test_load_handler_errors_are_clear(handler: str, fragment: str) -> None:
@@ -87,3 +97,13 @@ async def test_init_errors_become_results(
     }
     assert f"[ERROR] {error_type}: {message}" in result.logs
     assert again.error_type == error_type
+
+
+def test_a_cached_built_in_or_installed_module_is_not_reimported() -> None:
+    """A handler module named like a built-in (no file) or an installed module already
+    imported is that module: only an app's own modules are dropped from the cache."""
+    import time
+
+    assert load_handler("time:monotonic", APPS) is time.monotonic
+    assert load_handler("json:loads", APPS) is json.loads
+    assert sys.modules["json"] is json

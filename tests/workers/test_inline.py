@@ -187,3 +187,11 @@ async def test_concurrent_invocations_each_get_only_their_own_log_lines(handler:
         for other in tags:
             if other != tag:
                 assert other not in result.logs
+
+
+@pytest.mark.parametrize("name", ["returns_a_coroutine", "sync_returns_a_coroutine"])
+async def test_an_awaitable_returned_by_a_handler_is_awaited(name: str) -> None:
+    async with inline(f"async_app.{name}", timeout=5) as runner:
+        result = await runner.invoke(event({"a": 1}))
+    assert result.ok, result.logs
+    assert json.loads(result.payload) == {"later": {"a": 1}}

@@ -243,3 +243,29 @@ async def test_fork_server_output_goes_to_the_log_not_the_daemons_stderr(
     failed = [e for e in logs if e["event"] == "forkserver.start_failed"]
     assert len(failed) == 1, logs
     assert "broken msgspec for this test" in failed[0]["output"]
+
+
+def test_a_source_checkout_on_the_daemons_pythonpath_stays_importable_for_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon found eventrun through PYTHONPATH (a checkout, not an install): workers
+    (``python -m eventrun.workers...``) get that one entry, whatever ``inherit_env`` says;
+    nothing else of the daemon's PYTHONPATH."""
+    import eventrun
+
+    root = str(Path(eventrun.__file__).resolve().parent.parent)
+    daemon = {"PYTHONPATH": os.pathsep.join(["/daemon/extra", root])}
+
+    def worker_path(inherit: tuple[str, ...], environ: dict[str, str]) -> str | None:
+        settings = Settings(handler="app.handler", inherit_env=inherit)
+        env = function_environment("f", settings, Path("/srv/app"), "eu-west-1", environ=environ)
+        return env.get("PYTHONPATH")
+
+    assert worker_path((), daemon) == root
+    assert worker_path(("PYTHONPATH",), daemon) == daemon["PYTHONPATH"]  # inherited: as is
+    assert worker_path(("PYTHONPATH",), {"PYTHONPATH": "/daemon/extra"}) == "/daemon/extra"
+    assert worker_path((), {"PYTHONPATH": "/daemon/extra"}) is None  # eventrun is installed
+    # `PYTHONPATH=. eventrun run` in the checkout: "." is the task root in the worker
+    monkeypatch.chdir(root)
+    assert worker_path(("PYTHONPATH",), {"PYTHONPATH": "."}) == os.pathsep.join([root, "."])
+    assert worker_path((), {"PYTHONPATH": "."}) == root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import subprocess
 import sys
@@ -331,3 +332,18 @@ async def test_one_invoke_done_line_per_invocation_with_its_fields(
         round(quiet.duration_s, 6),
     ]
     assert all(isinstance(d, float) and d > 0 for d in durations)
+
+
+async def test_an_event_with_nan_or_a_huge_number_reaches_the_handler(
+    process_runner: RunnerFactory,
+) -> None:
+    """msgspec refuses NaN, Infinity and numbers past a double; the worker falls back to
+    ``json.loads``, as Lambda's Python runtime reads them."""
+    raw = b'{"n": NaN, "i": -Infinity, "big": 1e999, "whole": 123456789012345678901234567890}'
+    async with process_runner(handler="basic.handler") as runner:
+        result = await runner.invoke(raw)
+    assert result.ok, result.logs
+    seen = json.loads(result.payload)["event"]
+    assert math.isnan(seen["n"])
+    assert seen["i"] == seen["big"] * -1 == -math.inf
+    assert seen["whole"] == 123456789012345678901234567890

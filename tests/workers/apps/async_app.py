@@ -153,3 +153,18 @@ def chatty_sync(event, context):
 
 
 _BARRIERS: dict[str, object] = {}
+
+
+async def _later(event):
+    await asyncio.sleep(0)
+    return {"later": event}
+
+
+async def returns_a_coroutine(event, context):
+    """Returns without ever suspending, handing back an awaitable: it is awaited."""
+    return _later(event)
+
+
+def sync_returns_a_coroutine(event, context):
+    """A plain function returning a coroutine (a decorator's doing): it is awaited."""
+    return _later(event)

@@ -70,7 +70,17 @@ def noisy(event, context):
     log.info("via logging %s", 42)
     os.write(1, b"raw fd write\n")
     subprocess.run(["echo", "from a subprocess"], check=True)
+    context.log("via context.log\n")
+    print(repr(context))
     return "done"
+
+
+def levels(event, context):
+    root = logging.getLogger()
+    root.debug("root debug")
+    root.info("root info")
+    root.warning("root warning")
+    return logging.getLevelName(root.level)
 
 
 def fail(event, context):
@@ -135,3 +145,8 @@ def process_state(event, context):
         "batch_scheduling": os.sched_getscheduler(0) == os.SCHED_BATCH,
         "child_batch_scheduling": int(child.stdout) == os.SCHED_BATCH,
     }
+
+
+def no_newline(event, context):
+    sys.stdout.write("partial line")
+    return 1
