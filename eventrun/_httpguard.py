@@ -35,9 +35,11 @@ A refused request gets its answer, then a half-close, and what the client still 
 read and dropped for ``LINGER_S`` before the socket is closed: closing with unread data
 sends a reset, which can destroy the answer before the client reads it. Refusals are
 logged (``server.request_head_timeout``, ``server.request_head_too_large``,
-``server.client_connection_limit``) at most once per ``_LOG_EVERY_S`` together, so an
-attack does not become a log flood; a connection that never sent a byte is closed
-without a log line (browsers open speculative connections they may never use).
+``server.client_connection_limit``, ``server.connection_limit``) at most once per
+``_LOG_EVERY_S`` together, so an attack does not become a log flood (uvicorn's own
+"Exceeded concurrency limit." line per 503 is silenced); a connection that never sent a
+byte is closed without a log line (browsers open speculative connections they may never
+use).
 
 Cost on the hot path: about 1.5 us a request of the protocol alone (16 us -> 17.5 us,
 keep-alive POST with 5 headers, CPU time, median of 5 processes), from the callbacks'
@@ -47,6 +49,7 @@ counting; the daemon's own CPU per request is 50-100 us.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -63,6 +66,8 @@ __all__ = ["GuardedProtocol", "HttpLimits", "guarded_protocol"]
 log = structlog.get_logger("eventrun.api")
 
 PROBES = frozenset({b"/healthz", b"/readyz"})
+_SILENT = logging.getLogger("eventrun.api.uvicorn_refusals")
+_SILENT.disabled = True  # stands in for uvicorn's logger while it refuses a request
 _LOG_EVERY_S = 10.0
 LINGER_S = 2.0
 
@@ -260,12 +265,22 @@ class GuardedProtocol(OneWriteProtocol):
     def on_headers_complete(self) -> None:
         self._head_open = False
         self._head_due = None
-        if self._limit is not None and self.url in PROBES:
+        limit = self._limit
+        if limit is not None and self.url in PROBES:
             self.limit_concurrency = None  # uvicorn's 503 check skipped for probes
             try:
                 super().on_headers_complete()
             finally:
-                self.limit_concurrency = self._limit
+                self.limit_concurrency = limit
+        elif limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            # uvicorn answers 503 and logs a line per refused request: under a flood
+            # that is a log line per request. Ours is rate-limited like the others.
+            self._log_refusal("server.connection_limit", limit=limit, peer=self._peer_name())
+            logger, self.logger = self.logger, _SILENT
+            try:
+                super().on_headers_complete()
+            finally:
+                self.logger = logger
         else:
             super().on_headers_complete()
 

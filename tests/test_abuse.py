@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import select
 import selectors
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
+from structlog.testing import capture_logs
 
 from eventrun.config import parse_config
 from eventrun.exceptions import ConfigError
@@ -257,6 +259,23 @@ def _in_process(root: Path, server_keys: str = "") -> Iterator[int]:
         yield runtime.bound_port
 
 
+@contextlib.contextmanager
+def _uvicorn_records() -> Iterator[list[logging.LogRecord]]:
+    """What uvicorn logs (its ``uvicorn.error`` logger) while the block runs."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler, logger = Keep(level=logging.DEBUG), logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
 def _status(port: int, path: str, source: str = "127.0.0.1") -> int:
     """One GET on a new connection from ``source`` (any 127/8 address is local)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
@@ -310,11 +329,15 @@ def test_idle_sockets_past_the_connection_limit_leave_probes_answering(tmp_path:
     probes answer; the head deadline (0.5 s) closes every idle socket, then all is served.
     Before: the idle sockets were never closed and /healthz answered 503 too."""
     keys = ", max_connections: 64, request_head_timeout: 0.5s"
-    with _in_process(tmp_path, keys) as port:
+    with (
+        capture_logs() as logs,
+        _uvicorn_records() as uvicorn_lines,
+        _in_process(tmp_path, keys) as port,
+    ):
         idle = _idle(port, 70)
         try:
             # accepted in order: these connections come after all 70 idle ones
-            assert _status(port, "/openapi.json") == 503
+            assert [_status(port, "/openapi.json") for _ in range(20)] == [503] * 20
             assert _status(port, "/healthz") == 200
             assert _status(port, "/readyz") == 200
             assert _wait_closed(idle, 15) == [b""] * 70
@@ -322,6 +345,10 @@ def test_idle_sockets_past_the_connection_limit_leave_probes_answering(tmp_path:
         finally:
             for s in idle:
                 s.close()
+    # 20 refusals, one log line (rate-limited), none of uvicorn's own per request
+    refusals = [e for e in logs if e["event"] == "server.connection_limit"]
+    assert [(e["limit"], e["peer"]) for e in refusals] == [(64, "127.0.0.1")]
+    assert [r.getMessage() for r in uvicorn_lines if "concurrency" in r.getMessage()] == []
 
 
 def test_default_limits_against_2100_idle_sockets(tmp_path: Path) -> None:
