@@ -490,3 +490,51 @@ async def test_a_page_filled_to_its_limit_says_whether_more_follow(tmp_path: Pat
         page, next_offset = await _dlq.list_page(store, "q", limit=1, offset=2)
         assert [e["payload"] for e in page] == [{"n": 3}]
         assert next_offset is None  # the limit was reached on the last entry
+
+
+PARKED_YAML = """
+store: {url: "sqlite:///state.db", max_queue_depth: 1}
+functions:
+  parked:
+    handler: parked:handler
+    concurrency: 1
+    timeout: 60
+    environment: {STARTED: "%(root)s/started", RELEASE: "%(root)s/release"}
+"""
+PARKED = """
+import os, pathlib, time
+
+def handler(event, context):
+    pathlib.Path(os.environ["STARTED"]).touch()
+    while not pathlib.Path(os.environ["RELEASE"]).exists():
+        time.sleep(0.02)
+    return event
+"""
+
+
+async def test_a_redrive_into_a_full_queue_is_429_and_moves_nothing(tmp_path: Path) -> None:
+    """The function's queue holds its one entry (store.max_queue_depth: 1, the handler
+    busy with it): a redrive into it is refused with 429 naming the queue and the cap,
+    and the DLQ entry stays where it is."""
+    config = write_app(tmp_path, PARKED_YAML % {"root": tmp_path}, {"parked.py": PARKED})
+    async with running_app(config) as rt:
+        [kept] = await rt.store.put("local:manual", [b'{"id": "m1"}'])
+        await rt.enqueue("parked", b'{"id": "first"}')
+
+        async def started() -> bool:
+            return (tmp_path / "started").exists()
+
+        await until(started, "the first invocation running")
+        base = f"http://127.0.0.1:{rt.bound_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            r = await http.post(
+                "/dlq/local:manual/redrive",
+                json={"to": "parked"},
+                headers={"X-Eventrun-Request": "1"},
+            )
+        assert r.status_code == 429, r.text
+        message = r.json()["message"]
+        assert "async:parked" in message
+        assert "max_queue_depth (1 entries)" in message
+        assert [e.id for e in await rt.store.peek("local:manual")] == [kept]
+        (tmp_path / "release").touch()
