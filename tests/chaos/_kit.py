@@ -54,11 +54,16 @@ def kill_cycle(
     rng: random.Random,
     env: dict[str, str] | None = None,
     timeout_s: float = 60,
+    settled: Callable[[], bool] | None = None,
 ) -> int:
     """Start the daemon, SIGKILL it ``kills`` times at random points of the run (after a
     random number of newly handled records), restarting it each time; return the number
     of kills survived. The last daemon is left running until the ledger holds every
-    record, then stopped with SIGTERM (exit status must be 0)."""
+    record and ``settled()`` (if given) is true, then stopped with SIGTERM (exit status
+    must be 0). ``settled`` is for sources whose redeliveries come back after a delay:
+    a message a killed daemon handled but never deleted reappears only when its
+    visibility timeout runs out, possibly after every record is in the ledger, and the
+    last daemon must still be there to take it."""
     survived = 0
     daemon = Daemon(config, env=env).start()
     try:
@@ -75,6 +80,8 @@ def kill_cycle(
             timeout_s,
             "every record handled",
         )
+        if settled is not None:
+            wait(settled, timeout_s, "the source settled")
     finally:
         status = daemon.terminate(30) if daemon.proc and daemon.proc.poll() is None else None
     assert status == 0, f"graceful stop exited {status}"
