@@ -4,8 +4,19 @@ from the config, and the rich table rendered from two snapshots (rates)."""
 from __future__ import annotations
 
 import copy
+import fcntl
+import http.server
 import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +28,7 @@ from rich.console import Console
 
 from eventrun._cli_status import daemon_url, render
 from eventrun.cli import main
+from tests._daemon import daemon
 from tests._runtime_kit import running_app, write_app
 
 HANDLERS = """
@@ -143,3 +155,167 @@ def test_table_shows_rates_from_two_snapshots() -> None:
     first = Console(record=True, width=200, color_system=None)
     first.print(render(before))  # no previous snapshot: no rates yet
     assert "16.0" not in first.export_text()
+
+
+def test_daemon_url_brackets_an_ipv6_host(tmp_path: Path) -> None:
+    config = write_app(tmp_path, "server: {host: '::1', port: 9124}\nfunctions: {}\n")
+    assert daemon_url(None, str(config)) == "http://[::1]:9124"
+    wildcard = write_app(tmp_path / "w", "server: {host: '::', port: 9125}\nfunctions: {}\n")
+    assert daemon_url(None, str(wildcard)) == "http://127.0.0.1:9125"
+
+
+def test_table_shows_a_trigger_error_and_no_rate_without_a_previous_count() -> None:
+    before = _snapshot()
+    del before["sources"]["orders/kafka[0]"]["dispatch"]  # not dispatched anything yet
+    now = _snapshot()
+    now["sources"]["orders/kafka[0]"]["error"] = "KafkaError: broker 127.0.0.1:1 refused " * 3
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render(now, before, 2.0))
+    trigger = next(line for line in console.export_text().splitlines() if "kafka[0]" in line)
+    cells = [c.strip() for c in trigger.split("│") if c.strip()]
+    # the state is the error cut to 40 characters; Records/s has nothing to compare with
+    assert cells == [
+        "orders/kafka[0]",
+        "kafka",
+        "orders",
+        "KafkaError: broker 127.0.0.1:1 refused K",
+        "-",
+        "1234",
+        "8.5",
+        "3",
+    ]
+
+
+class _ListStatus(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"[1, 2]"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_status_of_a_server_that_is_not_eventrun_is_an_error() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ListStatus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = CliRunner().invoke(main, ["status", "--url", url])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert result.exit_code == 1
+    assert f"error: {url}/status did not answer a JSON object" in result.output
+
+
+LIVE_CONFIG = """
+functions:
+  work:
+    handler: handlers:work
+    runtime: inline
+    maximum_retry_attempts: 0
+"""
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\r")
+
+
+class _Terminal:
+    """``eventrun status`` on the slave side of a pseudo-terminal; its screen output is read
+    from the master side on a thread (escape sequences removed)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
+        env.pop("NO_COLOR", None)
+        cmd = [sys.executable, "-m", "eventrun", "status", "--url", url]
+        self.proc = subprocess.Popen(
+            [*cmd, "--interval", str(interval)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            close_fds=True,
+        )
+        os.close(slave)
+        self._master = master
+        self._text = ""
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:  # EIO: the slave side closed (the process exited)
+                chunk = b""
+            with self._cond:
+                if not chunk:
+                    self._cond.notify_all()
+                    return
+                self._text += _ANSI.sub("", chunk.decode(errors="replace"))
+                self._cond.notify_all()
+
+    def text(self) -> str:
+        with self._cond:
+            return self._text
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout_s: float = 60) -> str:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not predicate(self._text):
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out; the terminal shows:\n{self._text[-3000:]}"
+                assert self.proc.poll() is None, f"status exited:\n{self._text[-3000:]}"
+                self._cond.wait(min(left, 0.5))
+            return self._text
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(10)
+        os.close(self._master)
+
+
+def _work_rows(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("│ work ")]
+    return [[c.strip() for c in row.split("│") if c.strip()] for row in rows]
+
+
+def test_live_view_redraws_until_ctrl_c_and_retries_while_the_daemon_is_gone(
+    tmp_path: Path,
+) -> None:
+    config = write_app(tmp_path, LIVE_CONFIG, {"handlers.py": HANDLERS})
+    interval = 0.2
+    with daemon(config) as d:
+        term = _Terminal(d.url, interval)
+        try:
+            # the first table: the function, no invocations yet, no rates yet
+            term.wait_for(lambda t: any(r[5:6] == ["0"] for r in _work_rows(t)))
+            assert _work_rows(term.text())[0][:6] == ["work", "1/0", "0", "-", "-", "0"]
+            assert "Dead-letter queues" in term.text()
+            assert "local:work-dlq" in term.text()
+            with httpx.Client(base_url=d.url) as http:
+                for fail in (False, True, True):
+                    http.post(INVOKE.format("work"), json={"fail": fail})
+            # a later fetch shows the two errors: the view redraws from new snapshots
+            term.wait_for(lambda t: any(r[5:6] == ["2"] for r in _work_rows(t)))
+            row = next(r for r in _work_rows(term.text()) if r[5:6] == ["2"])
+            assert row[1:3] == ["1/0", "0"]
+            assert re.fullmatch(r"\d+\.\d", row[3])  # rates from two snapshots now
+            assert re.fullmatch(r"\d+\.\d", row[4])
+            d.stop()
+            term.wait_for(lambda t: "(retrying)" in t)
+            assert f"cannot reach the daemon at {d.url}" in term.text()
+            term.proc.send_signal(signal.SIGINT)  # Ctrl-C quits quietly
+            assert term.proc.wait(30) == 0
+            assert "Traceback" not in term.text()
+        finally:
+            term.close()
