@@ -5,6 +5,7 @@ event id it handled to a ledger file, so "re-invoked exactly once" is checked, n
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import time
 from collections import Counter
@@ -243,6 +244,16 @@ def test_daemon_api_round_trip(tmp_path: Path) -> None:
         ]
         shown = ok_json(cli(["dlq", "show", listed["entries"][0]["id"], *url], env=env))
         assert shown["id"] == listed["entries"][0]["id"]
+        missing = cli(["dlq", "show", "no-such-id", "--queue", "work-dlq", *url], env=env)
+        assert missing.exit_code == 1  # the API's 404 is "not found", not an error
+        assert missing.output == "error: no entry 'no-such-id' in local:work-dlq\n"
+        dry = ok_json(cli(["dlq", "redrive", "work-dlq", "--dry-run", "--json", *url], env=env))
+        assert sorted(r["id"] for r in dry["redriven"]) == sorted(
+            e["id"] for e in listed["entries"]
+        )
+        assert ok_json(cli(["dlq", "list", "--json", *url], env=env)) == {
+            "queues": {"local:work-dlq": 2}
+        }  # the dry run moved nothing
         report = ok_json(cli(["dlq", "redrive", "--json", *url], env=env))
         assert [len(r["redriven"]) for r in report["reports"]] == [2]
         deadline = time.monotonic() + 30
@@ -538,3 +549,123 @@ async def test_a_redrive_into_a_full_queue_is_429_and_moves_nothing(tmp_path: Pa
         assert "max_queue_depth (1 entries)" in message
         assert [e.id for e in await rt.store.peek("local:manual")] == [kept]
         (tmp_path / "release").touch()
+
+
+# -- the CLI's text output, prompts and errors (straight on the store, and over the API) ------
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of a rich table's header and rows."""
+    lines = [line.replace("┃", "│") for line in text.splitlines()]
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in lines if "│" in line]
+
+
+async def _fill(root: Path) -> tuple[str, str, dict[str, float]]:
+    async with open_store("sqlite:///state.db", config_dir=root) as store:
+        stream_id = (await store.put("local:work-dlq", [stream_record("s1")]))[0]
+        (big_id,) = await store.put("local:manual", [_sized(1, _dlq.PREVIEW_BYTES)])
+        await store.put("local:trash", [b'{"id": "t1"}'])
+        await store.put("local:a-first", [stream_record("f1"), stream_record("f2")])
+        enqueued = {
+            e.id: e.enqueued_at
+            for q in ("work-dlq", "manual")
+            for e in await store.peek(f"local:{q}")
+        }
+    return stream_id, big_id, enqueued
+
+
+async def _depths(root: Path, *queues: str) -> list[int]:
+    async with open_store("sqlite:///state.db", config_dir=root) as store:
+        return [await store.depth(q) for q in queues]
+
+
+def test_cli_text_output_prompts_and_errors(tmp_path: Path) -> None:
+    config = make_app(tmp_path)
+    c = ["-c", str(config)]
+    stream_id, big_id, enqueued = anyio.run(_fill, tmp_path)
+    wide = {"COLUMNS": "200"}
+
+    listed = cli(["dlq", "list", *c], env=wide)
+    assert listed.exit_code == 0, listed.output
+    assert _table_rows(listed.output) == [
+        ["Queue", "Depth"],
+        ["local:a-first", "2"],
+        ["local:manual", "1"],
+        ["local:trash", "1"],
+        ["local:work-dlq", "1"],
+    ]
+    entries = cli(["dlq", "list", "work-dlq", *c], env=wide)
+    assert entries.exit_code == 0, entries.output
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(enqueued[stream_id]))
+    size = len(stream_record("s1"))
+    assert _table_rows(entries.output) == [
+        ["Id", "Enqueued", "Function", "Condition", "Size"],
+        [stream_id, when, "work", "RetryAttemptsExhausted", f"{size} B"],
+    ]
+    manual = cli(["dlq", "list", "manual", *c], env=wide)
+    rows = _table_rows(manual.output)
+    # a plain message: no function, its kind for a condition, longer than a page preview
+    assert rows[1][2:] == [
+        "None",
+        "message",
+        f"{len(_sized(1, _dlq.PREVIEW_BYTES))} B (truncated here; dlq show ID)",
+    ]
+    assert rows[1][0] == big_id
+    empty = cli(["dlq", "list", "nothing-here", "--json", *c])
+    assert ok_json(empty) == {"queue": "local:nothing-here", "entries": []}
+
+    # redrive of every queue with --limit 1: the first queue (sorted) uses it up and the
+    # others are left alone
+    limited = cli(["dlq", "redrive", "--limit", "1", *c])
+    assert limited.exit_code == 0, limited.output
+    assert limited.output.splitlines() == ["local:a-first: redrove 1, skipped 0"]
+    depths = anyio.run(_depths, tmp_path, "local:a-first", "async:work", "local:work-dlq")
+    assert depths == [1, 1, 1]
+    # a skipped entry is printed with its reason
+    skipped = cli(["dlq", "redrive", "manual", *c])
+    assert skipped.exit_code == 0, skipped.output
+    assert skipped.output.splitlines() == [
+        "local:manual: redrove 0, skipped 1",
+        f"  skipped {big_id}: no function known; use --to",
+    ]
+
+    # purge asks first: "n" aborts and deletes nothing, "y" deletes
+    refused = CliRunner().invoke(main, ["dlq", "purge", "trash", *c], input="n\n")
+    assert refused.exit_code == 1
+    assert "Delete every entry of local:trash? [y/N]" in refused.output
+    assert "Aborted" in refused.output
+    assert anyio.run(_depths, tmp_path, "local:trash") == [1]
+    agreed = CliRunner().invoke(main, ["dlq", "purge", "trash", *c], input="y\n")
+    assert agreed.exit_code == 0, agreed.output
+    assert agreed.output.splitlines()[-1] == "local:trash: purged 1"
+
+    # a queue that is not local: is refused by show and purge, with the error on stderr
+    for args in (["show", "x", "--queue", "async:work"], ["purge", "async:work", "-y"]):
+        bad = cli(["dlq", *args, *c])
+        assert bad.exit_code == 2  # DlqError: a usage error
+        assert bad.output == "error: dlq: 'async:work' is not a local queue; expected local:NAME\n"
+
+
+def test_cli_against_an_unreachable_daemon_is_an_error() -> None:
+    with socket.socket() as sock:  # bound then closed: nobody listens there
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = cli(["dlq", "list", "--url", url])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: cannot reach the daemon at {url}: ")
+
+
+async def test_a_dry_run_over_the_api_names_each_entry_once(tmp_path: Path) -> None:
+    """A real redrive over the API goes in chunks (each removes what it moved); a dry run
+    removes nothing, so it is one request: chunking it would name the first entries again."""
+    from eventrun._cli_dlq import CHUNK
+
+    config = make_app(tmp_path)
+    async with running_app(config) as rt:
+        ids = await rt.store.put("local:bulk", [stream_record(f"e{i}") for i in range(CHUNK + 50)])
+        url = f"http://127.0.0.1:{rt.bound_port}"
+        args = ["dlq", "redrive", "bulk", "--dry-run", "--limit", str(CHUNK + 20), "--json"]
+        dry = ok_json(await acli([*args, "--url", url]))
+        assert [r["id"] for r in dry["redriven"]] == ids[: CHUNK + 20]
+        assert await rt.store.depth("local:bulk") == CHUNK + 50
+        assert await rt.store.depth("async:work") == 0
