@@ -86,8 +86,5 @@ class AckTracker:
         queue = self._shards.pop(shard, None)
         return [p for p in queue if not p.done] if queue else []
 
-    def pending(self) -> list[Pending]:
-        return [p for q in self._shards.values() for p in q if not p.done]
-
     def pending_count(self) -> int:
         return sum(len(q) for q in self._shards.values())

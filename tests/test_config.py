@@ -360,6 +360,10 @@ BAD = [
         "DELETE, HEAD, OPTIONS, *, got 'FETCH'",
     ),
     (
+        trig("http", "path: /o, methods: GET"),
+        E + "functions.f.triggers[0].http.methods: must be a list, got 'GET'",
+    ),
+    (
         trig("cron", "schedule: '* * * * *', timezone: Mars/Olympus"),
         E + "functions.f.triggers[0].cron.timezone: must be an IANA time zone like UTC or "
         "Europe/Paris, got 'Mars/Olympus'",
