@@ -43,3 +43,20 @@ async def test_a_past_deadline_wakes_at_the_next_loop_turn() -> None:
         await anyio.lowlevel.checkpoint()
         await anyio.lowlevel.checkpoint()
         assert event.is_set()
+
+
+async def test_sleep_until_a_past_deadline_returns_at_once_but_is_a_checkpoint() -> None:
+    """A deadline already passed does not sleep, yet still yields: a loop that waits out
+    deadlines in a row can be cancelled and lets other tasks run."""
+    clock = SystemClock()
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        await clock.sleep_until(clock.monotonic() - 10)
+    assert time.monotonic() - started < 1  # no sleep (a margin for a busy machine)
+    reached = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await clock.sleep_until(clock.monotonic() - 1)
+        reached = True
+    assert scope.cancelled_caught
+    assert not reached
