@@ -9,9 +9,12 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from eventrun._store_open import open_store
+from eventrun.exceptions import StoreError
 from eventrun.store import Store
+from eventrun.testing import FakeClock, MemorySink
 from tests._runtime_kit import running_app, write_app
 from tests.fixtures.redis import RedisServer
 
@@ -355,3 +358,95 @@ async def test_a_full_dlq_holds_the_entry_without_invoking_it_again(tmp_path: Pa
         assert calls == [b'{"n": 1}']
         [dead] = await store.peek("local:f-dlq")
         assert json.loads(dead.payload)["requestContext"]["condition"] == "RetriesExhausted"
+
+
+class _LeaseAndHoldFailOnce:
+    """A real SQLite store whose first lease and first lease extension fail as if the
+    store were briefly unreachable."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.lease_failed = False
+        self.hold_failed = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def lease(self, queue: str, **kwargs: Any) -> Any:
+        if not self.lease_failed:
+            self.lease_failed = True
+            raise StoreError("store unavailable (simulated lease)")
+        return await self._inner.lease(queue, **kwargs)
+
+    async def retry(self, queue: str, entry_id: str, **kwargs: Any) -> None:
+        if not self.hold_failed.is_set():
+            self.hold_failed.set()
+            raise StoreError("store unavailable (simulated hold)")
+        await self._inner.retry(queue, entry_id, **kwargs)
+
+
+class _GatedSink(MemorySink):
+    """A destination that takes its time: publish waits for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.publishing = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def publish(self, messages: Any) -> None:
+        self.publishing.set()
+        await self.gate.wait()
+        await super().publish(messages)
+
+
+async def test_a_failed_lease_or_lease_extension_is_logged_and_the_invocation_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The first lease fails (store.lease_failed, polled again after a backoff); while
+    the destination is slow the entry's lease is extended every half lease, and a failed
+    extension is logged (async.hold_failed) without dropping the invocation. The payload is
+    not JSON: the destination record carries it as text."""
+    from eventrun._async_invoke import AsyncInvoker, AsyncSettings
+
+    clock = FakeClock()
+    calls: list[bytes] = []
+
+    class _Result:
+        ok = True
+        error_type = None
+        payload = b"null"
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        calls.append(payload)
+        return _Result()
+
+    sink = _GatedSink()
+    async with open_store("sqlite:///s.db", config_dir=tmp_path, clock=clock) as inner:
+        store = _LeaseAndHoldFailOnce(inner)
+        settings = AsyncSettings(function="f", concurrency=1, timeout_s=1.0, idle_poll_s=0.01)
+        invoker = AsyncInvoker(
+            settings, invoke, store, clock=clock, on_success=sink, on_failure=None
+        )
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                await tg.start(invoker.run)
+                await invoker.enqueue(b"\xffnot json")
+                with anyio.fail_after(30):
+                    await sink.publishing.wait()
+                    # half the lease (timeout + 5 s) passes while publishing: extend it
+                    await clock.advance((settings.timeout_s + 5.0) / 2)
+                    await store.hold_failed.wait()
+                    sink.gate.set()
+                    await sink.wait_for(1)
+                    while await inner.depth("async:f"):  # noqa: ASYNC110 - no change event
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+    assert calls == [b"\xffnot json"]  # once: neither failure caused a second invocation
+    events = [(e["event"], e.get("error")) for e in logs if e["log_level"] == "warning"]
+    assert events == [
+        ("store.lease_failed", "store unavailable (simulated lease)"),
+        ("async.hold_failed", "store unavailable (simulated hold)"),
+    ]
+    record = json.loads(sink.messages[0].payload)
+    assert record["requestPayload"] == "\ufffdnot json"
+    assert record["requestContext"]["condition"] == "Success"
