@@ -6,6 +6,7 @@ import gc
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -347,3 +348,26 @@ async def test_an_event_with_nan_or_a_huge_number_reaches_the_handler(
     assert math.isnan(seen["n"])
     assert seen["i"] == seen["big"] * -1 == -math.inf
     assert seen["whole"] == 123456789012345678901234567890
+
+
+async def test_an_idle_worker_that_died_is_replaced_at_checkout(
+    process_runner: RunnerFactory,
+) -> None:
+    """A warm worker killed while idle (OOM killer, an operator's kill) is not handed the
+    next invocation: it is discarded and a fresh worker runs the event."""
+    async with process_runner(concurrency=1) as runner:
+        first = await runner.invoke(event({"n": 1}))
+        pid = json.loads(first.payload)["pid"]
+        (idle,) = runner._idle  # read only: to wait until the pool heard of the exit
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            await idle.proc.exited.wait()
+        second = await runner.invoke(event({"n": 2}))
+        stats = runner.statistics()
+    assert second.ok, second
+    body = json.loads(second.payload)
+    assert body["pid"] != pid
+    assert (body["inits"], body["calls"]) == (1, 1)  # a new worker, cold started
+    assert second.init_duration_s is not None
+    assert stats["cold_starts"] == 2
+    assert stats["errors"] == 0
