@@ -450,3 +450,47 @@ async def test_a_failed_lease_or_lease_extension_is_logged_and_the_invocation_go
     record = json.loads(sink.messages[0].payload)
     assert record["requestPayload"] == "\ufffdnot json"
     assert record["requestContext"]["condition"] == "Success"
+
+
+async def test_an_invocation_that_failed_for_good_is_logged_as_async_failed(
+    tmp_path: Path,
+) -> None:
+    """Retries exhausted: the failure record goes to on_failure, an ``async.failed``
+    warning names the request, the condition and the invoke count, and the entry is
+    acknowledged."""
+    from eventrun._async_invoke import AsyncInvoker, AsyncSettings
+
+    class _Failed:
+        ok = False
+        error_type = "ValueError"
+        payload = b'{"errorMessage": "no", "errorType": "ValueError"}'
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        return _Failed()
+
+    failures = MemorySink()
+    async with open_store("sqlite:///s.db", config_dir=tmp_path) as store:
+        settings = AsyncSettings(
+            function="f", concurrency=1, timeout_s=1.0, maximum_retry_attempts=0, idle_poll_s=0.01
+        )
+        invoker = AsyncInvoker(
+            settings, invoke, store, clock=FakeClock(), on_success=None, on_failure=failures
+        )
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                await tg.start(invoker.run)
+                rid = await invoker.enqueue(b'{"n": 1}')
+                with anyio.fail_after(30):
+                    await failures.wait_for(1)
+                    while await store.depth("async:f"):  # noqa: ASYNC110 - no change event
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+    (failed,) = [e for e in logs if e["event"] == "async.failed"]
+    assert failed["log_level"] == "warning"
+    assert (failed["request_id"], failed["condition"], failed["invoke_count"]) == (
+        rid,
+        "RetriesExhausted",
+        1,
+    )
+    record = json.loads(failures.messages[0].payload)
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
