@@ -27,9 +27,17 @@ def _userns_available() -> bool:
     return subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(
-    not _userns_available(), reason="needs unshare --user and setpriv (util-linux)"
-)
+@pytest.fixture(autouse=True, scope="module")
+def _needs_user_namespaces() -> None:
+    """Missing tools fail the tests loudly, like a missing server (never a silent skip)."""
+    if not _userns_available():
+        pytest.fail(
+            "these tests run a worker as uid 65534 in a user namespace: they need "
+            "`unshare --user` and `setpriv` (Debian's util-linux) and user namespaces "
+            "enabled in the kernel (sysctl kernel.unprivileged_userns_clone=1)",
+            pytrace=False,
+        )
+
 
 SCRIPT = """
 import json, os
