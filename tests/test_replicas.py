@@ -186,6 +186,29 @@ def read_ledger(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
     return [line for line in lines if kind is None or line["kind"] == kind]
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux: /proc/PID/task/TID/children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = {int(k) for k in (task / "children").read_text().split()}
+                todo.extend(kids - found)
+                found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has finished: it only waits to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
     try:
         with anyio.fail_after(timeout_s):
@@ -475,7 +498,16 @@ async def _stop_one_mid_run(
             assert victim.terminate(timeout_s=30) == 0, "\n".join(victim.raw[-30:])
             assert victim.events("shutdown.complete"), "the replica did not drain"
         else:
+            assert victim.proc is not None
+            tree = _descendants(victim.proc.pid)  # fork servers and workers
             victim.kill()
+            # its workers die by their parent-death signal a moment after the daemon
+            # (sooner or later, with the cores busy); "stopped" is when none is left
+
+            async def tree_gone() -> bool:
+                return not any(_alive(pid) for pid in tree)
+
+            await wait_until(tree_gone, 10, "the killed replica's workers to die")
         stopped_at = time.time()
         await work.wait_done(120)
         lines = read_ledger(work.ledger)
