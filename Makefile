@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps run test fuzz coverage lint format bench soak docs clean
+.PHONY: setup system-deps container-deps run test deploy-test fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,16 @@ run: setup
 ## test: the whole suite against real servers started on free loopback ports
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## container-deps: podman, runc, debootstrap, podman-compose, prometheus; the podman config
+## for this machine (runc, cgroupfs); the local base images (Debian+Python, Redis, Kafka, SQS)
+container-deps: setup
+	PYTHON=$(BIN)/python bash scripts/container-deps.sh
+
+## deploy-test: the image and the Compose stack built and run for real with podman (root,
+## about 5 minutes; not part of `make test`): run before a release. See deploy/README.md.
+deploy-test: setup container-deps
+	$(BIN)/python -m pytest -p no:cacheprovider -m containers tests/deploy $(PYTEST_ARGS)
 
 ## fuzz: explore the property tests with random seeds and FUZZ_SCALE times their examples,
 ## round after round for FUZZ_MINUTES; `make test` (and CI, with CI set) runs them derandomized

@@ -1,0 +1,93 @@
+"""Produces to and reads the ledger of the Compose stack, from a container on its network.
+
+Run by tests/deploy/test_containers.py with the eventrun image's Python (its venv has
+aiokafka, aiobotocore and redis), as ``python stack_client.py COMMAND ...``; prints JSON:
+
+* ``produce PREFIX N``: N records to each of Kafka topic ``orders`` (spread over its
+  partitions), Redis stream ``events`` and SQS queue ``jobs``, ids ``PREFIX-<i>``;
+* ``ledger``: ``{source: ["<id> <replica>", ...]}`` from the handlers' ledger (Redis db 2);
+* ``delay SECONDS``: how long each handler sleeps per batch (keeps batches in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import redis.asyncio as aioredis
+from aiobotocore.session import get_session
+from aiokafka import AIOKafkaProducer
+
+KAFKA = "kafka:9092"
+STORE = "redis://redis:6379/0"
+LEDGER = "redis://redis:6379/2"
+SQS = {
+    "endpoint_url": "http://sqs:9324",
+    "region_name": "us-east-1",
+    "aws_access_key_id": "local",
+    "aws_secret_access_key": "local",
+}
+SOURCES = ("kafka", "stream", "sqs", "cron")
+
+
+async def produce(prefix: str, count: int) -> dict[str, int]:
+    ids = [f"{prefix}-{i}" for i in range(count)]
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=5)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for("orders"))
+        sends = [
+            await producer.send("orders", i.encode(), partition=partitions[n % len(partitions)])
+            for n, i in enumerate(ids)
+        ]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    store = aioredis.from_url(STORE)
+    async with store.pipeline(transaction=False) as pipe:
+        for i in ids:
+            pipe.xadd("events", {"id": i})
+        await pipe.execute()
+    await store.aclose()
+    async with get_session().create_client("sqs", **SQS) as sqs:
+        url = (await sqs.get_queue_url(QueueName="jobs"))["QueueUrl"]
+        for start in range(0, count, 10):
+            entries = [
+                {"Id": str(n), "MessageBody": json.dumps({"id": i})}
+                for n, i in enumerate(ids[start : start + 10])
+            ]
+            result = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            assert not result.get("Failed"), result
+    return {"produced": count, "partitions": len(partitions)}
+
+
+async def ledger() -> dict[str, list[str]]:
+    client = aioredis.from_url(LEDGER, decode_responses=True)
+    out = {source: await client.lrange(f"ledger:{source}", 0, -1) for source in SOURCES}
+    await client.aclose()
+    return out
+
+
+async def delay(seconds: float) -> dict[str, float]:
+    client = aioredis.from_url(LEDGER)
+    await client.set("ledger:delay", seconds)
+    await client.aclose()
+    return {"delay": seconds}
+
+
+async def main(argv: list[str]) -> None:
+    command, *args = argv
+    if command == "produce":
+        result: object = await produce(args[0], int(args[1]))
+    elif command == "ledger":
+        result = await ledger()
+    elif command == "delay":
+        result = await delay(float(args[0]))
+    else:
+        raise SystemExit(f"unknown command {command!r}: produce, ledger or delay")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
