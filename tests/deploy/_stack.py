@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
@@ -108,6 +108,14 @@ def http_get(url: str, token: str | None = None, timeout: float = 3) -> tuple[in
         return 0, ""
 
 
+class Line(NamedTuple):
+    """One ledger line: a record processed by a replica at a time."""
+
+    id: str
+    host: str
+    at: float
+
+
 @dataclass
 class Stack:
     """One Compose project of deploy/ on the local images."""
@@ -179,9 +187,13 @@ class Stack:
         )  # fmt: skip
         return json.loads(out.stdout)
 
-    def ledger(self) -> dict[str, list[tuple[str, str]]]:
+    def ledger(self) -> dict[str, list[Line]]:
+        """What the handlers processed, per source: (record id, replica hostname, time)."""
         raw = self.client("ledger")
-        return {source: [tuple(line.split()) for line in lines] for source, lines in raw.items()}
+        return {
+            source: [Line(*line.split()[:2], float(line.split()[2])) for line in lines]
+            for source, lines in raw.items()
+        }
 
     def logs(self, container: str) -> str:
         done = run("podman", "logs", container, check=False)

@@ -5,8 +5,10 @@ aiokafka, aiobotocore and redis), as ``python stack_client.py COMMAND ...``; pri
 
 * ``produce PREFIX N``: N records to each of Kafka topic ``orders`` (spread over its
   partitions), Redis stream ``events`` and SQS queue ``jobs``, ids ``PREFIX-<i>``;
-* ``ledger``: ``{source: ["<id> <replica>", ...]}`` from the handlers' ledger (Redis db 2);
-* ``delay SECONDS``: how long each handler sleeps per batch (keeps batches in flight).
+* ``ledger``: ``{source: ["<id> <replica> <time>", ...]}``, the handlers' ledger (Redis db 2);
+* ``delay SECONDS``: how long each handler sleeps per batch (keeps batches in flight);
+* ``pending HOST``: ids of the ``events`` stream entries pending (delivered, not
+  acknowledged) on the consumers of replica HOST (consumer names are ``<hostname>-<pid>``).
 """
 
 from __future__ import annotations
@@ -76,16 +78,34 @@ async def delay(seconds: float) -> dict[str, float]:
     return {"delay": seconds}
 
 
+async def pending(host: str) -> dict[str, list[str]]:
+    client = aioredis.from_url(STORE, decode_responses=True)
+    ids: list[str] = []
+    for consumer in await client.xinfo_consumers("events", "events-fn"):
+        if not consumer["name"].startswith(host + "-") or not consumer["pending"]:
+            continue
+        entries = await client.xpending_range(
+            "events", "events-fn", "-", "+", consumer["pending"], consumername=consumer["name"]
+        )
+        for entry in entries:
+            found = await client.xrange("events", entry["message_id"], entry["message_id"])
+            ids.extend(fields["id"] for _, fields in found)
+    await client.aclose()
+    return {"pending": ids}
+
+
 async def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "produce":
         result: object = await produce(args[0], int(args[1]))
     elif command == "ledger":
         result = await ledger()
+    elif command == "pending":
+        result = await pending(args[0])
     elif command == "delay":
         result = await delay(float(args[0]))
     else:
-        raise SystemExit(f"unknown command {command!r}: produce, ledger or delay")
+        raise SystemExit(f"unknown command {command!r}: produce, ledger, pending or delay")
     print(json.dumps(result))
 
 

@@ -40,7 +40,9 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 FIGURES: dict[str, object] = {}
 SOURCES = ("kafka", "stream", "sqs")
 BATCH = 300  # records per source and phase
-SLOW = 1.0  # seconds each handler sleeps per batch while a replica is stopped or killed
+LOAD = 1500  # records per source while a replica is stopped or killed: more batches than
+# the replicas' concurrency, so the victim always holds some
+SLOW = 2.0  # seconds each handler sleeps per batch while a replica is stopped or killed
 REDELIVERY_S = 150  # stream entries of a dead consumer are re-claimed after claim_idle (60 s),
 # SQS messages come back after the queue's visibility timeout (60 s)
 
@@ -78,7 +80,7 @@ def counts(stack: Stack, prefix: str) -> dict[str, Counter[str]]:
     """How often each record of ``prefix`` was processed, per source."""
     ledger = stack.ledger()
     return {
-        source: Counter(i for i, _ in ledger[source] if i.startswith(prefix + "-"))
+        source: Counter(line.id for line in ledger[source] if line.id.startswith(prefix + "-"))
         for source in SOURCES
     }
 
@@ -90,7 +92,7 @@ def all_processed(stack: Stack, prefix: str, count: int) -> dict[str, Counter[st
 
 def hosts(stack: Stack, prefix: str, source: str) -> Counter[str]:
     """Records of ``prefix`` per replica hostname."""
-    return Counter(h for i, h in stack.ledger()[source] if i.startswith(prefix + "-"))
+    return Counter(line.host for line in stack.ledger()[source] if line.id.startswith(prefix + "-"))
 
 
 def produce(stack: Stack, prefix: str, count: int = BATCH) -> None:
@@ -130,23 +132,46 @@ def test_two_replicas_process_every_record_once(stack: Stack) -> None:
     assert len(hosts(stack, "a", "kafka")) == 2, hosts(stack, "a", "kafka")
 
 
+def busy_on(stack: Stack, prefix: str, host: str) -> bool:
+    """The replica ``host`` has finished a batch of ``prefix``: it is taking that work."""
+    return any(
+        line.host == host and line.id.startswith(prefix + "-")
+        for lines in stack.ledger().values()
+        for line in lines
+    )
+
+
 def test_stop_under_load_drains_and_loses_nothing(stack: Stack) -> None:
     victim = stack.name("eventrun", 1)
+    victim_host = stack.hostname(victim)
     stack.client("delay", str(SLOW))
-    produce(stack, "b")
-    wait_until(lambda: any(counts(stack, "b").values()), 60, "batch b started")
-    start = time.monotonic()
+    produce(stack, "b", LOAD)
+    wait_until(lambda: busy_on(stack, "b", victim_host), 60, f"{victim} busy with batch b")
+    stopped_at = time.time()
     run("podman", "stop", "-t", "45", victim, timeout=90)
-    FIGURES["stop_drain_s"] = round(time.monotonic() - start, 1)
+    FIGURES["stop_drain_s"] = round(time.time() - stopped_at, 1)
     state = stack.state(victim)
     logs = stack.logs(victim)
     assert state["ExitCode"] == 0, logs[-3000:]
     assert '"event":"shutdown.complete"' in logs.replace(" ", "")
     assert "shutdown.grace_exceeded" not in logs
     stack.client("delay", "0")
-    seen = wait_until(lambda: all_processed(stack, "b", BATCH), REDELIVERY_S, "batch b processed")
+    seen = wait_until(lambda: all_processed(stack, "b", LOAD), REDELIVERY_S, "batch b processed")
+    # batches in flight on the victim when SIGTERM came were finished during the drain
+    drained = [
+        line
+        for lines in stack.ledger().values()
+        for line in lines
+        if line.host == victim_host and line.at > stopped_at and line.id.startswith("b-")
+    ]
     duplicates = {s: sum(n - 1 for n in seen[s].values()) for s in SOURCES}
-    FIGURES["stop_under_load"] = {"records": BATCH * 3, "lost": 0, "duplicates": duplicates}
+    FIGURES["stop_under_load"] = {
+        "records": LOAD * 3,
+        "lost": 0,
+        "duplicates": duplicates,
+        "finished_during_the_drain": len(drained),
+    }
+    assert drained, "the stopped replica had nothing in flight: the test proves nothing"
     assert duplicates == dict.fromkeys(SOURCES, 0), "a clean drain commits what it completed"
 
 
@@ -177,30 +202,40 @@ def test_kill_under_load_loses_nothing(stack: Stack) -> None:
     victim = stack.name("eventrun", 2)
     victim_host = stack.hostname(victim)
     stack.client("delay", str(SLOW))
-    produce(stack, "d")
-    wait_until(lambda: any(counts(stack, "d").values()), 60, "batch d started")
+    produce(stack, "d", LOAD)
+    wait_until(lambda: busy_on(stack, "d", victim_host), 60, f"{victim} busy with batch d")
     run("podman", "kill", victim)
     assert stack.state(victim)["Status"] == "exited"
+    # stream entries the dead replica had taken and not acknowledged: others re-claim them
+    held = [i for i in stack.client("pending", victim_host)["pending"] if i.startswith("d-")]
     stack.client("delay", "0")
-    wait_until(lambda: all_processed(stack, "d", BATCH), REDELIVERY_S, "batch d processed")
+    wait_until(lambda: all_processed(stack, "d", LOAD), REDELIVERY_S, "batch d processed")
     ledger = stack.ledger()
+    survivors = {line.id for line in ledger["stream"] if line.host != victim_host}
+    assert held, "the killed replica held no stream entry: the test proves nothing"
+    assert set(held) <= survivors, "entries held by the killed replica were re-claimed"
     duplicates = {}
     for source in SOURCES:
         by_id: dict[str, list[str]] = {}
-        for i, host in ledger[source]:
-            if i.startswith("d-"):
-                by_id.setdefault(i, []).append(host)
+        for line in ledger[source]:
+            if line.id.startswith("d-"):
+                by_id.setdefault(line.id, []).append(line.host)
         doubled = {i: h for i, h in by_id.items() if len(h) > 1}
         duplicates[source] = len(doubled)
         # a record handled twice was in flight on the killed replica (its batch done,
         # not yet committed/acknowledged); never one the survivors both took
         assert all(victim_host in h for h in doubled.values()), (source, doubled)
-    FIGURES["kill_under_load"] = {"records": BATCH * 3, "lost": 0, "duplicates": duplicates}
+    FIGURES["kill_under_load"] = {
+        "records": LOAD * 3,
+        "lost": 0,
+        "duplicates": duplicates,
+        "stream_entries_held_by_the_killed_replica": len(held),
+    }
 
 
 def test_cron_fires_once_per_tick_across_replicas(stack: Stack) -> None:
     def ticks() -> list[str] | None:
-        found = [tick for tick, _ in stack.ledger()["cron"]]
+        found = [line.id for line in stack.ledger()["cron"]]
         return found if len(found) >= 2 else None
 
     found = wait_until(ticks, 150, "two cron ticks")
@@ -228,9 +263,9 @@ def test_no_record_lost_or_doubled_outside_the_kill(stack: Stack) -> None:
     """Late redeliveries would show here: every phase's records, read last."""
     ledger = stack.ledger()
     for source in SOURCES:
-        seen = Counter(i for i, _ in ledger[source])
-        for prefix in ("a", "b", "c0"):
+        seen = Counter(line.id for line in ledger[source])
+        for prefix, count in (("a", BATCH), ("b", LOAD), ("c0", BATCH)):
             mine = {i: n for i, n in seen.items() if i.startswith(prefix + "-")}
-            assert len(mine) == BATCH, (source, prefix)
+            assert len(mine) == count, (source, prefix)
             assert set(mine.values()) == {1}, (source, prefix)
     FIGURES["records_total"] = {s: len(ledger[s]) for s in SOURCES}

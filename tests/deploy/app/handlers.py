@@ -1,10 +1,11 @@
 """deploy/app's handlers, each also writing what it processed to a ledger (the container tests).
 
 Mounted over /app/handlers.py by deploy/compose.test.yaml; the config is the image's
-deploy/app/eventrun.yaml, unchanged. Every record handled appends ``"<id> <replica>"`` to the
+deploy/app/eventrun.yaml, unchanged. Every record handled appends ``"<id> <replica> <time>"`` to the
 Redis list ``ledger:<source>`` in database 2 of the stack's Redis (the store uses 0), in
 one RPUSH per batch after the batch's work, so a replica killed mid-batch leaves either
-none or all of the batch's lines. ``<replica>`` is the container's hostname. The test sets
+none or all of the batch's lines. ``<replica>`` is the container's hostname, ``<time>``
+the epoch seconds of the write (containers share the host's clock). The test sets
 ``ledger:delay`` (seconds per batch) to keep batches in flight while it stops or kills a
 replica.
 """
@@ -36,8 +37,8 @@ def _record(source: str, ids: list[str]) -> None:
     if delay:
         time.sleep(delay)
     if ids:
-        host = socket.gethostname()
-        client.rpush(f"ledger:{source}", *(f"{i} {host}" for i in ids))
+        stamp = f"{socket.gethostname()} {time.time():.3f}"
+        client.rpush(f"ledger:{source}", *(f"{i} {stamp}" for i in ids))
 
 
 def orders(event: dict[str, Any], context: Any) -> None:
@@ -69,5 +70,5 @@ def events(event: dict[str, Any], context: Any) -> None:
 
 def report(event: dict[str, Any], context: Any) -> dict[str, str]:
     """EventBridge Scheduled Event: one ledger line per tick that ran."""
-    _ledger().rpush("ledger:cron", f"{event['time']} {socket.gethostname()}")
+    _ledger().rpush("ledger:cron", f"{event['time']} {socket.gethostname()} {time.time():.3f}")
     return {"tick": event["time"]}
