@@ -177,15 +177,31 @@ class Stack:
     def ready(self, container: str) -> bool:
         return http_get(self.url(container) + "/readyz")[0] == 200
 
-    def client(self, *args: str) -> Any:
-        """stack_client.py in a container on the stack's network; its JSON answer."""
-        out = run(
+    def _client_command(self, *args: str) -> list[str]:
+        return [
             "podman", "run", "--rm", "--network", self.network, "--no-healthcheck", *ULIMITS,
             "-v", f"{CLIENT}:/tmp/stack_client.py:ro", "--entrypoint", "python",
             self.image, "/tmp/stack_client.py", *args,
-            timeout=120,
-        )  # fmt: skip
-        return json.loads(out.stdout)
+        ]  # fmt: skip
+
+    def client(self, *args: str) -> Any:
+        """stack_client.py in a container on the stack's network; its JSON answer."""
+        return json.loads(run(*self._client_command(*args), timeout=180).stdout)
+
+    def client_start(self, *args: str) -> subprocess.Popen[str]:
+        """stack_client.py in the background (producing while a replica is stopped)."""
+        return subprocess.Popen(
+            self._client_command(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def client_finish(self, proc: subprocess.Popen[str]) -> Any:
+        out, err = proc.communicate(timeout=180)
+        if proc.returncode:
+            pytest.fail(f"stack_client.py exited {proc.returncode}: {err[-3000:]}")
+        return json.loads(out)
 
     def ledger(self) -> dict[str, list[Line]]:
         """What the handlers processed, per source: (record id, replica hostname, time)."""

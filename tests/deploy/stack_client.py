@@ -3,8 +3,9 @@
 Run by tests/deploy/test_containers.py with the eventrun image's Python (its venv has
 aiokafka, aiobotocore and redis), as ``python stack_client.py COMMAND ...``; prints JSON:
 
-* ``produce PREFIX N``: N records to each of Kafka topic ``orders`` (spread over its
-  partitions), Redis stream ``events`` and SQS queue ``jobs``, ids ``PREFIX-<i>``;
+* ``produce PREFIX N [SQS_N]``: N records to Kafka topic ``orders`` (spread over its
+  partitions) and Redis stream ``events``, SQS_N (default N) to SQS queue ``jobs``, ids
+  ``PREFIX-<i>`` (moto takes about 0.25 s per SendMessageBatch of 10 here: keep SQS_N small);
 * ``ledger``: ``{source: ["<id> <replica> <time>", ...]}``, the handlers' ledger (Redis db 2);
 * ``delay SECONDS``: how long each handler sleeps per batch (keeps batches in flight);
 * ``pending HOST``: ids of the ``events`` stream entries pending (delivered, not
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 import redis.asyncio as aioredis
 from aiobotocore.session import get_session
@@ -33,8 +35,10 @@ SQS = {
 SOURCES = ("kafka", "stream", "sqs", "cron")
 
 
-async def produce(prefix: str, count: int) -> dict[str, int]:
+async def produce(prefix: str, count: int, sqs_count: int) -> dict[str, object]:
     ids = [f"{prefix}-{i}" for i in range(count)]
+    took: dict[str, float] = {}
+    start = time.monotonic()
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=5)
     await producer.start()
     try:
@@ -46,22 +50,31 @@ async def produce(prefix: str, count: int) -> dict[str, int]:
         await asyncio.gather(*sends)
     finally:
         await producer.stop()
+    took["kafka"] = round(time.monotonic() - start, 1)
+    start = time.monotonic()
     store = aioredis.from_url(STORE)
     async with store.pipeline(transaction=False) as pipe:
         for i in ids:
             pipe.xadd("events", {"id": i})
         await pipe.execute()
     await store.aclose()
+    took["stream"] = round(time.monotonic() - start, 1)
+    start = time.monotonic()
     async with get_session().create_client("sqs", **SQS) as sqs:
         url = (await sqs.get_queue_url(QueueName="jobs"))["QueueUrl"]
-        for start in range(0, count, 10):
+        lanes = asyncio.Semaphore(8)
+
+        async def send(chunk: list[str]) -> None:
             entries = [
-                {"Id": str(n), "MessageBody": json.dumps({"id": i})}
-                for n, i in enumerate(ids[start : start + 10])
+                {"Id": str(n), "MessageBody": json.dumps({"id": i})} for n, i in enumerate(chunk)
             ]
-            result = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            async with lanes:
+                result = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
             assert not result.get("Failed"), result
-    return {"produced": count, "partitions": len(partitions)}
+
+        await asyncio.gather(*(send(ids[s : s + 10]) for s in range(0, sqs_count, 10)))
+    took["sqs"] = round(time.monotonic() - start, 1)
+    return {"produced": count, "partitions": len(partitions), "seconds": took}
 
 
 async def ledger() -> dict[str, list[str]]:
@@ -97,7 +110,8 @@ async def pending(host: str) -> dict[str, list[str]]:
 async def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "produce":
-        result: object = await produce(args[0], int(args[1]))
+        count = int(args[1])
+        result: object = await produce(args[0], count, int(args[2]) if args[2:] else count)
     elif command == "ledger":
         result = await ledger()
     elif command == "pending":
