@@ -44,7 +44,9 @@ BATCH = 300  # records per source and phase
 LOAD = 1500  # Kafka and stream records while a replica is stopped or killed: more batches
 # than the replicas' concurrency, so the victim holds some when it goes
 LOAD_SQS = 300  # SQS messages then (moto takes ~0.25 s per SendMessageBatch of 10 here)
-SLOW = 3.0  # seconds each handler sleeps per batch while a replica is stopped or killed
+SLOW = 1.5  # seconds each handler sleeps per batch while a replica is stopped or killed
+# (below the 3 s default timeout of the app's `events` function: a batch that times out
+# after writing its ledger lines is retried, which would count as a duplicate)
 REDELIVERY_S = 150  # stream entries of a dead consumer are re-claimed after claim_idle (60 s),
 # SQS messages come back after the queue's visibility timeout (60 s)
 
@@ -172,10 +174,11 @@ def test_stop_under_load_drains_and_loses_nothing(stack: Stack) -> None:
     seen = wait_until(
         lambda: all_processed(stack, "b", LOAD, LOAD_SQS), REDELIVERY_S, "batch b processed"
     )
+    ledger = stack.ledger()
     # batches in flight on the victim when SIGTERM came were finished during the drain
     drained = [
         line
-        for lines in stack.ledger().values()
+        for lines in ledger.values()
         for line in lines
         if line.host == victim_host and line.at > stopped_at and line.id.startswith("b-")
     ]
@@ -187,7 +190,8 @@ def test_stop_under_load_drains_and_loses_nothing(stack: Stack) -> None:
         "finished_during_the_drain": len(drained),
     }
     assert drained, "the stopped replica had nothing in flight: the test proves nothing"
-    assert duplicates == dict.fromkeys(SOURCES, 0), "a clean drain commits what it completed"
+    (stack.tmp / "stopped-replica.log").write_text(logs)  # for a post-mortem
+    assert duplicates == dict.fromkeys(SOURCES, 0), "a clean drain acknowledges what it did"
 
 
 def test_scale_to_three_spreads_the_work(stack: Stack) -> None:
@@ -279,8 +283,9 @@ def test_no_record_lost_or_doubled_outside_the_kill(stack: Stack) -> None:
     ledger = stack.ledger()
     for source in SOURCES:
         seen = Counter(line.id for line in ledger[source])
-        for prefix, count in (("a", BATCH), ("b", LOAD), ("c0", BATCH)):
+        b_count = LOAD_SQS if source == "sqs" else LOAD
+        for prefix, count in (("a", BATCH), ("b", b_count), ("c0", BATCH)):
             mine = {i: n for i, n in seen.items() if i.startswith(prefix + "-")}
-            assert len(mine) == (LOAD_SQS if source == "sqs" and prefix == "b" else count)
+            assert len(mine) == count, (source, prefix)
             assert set(mine.values()) == {1}, (source, prefix)
     FIGURES["records_total"] = {s: len(ledger[s]) for s in SOURCES}
