@@ -37,7 +37,7 @@ from tests.deploy._stack import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 FIGURES: dict[str, object] = {}
 SOURCES = ("kafka", "stream", "sqs")
 BATCH = 300  # records per source and phase
