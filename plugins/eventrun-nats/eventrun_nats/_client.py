@@ -25,6 +25,7 @@ __all__ = ["connect", "redact", "server_url", "translate"]
 log = structlog.get_logger("eventrun_nats")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+INITIAL_ATTEMPTS = 2
 
 
 def server_url(config: Any, connection: Any) -> str:
@@ -50,7 +51,7 @@ def redact(url: str) -> str:
 
 
 async def connect(url: str, *, name: str) -> Client:
-    """Connect (one attempt per server, then SourceUnavailable); reconnect forever after."""
+    """Connect (a few attempts per server, then SourceUnavailable); reconnect forever after."""
 
     async def _error(exc: Exception) -> None:
         log.warning("nats.client_error", server=redact(url), error=str(exc) or type(exc).__name__)
@@ -62,12 +63,14 @@ async def connect(url: str, *, name: str) -> Client:
         log.info("nats.reconnected", server=redact(url))
 
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             servers=[s.strip() for s in url.split(",")],
             name=name,
             connect_timeout=3,
             allow_reconnect=True,
-            max_reconnect_attempts=-1,
+            # nats-py applies this to the first connect as well: a few tries there (a
+            # server that is down fails the start), then forever once connected
+            max_reconnect_attempts=INITIAL_ATTEMPTS,
             reconnect_time_wait=0.5,
             error_cb=_error,
             disconnected_cb=_disconnected,
@@ -75,6 +78,8 @@ async def connect(url: str, *, name: str) -> Client:
         )
     except Exception as exc:
         raise SourceUnavailable(f"cannot connect to NATS at {redact(url)}: {exc!r}") from exc
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 @contextlib.contextmanager

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from eventrun_nats.config import NatsTrigger
 from nats.aio.client import Client
 from nats.js import api
 
 from eventrun.abc import OutMessage, SourceSpec
+from eventrun_nats.config import NatsTrigger
 
 
 def spec(url: str, stream: str, **config: Any) -> SourceSpec:

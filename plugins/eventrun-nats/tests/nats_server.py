@@ -46,7 +46,9 @@ class NatsServer:
 
     def _launch(self, port: int) -> None:
         args = [self.binary, "-js", "-p", str(port), "-a", "127.0.0.1", "-sd", str(self.store_dir)]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its log goes to a file beside the store: a pipe nobody reads would fill and block it
+        with Path(f"{self.store_dir}.log").open("ab") as log:
+            self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_for_port(port, self._proc, "nats-server")
         except PortTaken:
@@ -65,8 +67,6 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

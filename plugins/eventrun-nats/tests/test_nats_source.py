@@ -8,7 +8,6 @@ import json
 import anyio
 import msgspec
 import pytest
-from eventrun_nats.source import NatsPoller
 from nats.aio.client import Client
 from nats_kit import (
     Collector,
@@ -23,6 +22,7 @@ from nats_kit import (
 from nats_server import NatsServer
 
 from eventrun.exceptions import SourceError
+from eventrun_nats.source import NatsPoller
 from tests._dispatch_kit import running
 
 
