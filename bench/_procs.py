@@ -112,7 +112,7 @@ def quiet_json_logs() -> None:
 
     import structlog
 
-    from eventrun._logging import json_renderer
+    from eventrun.observe._logging import json_renderer
 
     sink = open(os.environ.get("BENCH_LOG") or os.devnull, "w")  # noqa: SIM115 - process lifetime
     structlog.configure(

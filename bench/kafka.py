@@ -66,8 +66,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench._procs import paired_ratio, quiet_json_logs
-from eventrun._runtime import Runtime
 from eventrun.config import load_config
+from eventrun.runtime._runtime import Runtime
 
 TOPIC = "bench"
 KEY_TOPIC = "bench-keys"

@@ -47,8 +47,8 @@ import anyio
 import redis.asyncio as aioredis
 
 from bench._procs import paired_ratio, quiet_json_logs
-from eventrun._runtime import Runtime
 from eventrun.config import load_config
+from eventrun.runtime._runtime import Runtime
 
 STREAM = "bench"
 MODES = ("plain", "faststream", "inline", "process")

@@ -44,8 +44,8 @@ from typing import Any
 import anyio
 
 from bench._procs import quiet_json_logs
-from eventrun._runtime import Runtime
 from eventrun.config import load_config
+from eventrun.runtime._runtime import Runtime
 
 MODES = ("plain", "inline", "process")
 REGION = "us-east-1"

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import eventrun
-from eventrun import _plugins
+from eventrun import plugins as _plugins
 
 PACKAGE = Path(eventrun.__file__).parent
-SEAM = {"eventrun.abc", "eventrun.asgi", "eventrun.exceptions", "eventrun._clock"}
+SEAM = {"eventrun.abc", "eventrun.asgi", "eventrun.exceptions", "eventrun.runtime._clock"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -53,7 +53,7 @@ HOMES = {
         "SourceUnavailable",
     ],
     "eventrun.config": ["Config", "LoadedConfig", "load_config"],
-    "eventrun._runtime": ["Runtime"],
+    "eventrun.runtime._runtime": ["Runtime"],
 }
 
 
