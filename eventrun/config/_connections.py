@@ -31,6 +31,7 @@ from ._types import NO_VALUE, ConfigModel, Duration, Int, Range, problem
 
 __all__ = [
     "AuthConfig",
+    "ConnectionModel",
     "Connections",
     "KafkaConnection",
     "RedisConnection",
@@ -63,7 +64,13 @@ def _redact(url: str) -> str:
     return redact_url(url)
 
 
-class KafkaConnection(ConfigModel):
+class ConnectionModel(ConfigModel):
+    """Base of a connection kind's model (``connections.KIND.NAME``): a plugin registers
+    its subclass in the ``eventrun.connections`` entry point group. Mark secrets
+    ``SecretStr`` so they never reach logs or ``eventrun check --print``."""
+
+
+class KafkaConnection(ConnectionModel):
     """A Kafka cluster (``connections.kafka.NAME``)."""
 
     bootstrap_servers: StrOrList = Field(
@@ -154,7 +161,7 @@ class KafkaConnection(ConfigModel):
         return kw
 
 
-class RedisConnection(ConfigModel):
+class RedisConnection(ConnectionModel):
     """A Redis server (``connections.redis.NAME``)."""
 
     url: SecretStr = Field(
@@ -177,7 +184,7 @@ def _default_region(environ: Mapping[str, str]) -> str:
     return environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or "us-east-1"
 
 
-class SqsConnection(ConfigModel):
+class SqsConnection(ConnectionModel):
     """An SQS endpoint and credentials (``connections.sqs.NAME``).
 
     Unset credentials fall back to the standard AWS chain (environment, profile, role).

@@ -166,7 +166,7 @@ _DEFAULT_TEXT: dict[tuple[type[BaseModel], str], str] = {
 
 def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
     seen: set[type[BaseModel]] = set()
-    queue: list[tuple[str, type[BaseModel]]] = [("", cfg.Config)]
+    queue: list[tuple[str, type[BaseModel]]] = [("", cfg.config_model())]
     while queue:
         path, model = queue.pop(0)
         if model in seen:

@@ -15,18 +15,21 @@ This module imports nothing of the runtime.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -36,6 +39,7 @@ from eventrun.exceptions import ConfigError
 
 from ._connections import (
     AuthConfig,
+    ConnectionModel,
     Connections,
     KafkaConnection,
     RedisConnection,
@@ -45,9 +49,11 @@ from ._connections import (
 )
 from ._errors import format_path, translate_errors
 from ._load import interpolate, parse_yaml, read_text
+from ._plugins import plugin_models
 from ._routing import FilterCriteria, FilterPattern, RouteRule
 from ._triggers import (
     TRIGGER_KINDS,
+    BatchControls,
     CorsConfig,
     CronTrigger,
     FilewatchTrigger,
@@ -56,6 +62,7 @@ from ._triggers import (
     RedisStreamsTrigger,
     SqsTrigger,
     TriggerConfig,
+    TriggerModel,
     TriggerSpec,
 )
 from ._types import (
@@ -74,12 +81,15 @@ __all__ = [
     "DEFAULT_INHERIT_ENV",
     "TRIGGER_KINDS",
     "AuthConfig",
+    "BatchControls",
     "Config",
+    "ConnectionModel",
     "Connections",
     "CorsConfig",
     "CronTrigger",
     "DestinationRef",
     "DestinationsConfig",
+    "Duration",
     "FilewatchTrigger",
     "FilterCriteria",
     "FilterPattern",
@@ -96,8 +106,11 @@ __all__ = [
     "SqsTrigger",
     "StoreConfig",
     "TriggerConfig",
+    "TriggerModel",
     "TriggerSpec",
     "config_json_schema",
+    "config_model",
+    "connection_section",
     "hidden_env",
     "load_config",
     "parse_config",
@@ -109,6 +122,15 @@ _LAMBDA_HANDLER = re.compile(r"([\w.-]+/)*[A-Za-z_][\w-]*(\.[A-Za-z_]\w*)+")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONNECTION_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CONNECTION_SECTION = {"kafka": "kafka", "redis_streams": "redis", "sqs": "sqs", "redis": "redis"}
+
+
+def connection_section(kind: str) -> str | None:
+    """The ``connections`` section a trigger or destination kind names connections in
+    (a plugin kind's own section, when the plugin has a connection model)."""
+    section = _CONNECTION_SECTION.get(kind)
+    if section is None and kind in plugin_models().connections:
+        return kind
+    return section
 
 
 class DestinationsConfig(ConfigModel):
@@ -269,10 +291,10 @@ class Config(ConfigModel):
 
     def connection_for(self, kind: str, name: str | None) -> object | None:
         """The connection model a trigger kind (or destination kind) refers to by name."""
-        section = _CONNECTION_SECTION.get(kind)
+        section = connection_section(kind)
         if section is None or name is None:
             return None
-        found: object | None = getattr(self.connections, section).get(name)
+        found: object | None = getattr(self.connections, section, {}).get(name)
         return found
 
 
@@ -280,8 +302,8 @@ Problem = tuple[list[str | int], str, str | None]
 
 
 def _cross_check(config: Config) -> Iterator[Problem]:
-    for section in ("kafka", "redis", "sqs"):
-        for name in getattr(config.connections, section):
+    for section in ("kafka", "redis", "sqs", *plugin_models().connections):
+        for name in getattr(config.connections, section, {}):
             if not _CONNECTION_NAME.fullmatch(name):
                 yield (
                     ["connections", section, name],
@@ -329,7 +351,7 @@ def _check_trigger(
     spec = trigger.spec
     conn = getattr(spec, "connection", None)
     if conn is not None and config.connection_for(trigger.kind, conn) is None:
-        section = _CONNECTION_SECTION[trigger.kind]
+        section = connection_section(trigger.kind) or trigger.kind
         yield ([*loc, "connection"], _must_name(config, section), render_value(conn))
     on_failure = getattr(spec, "on_failure", None)
     if on_failure is not None:
@@ -348,7 +370,7 @@ def _check_trigger(
 
 
 def _must_name(config: Config, section: str) -> str:
-    names = ", ".join(getattr(config.connections, section)) or "none defined"
+    names = ", ".join(getattr(config.connections, section, {})) or "none defined"
     return f"must name a connection in connections.{section} ({names})"
 
 
@@ -358,7 +380,8 @@ def _check_ref(config: Config, loc: list[str | int], dest: str) -> Iterator[Prob
         names = ", ".join(config.functions)
         yield (loc, f"must name a function in functions ({names})", render_value(dest))
     elif ref.connection is not None and config.connection_for(ref.kind, ref.connection) is None:
-        yield (loc, _must_name(config, _CONNECTION_SECTION[ref.kind]), render_value(dest))
+        section = connection_section(ref.kind) or ref.kind
+        yield (loc, _must_name(config, section), render_value(dest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,9 +414,9 @@ def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None 
     if problems:
         raise ConfigError(problems[0], problems)
     try:
-        return Config.model_validate(data, context={"environ": env})
+        return config_model().model_validate(data, context={"environ": env})
     except ValidationError as exc:
-        lines = translate_errors(exc.errors(), filename, Config)
+        lines = translate_errors(exc.errors(), filename, config_model())
         raise ConfigError(lines[0], lines) from None
 
 
@@ -420,9 +443,62 @@ def load_config(
 
 def config_json_schema() -> dict[str, object]:
     """JSON Schema (2020-12) of ``eventrun.yaml``, for editors (``eventrun schema``)."""
-    schema = Config.model_json_schema(mode="validation")
+    schema = config_model().model_json_schema(mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         **schema,
         "title": "eventrun.yaml",
     }
+
+
+@functools.cache
+def config_model() -> type[Config]:
+    """:class:`Config` with the trigger and connection kinds of installed plugins.
+
+    Built on first use (not at import, so a plugin's config module may import
+    ``eventrun.abc``): subclasses of :class:`TriggerConfig`, :class:`Connections`,
+    :class:`FunctionConfig` and :class:`Config` with one more optional field per plugin
+    kind, each the plugin's own model, so its keys are validated, reported with their
+    key path and documented in the schema exactly like a built-in's.
+    """
+    plugins = plugin_models()
+    if not plugins.triggers and not plugins.connections:
+        return Config
+    trigger_fields: dict[str, Any] = {
+        kind: (model | None, Field(None, description=_summary(model)))
+        for kind, model in plugins.triggers.items()
+    }
+    trigger = create_model(
+        "TriggerConfig", __base__=TriggerConfig, __module__=__name__, **trigger_fields
+    )
+    connection_fields: dict[str, Any] = {
+        kind: (dict[str, model], Field(default_factory=dict, description=_summary(model)))  # type: ignore[valid-type]
+        for kind, model in plugins.connections.items()
+    }
+    connections = create_model(
+        "Connections", __base__=Connections, __module__=__name__, **connection_fields
+    )
+    base_fn = FunctionConfig.model_fields
+    function = create_model(
+        "FunctionConfig",
+        __base__=FunctionConfig,
+        __module__=__name__,
+        triggers=(list[trigger], base_fn["triggers"]),
+    )
+    base = Config.model_fields
+    return create_model(
+        "Config",
+        __base__=Config,
+        __module__=__name__,
+        connections=(
+            connections,
+            Field(default_factory=connections, description=base["connections"].description),
+        ),
+        functions=(dict[str, function], base["functions"]),
+    )
+
+
+def _summary(model: type[BaseModel]) -> str:
+    """The first line of a plugin model's docstring, for the schema and the docs."""
+    doc = (model.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else f"{model.__name__} settings."

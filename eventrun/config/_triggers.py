@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -26,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._plugins import plugin_models
 from ._routing import FilterCriteria, OnSuccess
 from ._types import (
     NO_VALUE,
@@ -40,6 +42,7 @@ from ._types import (
 
 __all__ = [
     "TRIGGER_KINDS",
+    "BatchControls",
     "CorsConfig",
     "CronTrigger",
     "FilewatchTrigger",
@@ -48,6 +51,7 @@ __all__ = [
     "RedisStreamsTrigger",
     "SqsTrigger",
     "TriggerConfig",
+    "TriggerModel",
     "TriggerSpec",
 ]
 
@@ -56,8 +60,18 @@ Window = Annotated[Duration, Range(0, 300, duration=True)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class _StreamControls(ConfigModel):
-    """Lambda's stream error controls, shared by Kafka and Redis Streams."""
+class TriggerModel(ConfigModel):
+    """Base of a trigger kind's settings model (built-in or a plugin's): unknown keys are
+    errors, instances are immutable, field descriptions become the generated docs and the
+    JSON Schema. A plugin registers its subclass in the ``eventrun.triggers`` entry point
+    group; a ``connection: str | None`` field names a ``connections.KIND.NAME``, which the
+    config checks exists."""
+
+
+class BatchControls(TriggerModel):
+    """Lambda's batching and stream error controls, read by the dispatcher: shared by
+    Kafka and Redis Streams and by plugin pollers (redeclare a field to change its default
+    or range)."""
 
     batch_size: BatchSize = Field(100, description="Most records per invocation.")
     maximum_batching_window: Window = Field(
@@ -164,7 +178,7 @@ Timestamp = Annotated[
 ]
 
 
-class KafkaTrigger(_StreamControls):
+class KafkaTrigger(BatchControls):
     """Consume Kafka topics with a consumer group."""
 
     connection: str = Field(description="connections.kafka name.")
@@ -217,7 +231,7 @@ class KafkaTrigger(_StreamControls):
 _ENTRY_ID = re.compile(r"\$|\d+(-\d+)?")
 
 
-class RedisStreamsTrigger(_StreamControls):
+class RedisStreamsTrigger(BatchControls):
     """Read Redis streams with a consumer group (XREADGROUP)."""
 
     connection: str = Field(description="connections.redis name.")
@@ -376,7 +390,6 @@ TriggerSpec = (
     SqsTrigger | KafkaTrigger | RedisStreamsTrigger | HttpTrigger | CronTrigger | FilewatchTrigger
 )
 TRIGGER_KINDS = ("sqs", "kafka", "redis_streams", "http", "cron", "filewatch")
-_KINDS_TEXT = ", ".join(TRIGGER_KINDS)
 
 
 class TriggerConfig(ConfigModel):
@@ -396,25 +409,33 @@ class TriggerConfig(ConfigModel):
     def _one_kind(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        kinds = [k for k in data if k in TRIGGER_KINDS]
+        known = list(cls.model_fields)
+        kinds_text = ", ".join(known)
+        broken = plugin_models().broken
+        for key in data:
+            if key not in known and key in broken:
+                raise problem(f"the {key!r} trigger plugin could not be loaded: {broken[key]}")
+        kinds = [k for k in data if k in known]
         if len(kinds) > 1:
             raise problem(
-                f"must have exactly one trigger kind ({_KINDS_TEXT})",
+                f"must have exactly one trigger kind ({kinds_text})",
                 got=Verbatim(" and ".join(kinds)),
             )
         if not data:
-            raise problem(f"must have one trigger kind ({_KINDS_TEXT})", got=Verbatim("nothing"))
+            raise problem(f"must have one trigger kind ({kinds_text})", got=Verbatim("nothing"))
         if kinds and data[kinds[0]] is None:
             raise problem(f"must be a mapping of {kinds[0]} settings", at=kinds[0], got=None)
         return data
 
     @property
     def kind(self) -> str:
-        """``sqs``, ``kafka``, ``redis_streams``, ``http``, ``cron`` or ``filewatch``."""
-        return next(k for k in TRIGGER_KINDS if getattr(self, k) is not None)
+        """``sqs``, ``kafka``, ``redis_streams``, ``http``, ``cron``, ``filewatch`` or a
+        plugin's kind."""
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
 
     @property
-    def spec(self) -> TriggerSpec:
-        """The settings model of the one kind that is set."""
-        spec: TriggerSpec = getattr(self, self.kind)
+    def spec(self) -> TriggerSpec | BaseModel:
+        """The settings model of the one kind that is set (a plugin's own model for a
+        plugin kind)."""
+        spec: TriggerSpec | BaseModel = getattr(self, self.kind)
         return spec

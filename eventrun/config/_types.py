@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError, core_schema
 from eventrun.common import redact_url
 
 from ._duration import DURATION_PATTERN, format_duration, parse_duration
+from ._plugins import plugin_models
 
 __all__ = [
     "NO_VALUE",
@@ -264,10 +265,10 @@ def parse_destination(url: str) -> DestinationRef:
         if not host:
             raise ValueError(f"must be an {kind}:// URL with a host")
         return DestinationRef(kind, url)
-    if kind in _CONNECTED:
+    if kind in _CONNECTED or kind in plugin_models().connections:
         conn, slash, name = rest.partition("/")
         if not slash or not name or not _CONN_NAME.fullmatch(conn):
-            raise ValueError(f"must be {kind}:CONNECTION/{_CONNECTED[kind]}")
+            raise ValueError(f"must be {kind}:CONNECTION/{_CONNECTED.get(kind, 'TARGET')}")
         return DestinationRef(kind, rest, conn, name)
     if not rest:
         raise ValueError(f"must be {kind}:{_NAMED.get(kind, 'TARGET')}")

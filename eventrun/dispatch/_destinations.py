@@ -77,8 +77,8 @@ class SinkRouter:
     def spec(self, url: str) -> SinkSpec:
         kind, target = split_url(url)
         connection = None
-        group = _CONNECTION_GROUP.get(kind)
-        if group is not None and self._connections is not None:
+        group = _CONNECTION_GROUP.get(kind, kind)  # a plugin kind: its own section
+        if self._connections is not None:
             name = target.partition("/")[0]
             connection = getattr(self._connections, group, {}).get(name)
         return SinkSpec(
