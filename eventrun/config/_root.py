@@ -11,6 +11,9 @@ The models live in ``_config_connections`` (connections, server, store),
 ``_config_triggers`` (one model per trigger kind) and ``_config_routing``
 (filters, on_success routes); they are all re-exported here, the public place.
 This module imports nothing of the runtime.
+
+Why this module is about 400 lines: the root models, loading and the plugin-extended model
+belong together; reference checks are in ``_references``.
 """
 
 from __future__ import annotations
