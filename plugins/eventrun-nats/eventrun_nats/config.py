@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from eventrun_nats._seam import BatchControls, ConnectionModel, Duration
+from eventrun.abc import BatchControls, ConnectionModel, Duration
 
 __all__ = ["NatsConnection", "NatsTrigger", "check_nats_url"]
 

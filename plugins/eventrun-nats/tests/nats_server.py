@@ -22,7 +22,7 @@ class NatsServer:
     """One ``nats-server -js`` process bound to 127.0.0.1."""
 
     def __init__(self, store_dir: Path) -> None:
-        binary = shutil.which("nats-server")
+        binary = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
         if binary is None:
             pytest.fail(MISSING, pytrace=False)
         self.binary = binary
