@@ -8,10 +8,12 @@ Delivery contract, as this poller keeps it:
   silently: the delivery cap is eventrun's, followed by ``on_failure``). An existing
   consumer is used as it is, after checking that it is a pull consumer with explicit acks.
   Replicas of the function share it: JetStream splits its messages among them.
-* **poll** is one ``fetch`` of up to ``min(max_records, fetch_max)`` messages that waits
-  about a second. It is shielded from cancellation (for at most the fetch wait plus a
-  grace): messages the server already sent for it are returned, so a shutdown releases
-  them instead of leaving them to ``ack_wait``. A redelivery of a message this poller
+* **poll** is one pull of up to ``min(max_records, fetch_max)`` messages that waits about
+  a second (:mod:`eventrun_nats._pull`: nats-py's protocol without its task per message).
+  It is shielded from cancellation (for at most the fetch wait plus a grace): messages
+  the server already sent for it are returned, so a shutdown releases them instead of
+  leaving them to ``ack_wait``; so are messages that arrived after it returned (nak'd on
+  close, kept alive with the held ones meanwhile). A redelivery of a message this poller
   still holds (its ``ack_wait`` ran out during a broker outage) is not handed out twice:
   the held record just takes the newest delivery for its ack.
 * **Order.** ``ordering: subject`` (default) makes the poller ordered with
@@ -47,6 +49,7 @@ from nats.js import api
 from eventrun.abc import Record, SourceSpec
 from eventrun.exceptions import SourceError, SourceUnavailable
 from eventrun_nats._client import connect, redact, server_url, translate
+from eventrun_nats._pull import Puller, PullFailed
 from eventrun_nats._records import batch_event, batch_info, to_record
 
 __all__ = ["NatsPoller", "create"]
@@ -99,7 +102,7 @@ class NatsPoller:
         self._where = redact(self._url)
         self._arn = f"{self._where}/{self.stream}/{self.consumer}"
         self._nc: Client | None = None
-        self._sub: Any = None
+        self._sub: Puller | None = None
         self._held: dict[int, Record] = {}
         self._stats: dict[str, float] = {}
         self._next_stats = 0.0
@@ -138,10 +141,13 @@ class NatsPoller:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_TIMEOUT_S):
             try:
-                if self._held and nc.is_connected:
-                    # given back at once rather than after ack_wait
+                backlog = self._sub.take_backlog() if self._sub is not None else []
+                if (self._held or backlog) and nc.is_connected:
+                    # given back at once rather than after ack_wait, in stream order
                     for record in sorted(self._held.values(), key=_seq):
                         await nc.publish(record.token.reply, _NAK)  # type: ignore[attr-defined]
+                    for msg in backlog:
+                        await nc.publish(msg.reply, _NAK)
                     self._held.clear()
                     await nc.flush(timeout=FLUSH_TIMEOUT_S)
             except Exception as err:  # left to ack_wait: redelivered, not lost
@@ -169,11 +175,9 @@ class NatsPoller:
         if config.ack_wait:
             self._ack_wait = float(config.ack_wait)
             self.heartbeat_interval_s = max(0.5, self._ack_wait / 3)
+        self._sub = Puller(self._nc, self.stream, self.consumer)
         with translate("pull subscribe", self._where):
-            self._sub = await js.pull_subscribe_bind(
-                consumer=self.consumer,
-                stream=self.stream,
-            )
+            await self._sub.start()
 
     async def _create(self, js: Any) -> Any:
         config = api.ConsumerConfig(
@@ -235,20 +239,15 @@ class NatsPoller:
         return records
 
     async def _fetch(self, count: int) -> list[Any]:
+        assert self._sub is not None
         try:
             with translate("fetch", self._where):
-                try:
-                    msgs: list[Any] = await self._sub.fetch(count, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
-                    return []
-        except SourceUnavailable:
-            raise
-        except nats.js.errors.APIError as exc:  # consumer deleted, leadership change...
+                return await self._sub.pull(count, FETCH_WAIT_S)
+        except PullFailed as exc:  # consumer deleted, leadership change...
             raise SourceUnavailable(
                 f"{self.spec.name}: NATS fetch from {self.stream}/{self.consumer} at"
                 f" {self._where}: {exc}"
             ) from exc
-        return msgs
 
     # -- settling ------------------------------------------------------------------------
 
@@ -285,6 +284,10 @@ class NatsPoller:
         """``+WPI`` (in progress): JetStream restarts each message's ``ack_wait``."""
         held = self._held
         await self._send([r for r in records if r.item_id in held], _WPI, "in-progress ack")
+        if self._sub is not None and self._nc is not None:  # delivered, not yet polled
+            with translate("in-progress ack", self._where):
+                for msg in self._sub.backlog():
+                    await self._nc.publish(msg.reply, _WPI)
 
     # -- shapes and gauges ---------------------------------------------------------------
 
@@ -302,8 +305,9 @@ class NatsPoller:
 
     async def _refresh_stats(self) -> None:
         self._next_stats = time.monotonic() + STATS_INTERVAL_S
+        assert self._nc is not None
         try:
-            info = await self._sub.consumer_info()
+            info = await self._nc.jetstream().consumer_info(self.stream, self.consumer)
         except Exception as exc:  # gauges are best effort
             log.debug("nats.stats_failed", trigger=self.spec.name, error=str(exc))
             return

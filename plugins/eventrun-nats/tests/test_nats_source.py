@@ -206,3 +206,33 @@ async def test_shutdown_releases_unfinished_unacked(
         await ledger2.wait_for(lambda: len(ledger2.handled) >= 50, timeout_s=5)
     assert [body(r)["id"] for r in ledger2.handled] == list(range(50))
     assert {r["deliveredCount"] for r in ledger2.handled} == {2}
+
+
+async def test_poll_idle_then_woken_then_consumer_gone(
+    nats_server: NatsServer, nc: Client, stream_name: str
+) -> None:
+    """An idle poll returns nothing after about a second; a message published while a
+    poll waits is returned by it at once; a deleted consumer is SourceUnavailable."""
+    await make_stream(nc, stream_name)
+    async with NatsPoller(spec(nats_server.url, stream_name)) as poller:
+        started = anyio.current_time()
+        assert await poller.poll(10) == []
+        assert 0.5 < anyio.current_time() - started < 3
+        got: list[object] = []
+
+        async def poll() -> None:
+            got.extend(await poller.poll(10))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll)
+            await anyio.sleep(0.2)  # the poll's lingering request is open by now
+            started = anyio.current_time()
+            await nc.jetstream().publish(f"{stream_name}.late", b"{}")
+        assert anyio.current_time() - started < 0.5
+        assert [r.shard for r in got] == [f"{stream_name}.late"]  # type: ignore[attr-defined]
+        await poller.ack(got)  # type: ignore[arg-type]
+        await nc.jetstream().delete_consumer(stream_name, "fn")
+        # a pull still open at the delete ends with 409 Consumer Deleted; a new one would
+        # get 503 (no responders): either is an error of the poll
+        with pytest.raises(SourceError, match="NATS"):
+            await poller.poll(10)
