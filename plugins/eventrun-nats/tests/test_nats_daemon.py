@@ -120,7 +120,7 @@ def test_nats_daemon_sigkill_mid_run_loses_nothing(
     prepare(nats_server, stream_name)
     path = tmp_path / "ledger.jsonl"
     trigger = {"stream": stream_name, "batch_size": 20}
-    config = write_app(tmp_path, nats_server, trigger, {"LEDGER": str(path), "DELAY": "0.01"})
+    config = write_app(tmp_path, nats_server, trigger, {"LEDGER": str(path), "DELAY": "0.1"})
     daemon = Daemon(config).start()
     try:
         for kill_at in (600, 1800):
@@ -145,7 +145,7 @@ def test_nats_daemon_broker_restart_mid_run_loses_nothing(
     prepare(own_nats, stream_name)
     path = tmp_path / "ledger.jsonl"
     trigger = {"stream": stream_name, "batch_size": 20}
-    config = write_app(tmp_path, own_nats, trigger, {"LEDGER": str(path), "DELAY": "0.01"})
+    config = write_app(tmp_path, own_nats, trigger, {"LEDGER": str(path), "DELAY": "0.1"})
     daemon = Daemon(config).start()
     try:
         wait(daemon, lambda: len(ledger(path)) >= TOTAL // 3)
