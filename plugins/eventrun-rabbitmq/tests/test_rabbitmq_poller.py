@@ -24,6 +24,8 @@ from rabbitmq_server import RabbitServer
 from eventrun.exceptions import SourceError, SourceUnavailable
 from tests._dispatch_kit import running
 
+pytestmark = pytest.mark.rabbitmq
+
 
 def bodies(n: int, prefix: str = "m") -> list[bytes]:
     return [f"{prefix}{i:06d}".encode() for i in range(n)]
