@@ -136,7 +136,7 @@ class EventBuilder:
                 props.message_type,
                 props.user_id,
                 props.app_id,
-                props.cluster_id,
+                props.cluster_id or None,  # deprecated in 0-9-1; pamqp sends "" for none
                 len(body),
             ),
             bool(message.delivery.redelivered),

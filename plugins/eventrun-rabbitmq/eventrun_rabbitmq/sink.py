@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import aiormq
 import aiormq.exceptions as amqp_errors
 import anyio
 from pamqp import commands as spec
@@ -138,6 +137,5 @@ class RabbitMQSink:
             return SinkRejected(f"{what}: no queue is bound to take them (declare and bind one)")
         if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
             return SinkRejected(f"{what}: {exc} (declare the exchange)")
-        if isinstance(exc, aiormq.exceptions.AMQPError | OSError | TimeoutError | RuntimeError):
-            return SinkUnavailable(f"{what}: {_client.describe(exc)}")
+        # a nack, a lost connection, a timeout: worth retrying
         return SinkUnavailable(f"{what}: {_client.describe(exc)}")
