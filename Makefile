@@ -50,6 +50,7 @@ lint: setup
 	$(BIN)/ruff format --check eventrun tests bench examples plugins
 	$(BIN)/mypy
 	$(if $(PLUGIN_PKGS),$(BIN)/mypy $(PLUGIN_PKGS))
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix eventrun tests bench examples plugins
@@ -63,7 +64,7 @@ soak: setup
 	$(BIN)/python -m bench.soak
 
 docs: setup
-	$(BIN)/python -m eventrun._docgen > docs/configuration.md
+	$(BIN)/python -m eventrun.config._docgen > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
