@@ -13,10 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-try:
-    from eventrun.abc import BatchControls, ConnectionModel
-except ImportError:  # pragma: no cover - until the config seam is on main (remove then)
-    from eventrun_rabbitmq._seam_compat import BatchControls, ConnectionModel
+from eventrun.abc import BatchControls, ConnectionModel
 
 __all__ = ["RabbitMQConnection", "RabbitMQTrigger", "check_amqp_url", "redact_url", "vhost_of"]
 
@@ -81,7 +78,6 @@ class RabbitMQTrigger(BatchControls):
     )
     connection: str | None = Field(None, description="connections.rabbitmq name holding the url.")
     queue: str = Field(min_length=1, max_length=255, description="The queue to consume.")
-    batch_size: int = Field(100, ge=1, le=10000, description="Most messages per invocation.")
     maximum_concurrency: int = Field(
         1,
         ge=1,
@@ -116,7 +112,7 @@ class RabbitMQTrigger(BatchControls):
         """Deliveries after which the dispatcher sends a failing message to on_failure."""
         if self.maximum_retry_attempts < 0:
             return None
-        return self.maximum_retry_attempts + 1
+        return int(self.maximum_retry_attempts) + 1
 
 
 def url_of(config: Any, connection: Any) -> str:
