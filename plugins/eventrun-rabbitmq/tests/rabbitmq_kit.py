@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,5 +150,15 @@ async def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str)
         with anyio.fail_after(timeout_s):
             while not predicate():  # noqa: ASYNC110 - external state, no event
                 await anyio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
+
+
+async def wait_async(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    """Like :func:`poll_until` for a check that talks to the broker."""
+    try:
+        with anyio.fail_after(timeout_s):
+            while not await check():  # noqa: ASYNC110 - broker state, no event
+                await anyio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
