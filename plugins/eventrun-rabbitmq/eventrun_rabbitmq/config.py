@@ -18,6 +18,9 @@ from eventrun.abc import BatchControls, ConnectionModel
 __all__ = ["RabbitMQConnection", "RabbitMQTrigger", "check_amqp_url", "redact_url", "vhost_of"]
 
 _SCHEMES = ("amqp", "amqps")
+_STREAM_ONLY = frozenset(
+    {"parallelization_factor", "bisect_batch_on_function_error", "maximum_record_age"}
+)
 
 
 def check_amqp_url(url: str) -> str:
@@ -105,6 +108,13 @@ class RabbitMQTrigger(BatchControls):
     def _one_source(self) -> Self:
         if (self.url is None) == (self.connection is None):
             raise ValueError("set exactly one of url or connection")
+        stream_only = sorted(_STREAM_ONLY & self.model_fields_set)
+        if stream_only:
+            raise ValueError(
+                f"{', '.join(stream_only)} apply to stream triggers only: a rabbitmq queue"
+                " retries each failed message on its own (use maximum_concurrency for"
+                " parallel batches, maximum_retry_attempts for retries)"
+            )
         return self
 
     @property

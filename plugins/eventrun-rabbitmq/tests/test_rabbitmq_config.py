@@ -36,6 +36,8 @@ def test_defaults_are_lambdas_for_amazon_mq() -> None:
         ({"queue": "q", "url": "amqp://h/", "batch_size": 10001}, "batch_size"),
         ({"queue": "", "url": "amqp://h/"}, "queue"),
         ({"queue": "q", "url": "amqp://h/", "bogus": 1}, "bogus"),
+        ({"queue": "q", "url": "amqp://h/", "parallelization_factor": 2}, "stream triggers"),
+        ({"queue": "q", "url": "amqp://h/", "bisect_batch_on_function_error": True}, "bisect"),
     ],
 )
 def test_invalid_triggers_are_refused(fields: dict, message: str) -> None:
