@@ -168,6 +168,23 @@ class RabbitServer:
             proc.wait()
         (self.dir / "rabbitmq.pid").unlink(missing_ok=True)
 
+    def unacked(self, queue: str) -> int:
+        """Deliveries of ``queue`` not yet acknowledged (``rabbitmqctl list_queues``)."""
+        ctl = Path(self.script).with_name("rabbitmqctl")
+        out = subprocess.run(
+            [str(ctl), "-n", self.node, "list_queues", "-q", "name", "messages_unacknowledged"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for line in out.splitlines():
+            name, _, count = line.rpartition("\t")
+            if name == queue:
+                return int(count)
+        raise AssertionError(f"no queue {queue!r} in {out!r}")
+
     def restart(self) -> None:
         self.stop()
         self.start()

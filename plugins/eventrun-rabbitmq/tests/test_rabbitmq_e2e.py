@@ -140,9 +140,11 @@ async def test_daemon_poison_message_goes_to_a_rabbitmq_dlq(
 
 
 async def test_daemon_sigkill_mid_run_loses_nothing(
-    tmp_path: Path, rabbit_url: str, queue_name: str
+    tmp_path: Path, rabbit: RabbitServer, queue_name: str
 ) -> None:
     n = 4000
+    rabbit.start()
+    rabbit_url = rabbit.url
     await declare(rabbit_url, queue_name)
     await publish(rabbit_url, queue_name, **messages(n))
     config = app(
@@ -155,8 +157,10 @@ async def test_daemon_sigkill_mid_run_loses_nothing(
     await anyio.to_thread.run_sync(first.start)
     try:
         await poll_until(lambda: len(ledger(tmp_path)) >= 800, 90, "800 handled")
+        in_flight = await anyio.to_thread.run_sync(rabbit.unacked, queue_name)
     finally:
         first.kill()
+    assert in_flight > 0, "nothing was delivered and unacknowledged at the kill"
     handled_before = len(ledger(tmp_path))
     assert handled_before < n, "the run finished before the kill"
     second = Daemon(config)
@@ -175,7 +179,10 @@ async def test_daemon_sigkill_mid_run_loses_nothing(
     # the prefetch (4 batches of 50 = 400 by default)
     assert duplicates <= 400
     assert first_delivery_order_ok(lines)
-    print(f"sigkill: {handled_before} handled before the kill, {duplicates} redelivered twice")
+    print(
+        f"sigkill: {handled_before} handled before the kill, {in_flight} unacked just before"
+        f" it, {duplicates} handled twice"
+    )
 
 
 async def test_daemon_sigterm_acks_nothing_unfinished(
