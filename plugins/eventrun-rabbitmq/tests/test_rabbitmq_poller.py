@@ -22,6 +22,7 @@ from rabbitmq_kit import (
 from rabbitmq_server import RabbitServer
 
 from eventrun.exceptions import SourceError, SourceUnavailable
+from eventrun_rabbitmq.source import RETURN_GRACE_S
 from tests._dispatch_kit import running
 
 pytestmark = pytest.mark.rabbitmq
@@ -84,6 +85,30 @@ async def test_release_with_delay_holds_then_requeues_and_counts(
         assert third[0].attempt == 3
         await p.ack(third)
     assert await ready_count(rabbit_url, queue_name) == 0
+
+
+async def test_release_without_delay_is_not_a_failed_attempt(
+    rabbit_url: str, queue_name: str
+) -> None:
+    """A shutdown's release: left to the channel close, or rejected after the grace."""
+    await declare(rabbit_url, queue_name)
+    await publish(rabbit_url, queue_name, [b"x"], ids=["only"])
+    async with poller(rabbit_url, queue_name) as p:
+        first: list = []
+        with anyio.fail_after(10):
+            while not first:
+                first = list(await p.poll(10))
+        released_at = anyio.current_time()
+        await p.release(first, 0)
+        again: list = []
+        with anyio.fail_after(RETURN_GRACE_S + 10):
+            while not again:
+                again = list(await p.poll(10))
+        assert anyio.current_time() - released_at >= RETURN_GRACE_S - 0.5
+        assert (again[0].attempt, again[0].event.redelivered) == (1, True)
+        await p.release(again, 0)
+    # closed with the delivery held: the broker has it back at once
+    assert await ready_count(rabbit_url, queue_name) == 1
 
 
 async def test_quorum_queue_attempts_come_from_x_delivery_count(
