@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from eventrun.abc import BatchControls, ConnectionModel
+from eventrun.exceptions import ConfigError
 
 __all__ = ["RabbitMQConnection", "RabbitMQTrigger", "check_amqp_url", "redact_url", "vhost_of"]
 
@@ -132,4 +133,7 @@ def url_of(config: Any, connection: Any) -> str:
         if url is not None:
             getter = getattr(url, "get_secret_value", None)
             return str(getter() if getter is not None else url)
-    return "amqp://guest:guest@localhost:5672/"
+    raise ConfigError(
+        "rabbitmq: no broker URL: set the trigger's url, or name a connection that exists"
+        " in connections.rabbitmq (destinations: rabbitmq:CONNECTION/QUEUE)"
+    )

@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 import pytest
 from pydantic import ValidationError
 
+from eventrun.exceptions import ConfigError
 from eventrun_rabbitmq.config import (
     RabbitMQConnection,
     RabbitMQTrigger,
@@ -64,6 +65,8 @@ def test_urls() -> None:
     assert connection.redacted_url() == "amqp://u:***@h/"
     trigger = RabbitMQTrigger(connection="main", queue="q")
     assert url_of(trigger, connection) == "amqp://u:p@h/"
+    with pytest.raises(ConfigError, match=r"connections\.rabbitmq"):
+        url_of(trigger, None)
 
 
 def test_entry_points_register_every_group() -> None:
