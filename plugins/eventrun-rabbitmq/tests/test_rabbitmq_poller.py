@@ -158,6 +158,32 @@ async def test_thousands_in_order_and_all_acked(rabbit_url: str, queue_name: str
     assert await ready_count(rabbit_url, queue_name) == 0
 
 
+async def test_parallel_batches_complete_out_of_order_and_ack_exactly(
+    rabbit_url: str, queue_name: str
+) -> None:
+    """maximum_concurrency 4: batches finish out of delivery order, so acks mix multiple
+    and single ones; every message is handled once and acked, none twice."""
+    n = 2000
+    await declare(rabbit_url, queue_name)
+    await publish(rabbit_url, queue_name, bodies(n))
+    delays = iter([0.03, 0.0, 0.01, 0.02] * n)
+
+    class Jittery(RmqHandler):
+        async def __call__(self, payload: bytes, *, event: object = None):  # type: ignore[override]
+            await anyio.sleep(next(delays))
+            return await RmqHandler.__call__(self, payload)
+
+    handler = Jittery()
+    p = poller(rabbit_url, queue_name, batch_size=25, maximum_concurrency=4)
+    async with p, running(p, handler, **settings_of(p)) as dispatcher:
+        await poll_until(lambda: dispatcher.stats.acked >= n, 60, f"{n} acks")
+        await poll_until(lambda: p.statistics()["unacked"] == 0, 10, "nothing unacked")
+    handled = handler.handled()
+    assert sorted(handled) == [f"m{i:06d}" for i in range(n)]
+    assert handled != sorted(handled), "the batches never overlapped"
+    assert await ready_count(rabbit_url, queue_name) == 0
+
+
 @pytest.mark.parametrize("quorum", [False, True], ids=["classic", "quorum"])
 async def test_poison_message_goes_to_on_failure_after_its_retries(
     rabbit_url: str, queue_name: str, quorum: bool
