@@ -87,6 +87,26 @@ async def test_release_with_delay_holds_then_requeues_and_counts(
     assert await ready_count(rabbit_url, queue_name) == 0
 
 
+async def test_a_held_retry_does_not_block_the_queue(rabbit_url: str, queue_name: str) -> None:
+    await declare(rabbit_url, queue_name)
+    await publish(rabbit_url, queue_name, [b"slow"], ids=["s"])
+    async with poller(rabbit_url, queue_name) as p:
+        first: list = []
+        with anyio.fail_after(10):
+            while not first:
+                first = list(await p.poll(10))
+        await p.release(first, 30.0)  # a long backoff
+        await publish(rabbit_url, queue_name, [b"a", b"b"], ids=["a", "b"])
+        later: list = []
+        with anyio.fail_after(10):
+            while len(later) < 2:
+                later += await p.poll(10)
+        assert [r.data for r in later] == [b"a", b"b"]
+        await p.ack(later)
+        assert p.statistics()["held"] == 1
+    assert await ready_count(rabbit_url, queue_name) == 1  # the held one, back on close
+
+
 async def test_release_without_delay_is_not_a_failed_attempt(
     rabbit_url: str, queue_name: str
 ) -> None:
