@@ -30,7 +30,7 @@ def check_nats_url(value: str) -> str:
 
 
 class NatsConnection(ConnectionModel):
-    """A NATS server or cluster (``connections.nats.NAME``)."""
+    """A NATS server or cluster (`connections.nats.NAME`)."""
 
     url: SecretStr = Field(
         description="nats://[user:password@]host:port; several servers comma-separated."
