@@ -113,6 +113,8 @@ class NatsTrigger(BatchControls):
         if self.url is not None:
             for server in self.url.get_secret_value().split(","):
                 check_nats_url(server.strip())
+        if self.subject_lanes is not None and self.ordering == "none":
+            raise ValueError("subject_lanes applies to ordering: subject")
         if self.max_deliver is not None and self.ordering == "subject":
             raise ValueError(
                 "max_deliver applies to ordering: none; with ordering: subject use"

@@ -78,6 +78,16 @@ def test_trigger_model_keys() -> None:
         ({"url": "http://h:1", "stream": "S", "consumer": "c"}, "nats://host:port"),
         ({"url": "nats://h:1", "stream": "S", "consumer": "c", "max_deliver": 3}, "ordering: none"),
         ({"url": "nats://h:1", "stream": "S", "consumer": "c", "queue": "q"}, "Extra inputs"),
+        (
+            {
+                "url": "nats://h:1",
+                "stream": "S",
+                "consumer": "c",
+                "ordering": "none",
+                "subject_lanes": 4,
+            },
+            "subject_lanes applies to ordering: subject",
+        ),
     ],
 )
 def test_trigger_model_rejects(config: dict[str, object], message: str) -> None:

@@ -92,6 +92,25 @@ async def test_order_and_completeness_per_subject(
     assert all(len({r["subject"] for r in e["records"]}) == 1 for e in ledger.events)
 
 
+async def test_subject_lanes_keep_order_per_subject(
+    nats_server: NatsServer, nc: Client, stream_name: str
+) -> None:
+    """16 subjects hashed onto 3 lanes: batches mix subjects, each subject stays in order."""
+    await make_stream(nc, stream_name)
+    await publish(nc, stream_name, 1600, subjects=16)
+    ledger = Ledger()
+    async with (
+        NatsPoller(spec(nats_server.url, stream_name, subject_lanes=3)) as poller,
+        running(poller, ledger, batch_size=40),
+    ):
+        await ledger.wait_for(lambda: len(ledger.handled) >= 1600)
+        await wait_settled(nc, stream_name)
+    assert sorted(ledger.ids()) == list(range(1600))
+    for subject, seqs in ledger.per_subject().items():
+        assert seqs == list(range(100)), subject
+    assert any(len({r["subject"] for r in e["records"]}) > 1 for e in ledger.events)
+
+
 async def test_poison_goes_to_on_failure_after_retries(
     nats_server: NatsServer, nc: Client, stream_name: str
 ) -> None:
