@@ -1,5 +1,6 @@
 """Network partitions made by the kernel: the daemon runs in its own network namespace and
-the link to its broker is cut mid-run (tests/fixtures/netns.py). Nothing is lost, order
+the link to its broker is cut mid-run (tests/fixtures/netns.py); and the faults a cut
+cannot make, through a fault-injecting proxy (tests/fixtures/faultproxy.py). Nothing is lost, order
 holds per key, duplicates stay within the in-flight bound, and the daemon recovers by
 itself once the link is back."""
 
@@ -17,6 +18,7 @@ from tests._daemon import Daemon
 from tests.chaos._kit import unique, wait, write_chaos_app
 from tests.chaos._ledger import app_yaml, duplicate_bound, plan, verdict
 from tests.fixtures._ports import free_port
+from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.kafka import KafkaBroker, create_topic, produce
 from tests.fixtures.moto import REGION, MotoServer
 from tests.fixtures.netns import Partition
@@ -231,4 +233,57 @@ def test_sqs_link_cut_mid_run_loses_nothing(tmp_path: Path, partition: Partition
     )
     verdict("sqs-partition", records, ledger, handled_at_cut=cut_at, recovered_s=recovered_s).check(
         max_duplicates=bound, ordered=False
+    )
+
+
+@pytest.mark.redis
+def test_redis_streams_half_open_connections_and_resets_lose_nothing(
+    tmp_path: Path, redis_server: RedisServer, fault_proxy: type[FaultProxy]
+) -> None:
+    """Through a proxy: first every connection swallows requests (a half-open peer) for
+    longer than the client's read timeout, then every connection is reset mid-stream.
+    The source abandons the hung calls, reconnects, and delivers everything."""
+    proxy = fault_proxy(redis_server.port).start()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    records = plan(900, keys=6)
+    ledger = tmp_path / "app" / "ledger.jsonl"
+    trigger = (
+        "{redis_streams: {connection: main, streams: [half], group: g, batch_size: 10,"
+        " parallelization_factor: 2, key_field: key}}"
+    )
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    config = write_chaos_app(
+        tmp_path / "app",
+        app_yaml(
+            connections=json.dumps({"redis": {"main": {"url": url}}}),
+            trigger=trigger,
+            environment={"LEDGER": str(ledger), "DELAY": "0.02"},
+        ),
+    )
+    daemon = Daemon(config).start()
+    try:
+        _produce(client, "half", records[:300])
+        wait(lambda: unique(ledger) >= 100, 60, "100 records handled")
+        proxy.mode = "blackhole"
+        accepted = proxy.accepted
+        _produce(client, "half", records[300:600])
+        # the poller's read timeout (block + 5 s) must fire: it dials a new connection
+        wait(lambda: proxy.accepted > accepted, 30, "a new connection after the hung call")
+        proxy.mode = "pass"
+        wait(lambda: unique(ledger) >= 600, 90, "600 records handled after the half-open spell")
+        _produce(client, "half", records[600:])
+        resets = proxy.reset_all()
+        wait(lambda: unique(ledger) >= len(records), 90, "every record handled after resets")
+        wait(lambda: client.xpending("half", "g")["pending"] == 0, 60, "everything acked")
+        errors = len(daemon.events("source.poll_failed"))
+        assert daemon.terminate(30) == 0
+    finally:
+        daemon.stop()
+        client.close()
+    assert resets >= 1
+    verdict("redis-half-open", records, ledger, resets=resets, poll_errors=errors).check(
+        max_duplicates=duplicate_bound(
+            disruptions=2, batch_size=10, shards=1, parallelization_factor=2, concurrency=2
+        )
     )
