@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from eventrun.abc import OutMessage, SinkSpec
 from eventrun.exceptions import ConfigError, SinkRejected, SinkUnavailable
+from eventrun_nats._records import parse_reply
 from eventrun_nats.config import NatsConnection, NatsTrigger
 from eventrun_nats.sink import KEY_HEADER, NatsSink
 from tests.fixtures._ports import free_port
@@ -99,3 +100,15 @@ def test_connection_model_checks_every_server() -> None:
     NatsConnection.model_validate({"url": "nats://a:4222, nats://u:p@b:4222"})
     with pytest.raises(ValidationError, match="nats://host:port"):
         NatsConnection.model_validate({"url": "nats://a:4222,redis://b"})
+
+
+def test_reply_subject_formats() -> None:
+    """Both JetStream ack-subject forms: v1, and v2 with domain and account hash."""
+    v1 = parse_reply("$JS.ACK.ORDERS.billing.3.42.57.1700000000123456789.9")
+    v2 = parse_reply("$JS.ACK._.HASH.ORDERS.billing.3.42.57.1700000000123456789.9.rnd")
+    for info in (v1, v2):
+        assert (info.stream, info.consumer) == ("ORDERS", "billing")
+        assert (info.delivered, info.stream_seq, info.consumer_seq) == (3, 42, 57)
+        assert info.timestamp_ns == 1700000000123456789
+    with pytest.raises(ValueError, match="not a JetStream reply subject"):
+        parse_reply("_INBOX.abc")
