@@ -192,4 +192,6 @@ CMD ["-H", "0.0.0.0", "-p", "9324"]
 EOF
 fi
 
+# a rebuilt image leaves its old version untagged: drop those (ours only, by their label)
+podman image prune -f --filter label=eventrun.inputs >/dev/null
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep eventrun-base >&2 || true
