@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps run test fuzz coverage lint format bench soak docs clean
+.PHONY: setup system-deps node-ric run test fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -18,12 +18,16 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash scripts/system-deps.sh
 
+## node-ric: the official Node.js runtime interface client for the Runtime API tests (.cache/)
+node-ric: setup system-deps
+	@bash scripts/node-ric.sh >/dev/null
+
 ## run: the quickstart app (HTTP + cron + file-watch + embedded SQLite store), no broker needed
 run: setup
 	cd examples/quickstart && ../../$(BIN)/eventrun run -c eventrun.yaml
 
 ## test: the whole suite against real servers started on free loopback ports
-test: setup system-deps
+test: setup system-deps node-ric
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## fuzz: explore the property tests with random seeds and FUZZ_SCALE times their examples,

@@ -536,8 +536,8 @@ def test_every_problem_is_reported() -> None:
         E + "functions.f.timeout: must be 1s..15m, got 0",
         E + "functions.f.memory_mb: must be 128..10240, got 1",
         E + "functions.f.colour: unknown key (expected one of: handler, runtime, code, command, "
-        "timeout, memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, destinations, "
-        "maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
+        "timeout, memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, "
+        "destinations, maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
     ]
     assert str(info.value) == info.value.problems[0]
 

@@ -1,0 +1,36 @@
+// A Node.js function run by the official aws-lambda-ric (runtime: nodejs20.x).
+console.log("node init", process.pid);
+let calls = 0;
+
+export const handler = async (event, context) => {
+  calls += 1;
+  if (event.print) console.log(event.print);
+  if (event.sleep) await new Promise((resolve) => setTimeout(resolve, event.sleep * 1000));
+  if (event.crash !== undefined) process.exit(event.crash);
+  if (event.raise) {
+    class BadInput extends Error {}
+    BadInput.prototype.name = "BadInput";
+    throw new BadInput(event.raise);
+  }
+  if (event.env) {
+    const out = Object.fromEntries(event.env.map((k) => [k, process.env[k] ?? null]));
+    return { ...out, cwd: process.cwd(), remaining: context.getRemainingTimeInMillis() };
+  }
+  return {
+    echo: event.echo ?? null,
+    pid: process.pid,
+    calls,
+    requestId: context.awsRequestId,
+    arn: context.invokedFunctionArn,
+    clientContext: context.clientContext ?? null,
+  };
+};
+
+// An SQS consumer with partial batch responses: records whose body says "bad" fail.
+export const sqs = async (event) => {
+  const failures = event.Records.filter((r) => r.body.includes("bad")).map((r) => ({
+    itemIdentifier: r.messageId,
+  }));
+  for (const r of event.Records) console.log("record", r.messageId, r.body);
+  return { batchItemFailures: failures };
+};
