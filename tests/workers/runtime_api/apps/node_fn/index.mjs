@@ -1,4 +1,6 @@
 // A Node.js function run by the official aws-lambda-ric (runtime: nodejs20.x).
+import { appendFileSync } from "node:fs";
+
 console.log("node init", process.pid);
 let calls = 0;
 
@@ -27,10 +29,17 @@ export const handler = async (event, context) => {
 };
 
 // An SQS consumer with partial batch responses: records whose body says "bad" fail.
-export const sqs = async (event) => {
+// Each record is a line in $LEDGER: {body, ok, receives, batch}.
+export const sqs = async (event, context) => {
+  const lines = event.Records.map((r) => ({
+    body: r.body,
+    ok: !r.body.includes("bad"),
+    receives: Number(r.attributes.ApproximateReceiveCount),
+    batch: context.awsRequestId,
+  }));
+  appendFileSync(process.env.LEDGER, lines.map((l) => JSON.stringify(l) + "\n").join(""));
   const failures = event.Records.filter((r) => r.body.includes("bad")).map((r) => ({
     itemIdentifier: r.messageId,
   }));
-  for (const r of event.Records) console.log("record", r.messageId, r.body);
   return { batchItemFailures: failures };
 };
