@@ -193,5 +193,6 @@ def test_every_row_is_checked_and_the_doc_shows_the_table() -> None:
         assert f'"{row.key}"' in source, row.key
     doc = Path(__file__).parents[3] / "docs" / "runtimes.md"
     assert markdown() in doc.read_text(), (
-        "docs/runtimes.md: regenerate the table with python -m tests.workers.runtime_api.conformance"
+        "docs/runtimes.md: regenerate the table with "
+        "python -m tests.workers.runtime_api.conformance"
     )
