@@ -1,0 +1,69 @@
+"""``eventrun check`` and ``eventrun invoke`` with Runtime API functions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from eventrun.cli import main
+from tests._runtime_kit import write_app
+
+from .conftest import APPS
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_check_accepts_a_bootstrap_and_invoke_runs_it(tmp_path: Path) -> None:
+    shutil.copytree(APPS / "custom_py", tmp_path / "fn")
+    config = write_app(tmp_path, "functions:\n  custom: {runtime: provided, code: fn}\n")
+    result = cli("check", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert "ok  function custom: provided" in result.stdout
+    result = cli("invoke", "custom", "--payload", '{"echo": 3}', "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["echo"] == 3
+
+
+def test_check_says_what_to_install(tmp_path: Path) -> None:
+    shutil.copytree(APPS / "node_fn", tmp_path / "node")
+    (tmp_path / "empty").mkdir()
+    yaml = """
+        functions:
+          node: {runtime: nodejs20.x, handler: index.handler, code: node}
+        """
+    result = cli("check", "-c", str(write_app(tmp_path, yaml)))
+    assert result.exit_code == 2
+    assert (
+        f"cd {tmp_path / 'node'} && npm install aws-lambda-ric (it builds a native addon: "
+        "apt-get install nodejs npm cmake g++ make autoconf automake libtool)" in result.stderr
+    )
+    yaml = "functions:\n  custom: {runtime: provided.al2, code: empty}\n"
+    result = cli("check", "-c", str(write_app(tmp_path, yaml)))
+    assert result.exit_code == 2
+    assert f"no executable 'bootstrap' in {tmp_path / 'empty'}" in result.stderr
+    yaml = "functions:\n  other: {command: [no-such-runtime-client, x]}\n"
+    result = cli("check", "-c", str(write_app(tmp_path, yaml)))
+    assert result.exit_code == 2
+    assert "command 'no-such-runtime-client' not found on PATH" in result.stderr
+
+
+def test_config_rules(tmp_path: Path) -> None:
+    for yaml, message in [
+        ("functions:\n  f: {runtime: nodejs20.x}\n", "functions.f.handler: is required"),
+        (
+            "functions:\n  f: {runtime: nodejs20.x, handler: 'a.b:c'}\n",
+            'functions.f.handler: must be Lambda style "dir/file.export"',
+        ),
+        (
+            "functions:\n  f: {runtime: inline, handler: a:b, command: [x]}\n",
+            "functions.f.command: inline functions run in the daemon",
+        ),
+    ]:
+        result = cli("check", "-c", str(write_app(tmp_path, yaml)))
+        assert result.exit_code == 2
+        assert message in result.stderr, result.stderr
