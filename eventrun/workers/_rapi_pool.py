@@ -94,7 +94,16 @@ class RuntimeApiRunner:
         self._tg: TaskGroup | None = None
         self._log = log.bind(function=name)
         self._counts = dict.fromkeys(
-            ("cold_starts", "invocations", "errors", "timeouts", "crashes", "recycled"), 0
+            (
+                "cold_starts",
+                "invocations",
+                "errors",
+                "timeouts",
+                "crashes",
+                "out_of_memory",
+                "recycled",
+            ),
+            0,
         )
 
     # -- lifecycle -----------------------------------------------------------------
