@@ -21,6 +21,7 @@ Answers, as the emulator gives them:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -36,6 +37,9 @@ MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous response quota (6 MB)
 _PREFIX = "/2018-06-01/runtime/"
 _INVOCATION = re.compile(r"/2018-06-01/runtime/invocation/([^/]+)/(response|error)")
 _ACCEPTED = Response(202, b'{"status":"OK"}')
+_MODE = "lambda-runtime-function-response-mode"
+_HTTP_PRELUDE = "application/vnd.awslambda.http-integration-response"
+_DELIMITER = b"\x00" * 8
 
 
 @dataclass(slots=True, eq=False)
@@ -87,6 +91,39 @@ def error_body(body: bytes, error_type: str) -> bytes:
         return body
     message = body.decode("utf-8", "replace")
     return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+def streamed(invocation: Invocation, request: Request) -> None:
+    """A streamed response (``Lambda-Runtime-Function-Response-Mode: streaming``), read
+    whole: an error in its trailers (``Lambda-Runtime-Function-Error-Type`` / ``-Body``,
+    base64) fails the invocation; an HTTP-integration prelude (JSON, then 8 NUL bytes)
+    becomes the function URL result ``{statusCode, headers, cookies, body}``."""
+    error_type = request.headers.get("lambda-runtime-function-error-type")
+    if error_type:
+        try:
+            body = base64.b64decode(request.headers.get("lambda-runtime-function-error-body", ""))
+        except ValueError:
+            body = b""
+        invocation.ok, invocation.error_type = False, error_type_of(body, error_type)
+        invocation.body = error_body(body, invocation.error_type)
+        return
+    invocation.ok, invocation.body = True, request.body
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(_HTTP_PRELUDE) and _DELIMITER in request.body:
+        head, _, rest = request.body.partition(_DELIMITER)
+        try:
+            prelude = json.loads(head)
+        except ValueError:
+            return
+        if isinstance(prelude, dict):
+            result = {
+                "statusCode": prelude.get("statusCode", 200),
+                "headers": prelude.get("headers") or {},
+                "cookies": prelude.get("cookies") or [],
+                "body": base64.b64encode(rest).decode("ascii"),
+                "isBase64Encoded": True,
+            }
+            invocation.body = json.dumps(result).encode()
 
 
 class Endpoint:
@@ -174,7 +211,9 @@ class Endpoint:
                 "RequestEntityTooLarge",
                 f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).",
             )
-        if success:
+        if success and request.headers.get(_MODE) == "streaming":
+            streamed(current, request)
+        elif success:
             current.ok, current.body = True, request.body
         else:
             header = request.headers.get("lambda-runtime-function-error-type")

@@ -68,6 +68,23 @@ ROWS = [
         "the chunks joined are the result",
     ),
     Row(
+        "response_streaming",
+        RESPONSE,
+        "Lambda-Runtime-Function-Response-Mode: streaming, HTTP-integration prelude",
+        202,
+        '{"status": "OK"}',
+        "read whole; prelude + 8 NUL bytes + body become {statusCode, headers, cookies, "
+        "body (base64)} for a function URL",
+    ),
+    Row(
+        "response_streaming_error",
+        RESPONSE,
+        "streaming, error trailers Lambda-Runtime-Function-Error-Type / -Body (base64)",
+        202,
+        '{"status": "OK"}',
+        "the caller gets the decoded error body; the error type is the trailer's",
+    ),
+    Row(
         "response_wrong_id",
         RESPONSE,
         "another id",

@@ -3,6 +3,7 @@ conformance.py, which docs/runtimes.md shows)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,55 @@ async def test_chunked_response_with_trailers() -> None:
         assert status == ROW["response_chunked"].status
         assert reply.endswith(b'{"status":"OK"}')
         assert inv.body == b'{"a": 1}'
+
+
+async def _post_chunked(port: int, head: str, chunks: list[bytes], trailers: str) -> bytes:
+    async with await anyio.connect_tcp("127.0.0.1", port) as sock:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+        await sock.send(head.encode() + b"\r\n" + body + b"0\r\n" + trailers.encode() + b"\r\n")
+        return await sock.receive()
+
+
+async def test_streamed_response_with_http_prelude() -> None:
+    async with served() as (endpoint, http, port):
+        inv = invocation()
+        await running(endpoint, http, inv)
+        head = (
+            f"POST {BASE}/invocation/rid-1/response HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n"
+            "Content-Type: application/vnd.awslambda.http-integration-response\r\n"
+        )
+        prelude = b'{"statusCode": 201, "headers": {"a": "b"}}' + b"\x00" * 8
+        reply = await _post_chunked(port, head, [prelude, b"hello ", b"world"], "")
+        assert int(reply.split(b" ", 2)[1]) == ROW["response_streaming"].status
+    assert inv.ok
+    assert json.loads(inv.body) == {
+        "statusCode": 201,
+        "headers": {"a": "b"},
+        "cookies": [],
+        "body": base64.b64encode(b"hello world").decode(),
+        "isBase64Encoded": True,
+    }
+
+
+async def test_streamed_response_error_trailers() -> None:
+    async with served() as (endpoint, http, port):
+        inv = invocation()
+        await running(endpoint, http, inv)
+        head = (
+            f"POST {BASE}/invocation/rid-1/response HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n"
+            "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n"
+        )
+        error = base64.b64encode(b'{"errorType": "TypeError", "errorMessage": "x"}').decode()
+        trailers = (
+            "Lambda-Runtime-Function-Error-Type: TypeError\r\n"
+            f"Lambda-Runtime-Function-Error-Body: {error}\r\n"
+        )
+        reply = await _post_chunked(port, head, [b"partial"], trailers)
+        assert int(reply.split(b" ", 2)[1]) == ROW["response_streaming_error"].status
+    assert (inv.ok, inv.error_type) == (False, "TypeError")
+    assert json.loads(inv.body) == {"errorType": "TypeError", "errorMessage": "x"}
 
 
 async def test_response_over_6_mb() -> None:

@@ -60,6 +60,34 @@ async def test_invoke_api_runs_a_bootstrap_and_a_node_function(tmp_path: Path) -
     assert timed_out.json()["errorType"] == "Sandbox.Timedout"
 
 
+async def test_function_urls_serve_node_functions_streamed_ones_buffered(tmp_path: Path) -> None:
+    node = node_function(APPS / "node_fn", tmp_path)
+    fns = "\n".join(
+        f"""
+          {name}:
+            runtime: nodejs20.x
+            handler: index.{name}
+            code: {node.name}
+            triggers: [{{http: {{path: /{name}, methods: [GET, POST]}}}}]"""
+        for name in ("http", "stream", "streamfail")
+    )
+    config = write_app(tmp_path, f"functions:{fns}\n")
+    async with (
+        running_app(config) as runtime,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.bound_port}", timeout=30) as http,
+    ):
+        plain = await http.post("/http", content=b"{}")
+        streamed = await http.get("/stream")
+        failed = await http.get("/streamfail")
+    assert plain.status_code == 201
+    assert plain.headers["x-runtime"] == "node"
+    assert plain.json() == {"path": "/http", "method": "POST"}
+    assert streamed.status_code == 202
+    assert streamed.headers["x-streamed"] == "yes"
+    assert streamed.text == "hello world"
+    assert failed.status_code == 502  # a function error behind a function URL
+
+
 @pytest.mark.sqs
 async def test_sqs_trigger_drives_a_node_function_with_partial_batch_failures(
     tmp_path: Path, moto: MotoServer

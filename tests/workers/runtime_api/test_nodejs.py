@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -136,3 +137,26 @@ def test_check_names_the_missing_package(tmp_path: Path) -> None:
     found = runtime_problems("nodejs20.x", None, "index.handler", tmp_path / "fn", {"PATH": ""})
     assert any("'node' not found on PATH" in p for p in found)
     assert any(f"cd {tmp_path / 'fn'} && npm install aws-lambda-ric" in p for p in found)
+
+
+async def test_node_streamed_response_is_read_whole(
+    rapi_runner: RunnerFactory, node_dir: Path
+) -> None:
+    async with rapi_runner(runtime="nodejs20.x", handler="index.stream", code=str(node_dir)) as r:
+        result = await r.invoke(event({}))
+    assert result.ok, result.payload
+    body = json.loads(result.payload)
+    assert body["statusCode"] == 202
+    assert body["headers"] == {"x-streamed": "yes"}
+    assert body["isBase64Encoded"] is True
+    assert base64.b64decode(body["body"]) == b"hello world"
+
+
+async def test_node_stream_error_in_trailers(rapi_runner: RunnerFactory, node_dir: Path) -> None:
+    async with rapi_runner(
+        runtime="nodejs20.x", handler="index.streamfail", code=str(node_dir)
+    ) as r:
+        result = await r.invoke(event({}))
+    assert not result.ok
+    assert result.error_type == "TypeError"
+    assert json.loads(result.payload)["errorMessage"] == "stream broke"

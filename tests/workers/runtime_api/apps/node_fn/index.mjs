@@ -43,3 +43,28 @@ export const sqs = async (event, context) => {
   }));
   return { batchItemFailures: failures };
 };
+
+// A function URL handler, returning API Gateway v2's shape.
+export const http = async (event) => ({
+  statusCode: 201,
+  headers: { "x-runtime": "node" },
+  body: JSON.stringify({ path: event.rawPath, method: event.requestContext.http.method }),
+});
+
+// Response streaming with the HTTP integration prelude (status, headers), then the body.
+export const stream = awslambda.streamifyResponse(async (event, responseStream) => {
+  const out = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 202,
+    headers: { "x-streamed": "yes" },
+  });
+  out.write("hello ");
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  out.write("world");
+  out.end();
+});
+
+// A streaming handler that fails after writing: the error travels in the trailers.
+export const streamfail = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.write("partial");
+  throw new TypeError("stream broke");
+});
