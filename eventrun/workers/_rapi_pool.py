@@ -30,6 +30,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from eventrun.common import new_request_id
+from eventrun.exceptions import ConfigError
 
 from . import _errors
 from ._api import (
@@ -76,9 +77,12 @@ class RuntimeApiRunner:
         self.settings = settings
         self.code_dir = Path(code_dir).resolve()
         base = function_environment(name, settings, self.code_dir, region, hidden=hidden_env)
-        self.argv = runtime_command(
-            settings.runtime, command, settings.handler, self.code_dir, base, settings.memory_mb
-        )
+        try:
+            self.argv = runtime_command(
+                settings.runtime, command, settings.handler, self.code_dir, base, settings.memory_mb
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"function {name!r}: {exc}") from None
         self.env = runtime_api_env(
             base, runtime=settings.runtime, command=command, code_dir=self.code_dir, argv=self.argv
         )
