@@ -67,3 +67,29 @@ def test_config_rules(tmp_path: Path) -> None:
         result = cli("check", "-c", str(write_app(tmp_path, yaml)))
         assert result.exit_code == 2
         assert message in result.stderr, result.stderr
+
+
+def test_check_accepts_an_installed_node_function(tmp_path: Path) -> None:
+    from tests.fixtures.node_ric import node_function
+
+    node_function(APPS / "node_fn", tmp_path)
+    yaml = "functions:\n  n: {runtime: nodejs22.x, handler: index.handler, code: node_fn}\n"
+    result = cli("check", "-c", str(write_app(tmp_path, yaml)))
+    assert result.exit_code == 0, result.output
+    assert "ok  function n: nodejs22.x" in result.stdout
+
+
+def test_code_is_the_task_root_of_python_functions_too(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(
+        "import os\ndef handler(event, context):\n"
+        "    return {'cwd': os.getcwd(), 'root': os.environ['LAMBDA_TASK_ROOT']}\n"
+    )
+    config = write_app(tmp_path, "functions:\n  p: {handler: app.handler, code: src}\n")
+    assert cli("check", "-c", str(config)).exit_code == 0
+    result = cli("invoke", "p", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "cwd": str(tmp_path / "src"),
+        "root": str(tmp_path / "src"),
+    }
