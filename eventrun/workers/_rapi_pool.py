@@ -10,8 +10,9 @@ and metrics treat these functions like Python ones:
   ``max_requests``;
 * init: the process is ready at its first ``/next``; ``/init/error`` or an exit before
   it fails the invocation that started it (the next one starts a fresh process);
-* timeout -> the process group is killed, ``Sandbox.Timedout``; an exit mid-invocation
-  -> ``Runtime.ExitError``; both replace the process;
+* timeout -> the process group is killed, ``Sandbox.Timedout``; resident memory over
+  ``memory_mb`` -> killed, ``Runtime.OutOfMemory``; an exit mid-invocation ->
+  ``Runtime.ExitError``; each replaces the process;
 * shutdown: SIGTERM, ``stop_grace``, SIGKILL, then the endpoints close.
 """
 
@@ -54,6 +55,7 @@ _OUTCOME_COUNTERS = {
     "error": ("errors",),
     "timeout": ("errors", "timeouts"),
     "crash": ("errors", "crashes"),
+    "oom": ("errors", "crashes", "out_of_memory"),
     "init_error": ("errors",),
 }
 

@@ -4,6 +4,9 @@ The platform's duties, which no interface client does itself, are done here:
 
 * the deadline: a timer kills the process group at ``timeout`` (``Sandbox.Timedout``);
 * a process that exits mid-invocation: ``Runtime.ExitError`` with its exit status;
+* memory: while an invocation runs, the process's resident set is read every 50 ms;
+  above ``memory_mb`` the process group is killed (``Runtime.OutOfMemory``). Only the
+  runtime's own process is measured (its children, e.g. a shell bootstrap's, are not);
 * output: stdout and stderr go to a memfd opened ``O_APPEND``; what an invocation wrote
   is read and the file emptied when it ends, so its logs are its own (START / END /
   REPORT added as for Python workers);
@@ -39,6 +42,8 @@ from ._rapi_http import serve_connection
 __all__ = ["RapiWorker", "invoke_once", "start_worker"]
 
 _SETPRIV = shutil.which("setpriv")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_WATCH_S = 0.05
 
 
 class RapiWorker:
@@ -78,6 +83,14 @@ class RapiWorker:
                 if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) // 1024
         return 0
+
+    def rss_bytes(self) -> int:
+        """The process's resident set now (0 once it is gone)."""
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            return 0
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (a bootstrap's children too) unless reaped."""
@@ -181,6 +194,7 @@ async def invoke_once(
     started = loop.time()
     expired: list[bool] = []
     timer = loop.call_later(timeout_s, _expire, worker, invocation, expired)
+    watch = _MemoryWatch(loop, worker, invocation, memory_mb)
     try:
         try:
             worker.endpoint.deliver(invocation)
@@ -190,6 +204,7 @@ async def invoke_once(
             await invocation.done.wait()
     finally:
         timer.cancel()
+        watch.cancel()
     duration = loop.time() - started
     log = partial(
         format_logs,
@@ -212,6 +227,20 @@ async def invoke_once(
             "timeout",
             False,
         )
+    if watch.tripped:
+        reason = "Runtime exited with error: signal: killed"
+        logs = log(
+            output=worker.take_output()
+            + _stamp(rid, f"Error: memory limit of {memory_mb} MB exceeded; {reason}"),
+            duration_s=duration,
+            max_memory_mb=watch.tripped // (1024 * 1024),
+            status="Status: error\tError Type: Runtime.OutOfMemory",
+        )
+        payload = _errors.runtime_error("Runtime.OutOfMemory", rid, reason)
+        result = InvokeResult(
+            rid, False, payload, "Runtime.OutOfMemory", logs, duration, init_duration_s
+        )
+        return result, "oom", False
     if not invocation.answered:
         if not worker.exited.is_set():
             await worker.exited.wait()
@@ -243,6 +272,40 @@ async def invoke_once(
         init_duration_s,
     )
     return result, ("ok" if invocation.ok else "error"), not worker.exited.is_set()
+
+
+class _MemoryWatch:
+    """Reads the resident set every 50 ms while an invocation runs (a plain timer chain:
+    an invocation shorter than that costs nothing); over the limit it kills the process
+    and records the size in ``tripped``."""
+
+    __slots__ = ("handle", "invocation", "limit", "loop", "tripped", "worker")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        worker: RapiWorker,
+        invocation: Invocation,
+        memory_mb: int,
+    ) -> None:
+        self.loop, self.worker, self.invocation = loop, worker, invocation
+        self.limit = memory_mb * 1024 * 1024
+        self.tripped = 0
+        self.handle = loop.call_later(_WATCH_S, self._check)
+
+    def _check(self) -> None:
+        if self.invocation.answered or self.invocation.done.is_set():
+            return
+        rss = self.worker.rss_bytes()
+        if rss > self.limit:
+            self.tripped = rss
+            self.worker.kill()
+            self.invocation.done.set()
+            return
+        self.handle = self.loop.call_later(_WATCH_S, self._check)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
 
 
 def _expire(worker: RapiWorker, invocation: Invocation, expired: list[bool]) -> None:

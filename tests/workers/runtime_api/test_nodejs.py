@@ -90,10 +90,13 @@ async def test_node_timeout_crash_and_replacement(
         pid1 = json.loads((await runner.invoke(event({}))).payload)["pid"]
         crashed = await runner.invoke(event({"crash": 2}))
         pid2 = json.loads((await runner.invoke(event({}))).payload)["pid"]
+        hog = await runner.invoke(event({"alloc_mb": 400, "sleep": 5}))
+        pid3 = json.loads((await runner.invoke(event({}))).payload)["pid"]
+    assert hog.error_type == "Runtime.OutOfMemory"  # memory_mb 256
     assert timed_out.error_type == "Sandbox.Timedout"
     assert crashed.error_type == "Runtime.ExitError"
     assert "exit status 2" in json.loads(crashed.payload)["errorMessage"]
-    assert len({pid0, pid1, pid2}) == 3
+    assert len({pid0, pid1, pid2, pid3}) == 4
 
 
 async def test_node_init_error(rapi_runner: RunnerFactory, tmp_path: Path) -> None:

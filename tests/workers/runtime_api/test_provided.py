@@ -248,3 +248,22 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_memory_over_the_limit_is_out_of_memory(rapi_runner: RunnerFactory) -> None:
+    async with rapi_runner(code="custom_py", memory_mb=128, concurrency=1) as runner:
+        pid = json.loads((await runner.invoke(event({}))).payload)["pid"]
+        hog = await runner.invoke(event({"alloc_mb": 300, "sleep": 5}))
+        after = json.loads((await runner.invoke(event({}))).payload)
+        stats = runner.statistics()
+    assert not hog.ok
+    assert hog.error_type == "Runtime.OutOfMemory"
+    assert json.loads(hog.payload) == {
+        "errorType": "Runtime.OutOfMemory",
+        "errorMessage": f"RequestId: {hog.request_id} Error: Runtime exited with error: "
+        "signal: killed",
+    }
+    assert hog.duration_s < 4  # killed, not timed out
+    assert "memory limit of 128 MB exceeded" in hog.logs
+    assert after["pid"] != pid
+    assert stats["out_of_memory"] == 1

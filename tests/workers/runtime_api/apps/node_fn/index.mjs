@@ -7,6 +7,7 @@ let calls = 0;
 export const handler = async (event, context) => {
   calls += 1;
   if (event.print) console.log(event.print);
+  if (event.alloc_mb) globalThis.hog = Buffer.alloc(event.alloc_mb * 1024 * 1024, 1);
   if (event.sleep) await new Promise((resolve) => setTimeout(resolve, event.sleep * 1000));
   if (event.crash !== undefined) process.exit(event.crash);
   if (event.raise) {
