@@ -42,10 +42,10 @@ from ._api import (
     log_stream_name,
 )
 from ._context import function_arn
-from ._invocation import format_logs
 from ._rapi_endpoint import Invocation
+from ._rapi_invoke import header_json, init_failure, invoke_once, trace_id
 from ._rapi_launch import runtime_api_env, runtime_command
-from ._rapi_worker import RapiWorker, header_json, invoke_once, start_worker, trace_id
+from ._rapi_worker import RapiWorker, start_worker
 
 __all__ = ["RuntimeApiRunner"]
 
@@ -157,15 +157,19 @@ class RuntimeApiRunner:
 
     # -- processes -----------------------------------------------------------------
 
-    async def _start_worker(self) -> RapiWorker:
+    async def _start_worker(self, *, provisioned: bool = False) -> RapiWorker:
         """Spawn a runtime process and wait for the end of its init phase: its first
-        ``/next``, its ``/init/error``, its exit, or ``init_timeout``."""
+        ``/next``, its ``/init/error``, its exit, or ``init_timeout``. ``provisioned``:
+        a ``min_warm`` process (``AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency``)."""
         assert self._tg is not None
         started = anyio.current_time()
+        env = self.env
+        if provisioned:
+            env = {**env, "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"}
         worker = await start_worker(
             self._tg,
             self.argv,
-            self.env,
+            env,
             self.code_dir,
             name=self.name,
             log_stream=log_stream_name(worker_id := new_request_id().replace("-", "")),
@@ -189,36 +193,15 @@ class RuntimeApiRunner:
         return worker
 
     def _init_failure(self, rid: str, worker: RapiWorker) -> InvokeResult:
-        """The result of an invocation whose process did not initialise."""
-        endpoint = worker.endpoint
-        if endpoint.init_error is not None:
-            error_type, payload = endpoint.init_error
-        elif worker.exited.is_set():
-            error_type = "Runtime.ExitError"
-            payload = _errors.runtime_error(error_type, rid, _errors.exit_reason(worker.returncode))
-        else:
-            error_type = "Sandbox.Timedout"
-            payload = _errors.runtime_error(
-                error_type, rid, f"Init timed out after {self.init_timeout:.2f} seconds"
-            )
-        logs = format_logs(
-            rid,
-            output=b"",
-            duration_s=0.0,
-            memory_mb=self.settings.memory_mb,
-            max_memory_mb=0,
-            init_duration_s=worker.init_duration_s,
-            init_output=worker.take_output(),
-            status=f"Status: error\tError Type: {error_type}",
-        )
-        self._log.warning("worker.init_failed", error_type=error_type)
-        return InvokeResult(rid, False, payload, error_type, logs, 0.0, worker.init_duration_s)
+        result = init_failure(rid, worker, self.settings.memory_mb, self.init_timeout)
+        self._log.warning("worker.init_failed", error_type=result.error_type)
+        return result
 
     async def _add_warm(self) -> None:
         if self._closing or len(self._workers) >= self._warm_target():
             return
         try:
-            worker = await self._start_worker()
+            worker = await self._start_worker(provisioned=True)
         except OSError as exc:
             self._log.warning("worker.start_failed", error=repr(exc))
             return
