@@ -1,8 +1,9 @@
 """One runtime process and its own Runtime API endpoint (:mod:`._rapi_invoke` runs an
 invocation through it).
 
-* output: stdout and stderr go to a memfd opened ``O_APPEND``; :meth:`take_output`
-  reads what was written since and empties the file, so an invocation's logs are its own;
+* output: stdout, stderr and the telemetry log descriptor (``_LAMBDA_TELEMETRY_LOG_FD``,
+  :mod:`._rapi_telemetry`) are one memfd opened ``O_APPEND``; :meth:`take_output` reads
+  what was written since and empties the file, so an invocation's logs are its own;
 * the process runs in a session of its own, so a kill reaches its children (a shell
   bootstrap's ``curl``) too;
 * the parent-death signal: ``setpriv --pdeathsig KILL`` (util-linux) when available, so
@@ -26,6 +27,7 @@ from anyio.abc import Process, SocketAttribute, TaskGroup
 
 from ._rapi_endpoint import MAX_PAYLOAD, Endpoint
 from ._rapi_http import serve_connection
+from ._rapi_telemetry import unframe
 
 __all__ = ["RapiWorker", "start_worker"]
 
@@ -60,7 +62,7 @@ class RapiWorker:
                 return b""
             data = os.pread(self.memfd, size, 0)
             os.ftruncate(self.memfd, 0)
-            return data
+            return unframe(data)
         except OSError:
             return b""
 
@@ -124,8 +126,10 @@ async def start_worker(
                 **env,
                 "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{worker.port}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+                "_LAMBDA_TELEMETRY_LOG_FD": str(out),
             },
             start_new_session=True,
+            pass_fds=(out,),
         )
     except BaseException:
         await listener.aclose()

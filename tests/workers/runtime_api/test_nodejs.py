@@ -163,3 +163,12 @@ async def test_node_stream_error_in_trailers(rapi_runner: RunnerFactory, node_di
     assert not result.ok
     assert result.error_type == "TypeError"
     assert json.loads(result.payload)["errorMessage"] == "stream broke"
+
+
+async def test_node_logs_come_through_the_telemetry_descriptor(
+    rapi_runner: RunnerFactory, node_dir: Path
+) -> None:
+    async with rapi_runner(runtime="nodejs20.x", handler="index.handler", code=str(node_dir)) as r:
+        result = await r.invoke(event({"print": "line one\nline two"}))
+    # a framed record keeps its line break (printed to stdout, Node makes it "\r")
+    assert f"\t{result.request_id}\tINFO\tline one\nline two\n" in result.logs
