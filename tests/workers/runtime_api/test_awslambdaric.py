@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import anyio
 
-from .conftest import RunnerFactory, event
+from .conftest import APPS, RunnerFactory, event
 
 
 def ric(handler: str = "app.handler") -> list[str]:
@@ -65,3 +67,21 @@ async def test_awslambdaric_timeout_crash_and_concurrency(rapi_runner: RunnerFac
     assert crashed.error_type == "Runtime.ExitError"
     assert "exit status 4" in json.loads(crashed.payload)["errorMessage"]
     assert len(set(pids)) == 4
+
+
+async def test_awslambdaric_started_by_a_bootstrap(
+    rapi_runner: RunnerFactory, tmp_path: Path
+) -> None:
+    """As Lambda container images start it: ``bootstrap`` execs ``python -m awslambdaric``."""
+    code = tmp_path / "fn"
+    shutil.copytree(APPS / "ric_py", code)
+    bootstrap = code / "bootstrap"
+    bootstrap.write_text(f'#!/bin/sh\nexec {sys.executable} -m awslambdaric "$_HANDLER"\n')
+    bootstrap.chmod(0o755)
+    async with rapi_runner(
+        runtime="provided.al2023", handler="app.handler", code=str(code), concurrency=1
+    ) as runner:
+        first = await runner.invoke(event({"echo": "via bootstrap"}))
+        second = await runner.invoke(event({"echo": 2}))
+    assert json.loads(first.payload)["echo"] == "via bootstrap"
+    assert json.loads(second.payload)["calls"] == 2
