@@ -6,12 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from eventrun.cli import main
 from tests._runtime_kit import write_app
 
 from .conftest import APPS
+
+# The first test that needs aws-lambda-ric installs it (npm builds a native addon: about
+# two minutes; `make test` does it beforehand with `make node-ric`); each test bounds its
+# own waits.
+pytestmark = pytest.mark.timeout(600)
 
 
 def cli(*args: str) -> Result:

@@ -17,6 +17,11 @@ from tests.fixtures.node_ric import node_function
 
 from .conftest import APPS
 
+# The first test that needs aws-lambda-ric installs it (npm builds a native addon: about
+# two minutes; `make test` does it beforehand with `make node-ric`); each test bounds its
+# own waits.
+pytestmark = pytest.mark.timeout(600)
+
 
 def _ledger(path: Path) -> list[dict[str, Any]]:
     if not path.exists():

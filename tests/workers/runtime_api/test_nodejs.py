@@ -14,6 +14,11 @@ from tests.fixtures.node_ric import node_function
 
 from .conftest import APPS, RunnerFactory, event
 
+# The first test that needs aws-lambda-ric installs it (npm builds a native addon: about
+# two minutes; `make test` does it beforehand with `make node-ric`); each test bounds its
+# own waits.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture
 def node_dir(tmp_path: Path) -> Path:
