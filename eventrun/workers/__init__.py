@@ -61,6 +61,10 @@ def create_runner(
 ) -> FunctionRunner:
     """The runner ``settings.runtime`` asks for; enter it with ``async with`` before use.
 
+    ``settings`` may also have ``code`` (the code directory, relative to ``config_dir``)
+    and ``command`` (a Runtime API client to run), as the config model has; both are
+    optional so that plain test settings without them keep working.
+
     ``hidden_env``: variables of the daemon a worker never inherits, whatever the
     function's ``inherit_env`` says (the bearer-token variable); ``EVENTRUN_*`` never is.
     """

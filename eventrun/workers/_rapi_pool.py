@@ -236,9 +236,11 @@ class RuntimeApiRunner:
         self._replenish()
 
     async def _reap(self, worker: RapiWorker) -> None:
-        with anyio.move_on_after(self.stop_grace):
-            await worker.exited.wait()
-        worker.close()
+        try:
+            with anyio.move_on_after(self.stop_grace):
+                await worker.exited.wait()
+        finally:  # also when shutdown cancels the wait: SIGKILL, release the memfd
+            worker.close()
 
     def _checkin(self, worker: RapiWorker) -> None:
         max_requests = self.settings.max_requests
