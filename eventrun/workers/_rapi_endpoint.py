@@ -58,6 +58,8 @@ class Invocation:
     body: bytes = b""
     error_type: str | None = None
     answered: bool = False
+    taken: bool = False
+    """A ``/next`` handed it to the runtime."""
 
 
 def _error(status: int, error_type: str, message: str) -> Response:
@@ -143,11 +145,17 @@ class Endpoint:
         self._send.send_nowait(invocation)
 
     def abort(self) -> None:
-        """The process is gone: wake whoever waits on it."""
+        """The process is gone: wake whoever waits on it, including an invocation handed
+        over that no ``/next`` took (the process died between two invocations)."""
         self.init_done.set()
         if self.current is not None:
             self.current.done.set()
         self._send.close()
+        while True:
+            try:
+                self._receive.receive_nowait().done.set()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
         self._receive.close()
 
     async def route(self, request: Request) -> Response:
@@ -176,6 +184,7 @@ class Endpoint:
             return _error(500, "InternalServerError", "the runtime is being shut down")
         self.state = "running"
         self.current = invocation
+        invocation.taken = True
         headers = [
             ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
             ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),

@@ -299,47 +299,69 @@ class RuntimeApiRunner:
         client_context: dict[str, Any] | None,
         identity: dict[str, Any] | None,
     ) -> tuple[InvokeResult, str]:
-        worker = self._checkout()
-        init_duration: float | None = None
-        if worker is None:
+        """Run on a warm process, or a new one; a warm process that died before its
+        ``/next`` took the event (awslambdaric exits when a response is refused) is
+        replaced and the event handed to a fresh one, as Lambda re-initialises."""
+        while True:
+            worker = self._checkout()
+            warm = worker is not None
+            init_duration: float | None = None
+            if worker is None:
+                started = await self._started_worker(rid)
+                if isinstance(started, tuple):
+                    return started
+                worker = started
+                init_duration = worker.init_duration_s
+            invocation = self._invocation(rid, payload, client_context, identity)
+            reusable = False
             try:
-                worker = await self._start_worker()
-            except OSError as exc:
-                reason = f"Runtime failed to start: {exc}"
-                body = _errors.runtime_error("Runtime.ExitError", rid, reason)
-                return InvokeResult(rid, False, body, "Runtime.ExitError", reason, 0.0, None), (
-                    "crash"
+                result, outcome, reusable = await invoke_once(
+                    worker,
+                    invocation,
+                    timeout_s=self.settings.timeout,
+                    memory_mb=self.settings.memory_mb,
+                    init_duration_s=init_duration,
                 )
-            if worker.endpoint.state != "ready":
-                result = self._init_failure(rid, worker)
-                self._discard(worker)
-                return result, "init_error"
-            init_duration = worker.init_duration_s
-        timeout = self.settings.timeout
-        invocation = Invocation(
+            finally:
+                if reusable:
+                    self._checkin(worker)
+                else:
+                    self._discard(worker)
+            if warm and outcome == "crash" and not invocation.taken:
+                continue
+            return result, outcome
+
+    async def _started_worker(self, rid: str) -> RapiWorker | tuple[InvokeResult, str]:
+        """A new initialised process, or the failed result of the invocation waiting."""
+        try:
+            worker = await self._start_worker()
+        except OSError as exc:
+            reason = f"Runtime failed to start: {exc}"
+            body = _errors.runtime_error("Runtime.ExitError", rid, reason)
+            result = InvokeResult(rid, False, body, "Runtime.ExitError", reason, 0.0, None)
+            return result, "crash"
+        if worker.endpoint.state != "ready":
+            result = self._init_failure(rid, worker)
+            self._discard(worker)
+            return result, "init_error"
+        return worker
+
+    def _invocation(
+        self,
+        rid: str,
+        payload: bytes,
+        client_context: dict[str, Any] | None,
+        identity: dict[str, Any] | None,
+    ) -> Invocation:
+        return Invocation(
             rid,
             payload,
-            int((time.time() + timeout) * 1000),
+            int((time.time() + self.settings.timeout) * 1000),
             self.arn,
             trace_id(),
             header_json(client_context),
             header_json(identity),
         )
-        reusable = False
-        try:
-            result, outcome, reusable = await invoke_once(
-                worker,
-                invocation,
-                timeout_s=timeout,
-                memory_mb=self.settings.memory_mb,
-                init_duration_s=init_duration,
-            )
-        finally:
-            if reusable:
-                self._checkin(worker)
-            else:
-                self._discard(worker)
-        return result, outcome
 
     def statistics(self) -> Mapping[str, int | float]:
         """See :meth:`FunctionRunner.statistics`."""

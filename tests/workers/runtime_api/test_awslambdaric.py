@@ -85,3 +85,14 @@ async def test_awslambdaric_started_by_a_bootstrap(
         second = await runner.invoke(event({"echo": 2}))
     assert json.loads(first.payload)["echo"] == "via bootstrap"
     assert json.loads(second.payload)["calls"] == 2
+
+
+async def test_awslambdaric_response_too_large(rapi_runner: RunnerFactory) -> None:
+    async with rapi_runner(code="ric_py", command=ric(), concurrency=1) as runner:
+        big = await runner.invoke(event({"big": 7 * 1024 * 1024}))
+        after = await runner.invoke(event({"echo": 1}))
+    assert big.error_type == "Function.ResponseSizeTooLarge"
+    # awslambdaric exits when its response is refused; the next event goes to a fresh
+    # process instead of failing with the dead one's exit (Lambda re-initialises too)
+    assert after.ok, after.payload
+    assert after.init_duration_s is not None

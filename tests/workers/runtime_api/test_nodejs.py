@@ -177,3 +177,13 @@ async def test_node_logs_come_through_the_telemetry_descriptor(
         result = await r.invoke(event({"print": "line one\nline two"}))
     # a framed record keeps its line break (printed to stdout, Node makes it "\r")
     assert f"\t{result.request_id}\tINFO\tline one\nline two\n" in result.logs
+
+
+async def test_node_response_too_large(rapi_runner: RunnerFactory, node_dir: Path) -> None:
+    async with rapi_runner(
+        runtime="nodejs20.x", handler="index.handler", code=str(node_dir), concurrency=1
+    ) as r:
+        big = await r.invoke(event({"big": 7 * 1024 * 1024}))
+        after = await r.invoke(event({"echo": 1}))
+    assert big.error_type == "Function.ResponseSizeTooLarge"
+    assert after.ok, after.payload  # the client carried on (or was replaced)

@@ -16,6 +16,8 @@ def handler(event, context):
     calls += 1
     if event.get("raise"):
         raise BadInput(event["raise"])
+    if event.get("big"):
+        return "x" * event["big"]
     if event.get("sleep"):
         time.sleep(event["sleep"])
     if "crash" in event:
