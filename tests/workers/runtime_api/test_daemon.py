@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from tests._daemon import Daemon
 from tests._runtime_kit import running_app, write_app
 from tests.fixtures.moto import REGION, MotoServer
 from tests.fixtures.node_ric import node_function
@@ -165,3 +167,41 @@ async def test_sqs_trigger_drives_a_node_function_with_partial_batch_failures(
     bad_batches = {line["batch"] for line in lines if not line["ok"]}
     assert any(line["ok"] and line["batch"] in bad_batches for line in lines)
     assert moved == {"bad-1", "bad-2"}
+
+
+def _gone(pid: int, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:  # another process's exit: no event to wait on
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1][0] == "Z":
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_runtime_processes_end_with_the_daemon(tmp_path: Path, how: str) -> None:
+    config = write_app(
+        tmp_path,
+        f"""
+        functions:
+          custom: {{runtime: provided, code: {APPS / "custom_py"}, min_warm: 1}}
+        """,
+    )
+    daemon = Daemon(config).start()
+    try:
+        reply = httpx.post(
+            f"{daemon.url}/2015-03-31/functions/custom/invocations", json={}, timeout=30
+        )
+        pid = reply.json()["pid"]
+        assert not _gone(pid, within_s=0)
+        if how == "sigterm":
+            assert daemon.terminate() == 0
+        else:
+            daemon.kill()  # the parent-death signal takes the runtime process down
+        assert _gone(pid), f"runtime process {pid} outlived the daemon ({how})"
+    finally:
+        daemon.stop()
