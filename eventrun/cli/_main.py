@@ -123,6 +123,7 @@ def check(config: str) -> None:
         load_handler,
         runtime_problems,
         uses_runtime_api,
+        version_note,
     )
 
     quiet_logging()
@@ -138,6 +139,8 @@ def check(config: str) -> None:
                 if found:
                     raise ConfigError(f"function {name!r}: " + "; ".join(found))
                 click.echo(f"ok  function {name}: {fn.runtime} {' '.join(fn.command or [])}")
+                if not fn.command and (note := version_note(fn.runtime, env)):
+                    click.echo(f"    note: {note}")
                 continue
             load_handler(fn.handler, code_dir)
             click.echo(f"ok  function {name}: {fn.handler}")

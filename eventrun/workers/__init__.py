@@ -24,7 +24,7 @@ from ._handler import load_handler
 from ._inline import InlineRunner
 from ._pool import ProcessRunner
 from ._rapi_launch import problems as runtime_problems
-from ._rapi_launch import uses_runtime_api
+from ._rapi_launch import uses_runtime_api, version_note
 from ._rapi_pool import RuntimeApiRunner
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "load_handler",
     "runtime_problems",
     "uses_runtime_api",
+    "version_note",
 ]
 
 

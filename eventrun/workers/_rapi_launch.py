@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ __all__ = [
     "runtime_api_env",
     "runtime_command",
     "uses_runtime_api",
+    "version_note",
 ]
 
 PROVIDED = frozenset({"provided", "provided.al2", "provided.al2023"})
@@ -101,6 +103,27 @@ def problems(
         if not handler:
             found.append(f"runtime {runtime}: 'handler' is required (\"file.export\")")
     return found
+
+
+def version_note(runtime: str, env: Mapping[str, str]) -> str | None:
+    """For ``nodejs<N>.x``: a note when the machine's ``node`` is another major version
+    (it runs anyway; Lambda would run Node N)."""
+    if runtime not in NODEJS:
+        return None
+    node = shutil.which("node", path=env.get("PATH", os.defpath))
+    if node is None:
+        return None
+    try:
+        done = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = done.stdout.strip()  # v20.11.1
+    wanted = runtime.removeprefix("nodejs").removesuffix(".x")
+    if found.startswith("v") and found[1:].split(".")[0] != wanted:
+        return f"runtime {runtime} runs on the machine's node {found} ({node}), not Node {wanted}"
+    return None
 
 
 def runtime_command(

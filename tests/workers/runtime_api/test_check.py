@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,11 @@ def test_check_accepts_an_installed_node_function(tmp_path: Path) -> None:
     result = cli("check", "-c", str(write_app(tmp_path, yaml)))
     assert result.exit_code == 0, result.output
     assert "ok  function n: nodejs22.x" in result.stdout
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True)
+    if not node.stdout.startswith("v22."):
+        assert f"note: runtime nodejs22.x runs on the machine's node {node.stdout.strip()}" in (
+            result.stdout
+        )
 
 
 def test_code_is_the_task_root_of_python_functions_too(tmp_path: Path) -> None:
