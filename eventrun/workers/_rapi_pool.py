@@ -33,7 +33,7 @@ from anyio.abc import TaskGroup
 from eventrun.common import new_request_id
 from eventrun.exceptions import ConfigError
 
-from . import _errors
+from . import _errors, _harden
 from ._api import (
     FunctionSettings,
     InvokeResult,
@@ -115,6 +115,7 @@ class RuntimeApiRunner:
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        _harden.make_undumpable()  # runtimes cannot read the daemon's /proc/PID/environ
         async with AsyncExitStack() as stack:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._stop)

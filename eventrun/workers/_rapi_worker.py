@@ -7,7 +7,9 @@ invocation through it).
 * the process runs in a session of its own, so a kill reaches its children (a shell
   bootstrap's ``curl``) too;
 * the parent-death signal: ``setpriv --pdeathsig KILL`` (util-linux) when available, so
-  a daemon killed with SIGKILL leaves no runtime process behind.
+  a daemon killed with SIGKILL leaves no runtime process behind; a daemon holding
+  capabilities (root) starts runtimes without any (``--bounding-set -all``,
+  ``--no-new-privs``...), as Python workers drop theirs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process, SocketAttribute, TaskGroup
 
+from . import _harden
 from ._rapi_endpoint import MAX_PAYLOAD, Endpoint
 from ._rapi_http import serve_connection
 from ._rapi_telemetry import unframe
@@ -114,7 +117,7 @@ async def start_worker(
     out = os.open(f"/proc/self/fd/{memfd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     command = [*argv]
     if _SETPRIV is not None:
-        command = [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
+        command = [_SETPRIV, "--pdeathsig", "KILL", *_drop_capabilities(), "--", *command]
     try:
         worker.proc = await anyio.open_process(
             command,
@@ -140,6 +143,22 @@ async def start_worker(
     worker.pid = worker.proc.pid
     tg.start_soon(_run, worker, listener)
     return worker
+
+
+def _drop_capabilities() -> list[str]:
+    """setpriv options that leave a runtime of a privileged daemon without capabilities
+    and unable to regain them (as Python workers drop theirs, :mod:`._harden`)."""
+    if not _harden.holds_capabilities():
+        return []
+    return [
+        "--no-new-privs",
+        "--bounding-set",
+        "-all",
+        "--inh-caps",
+        "-all",
+        "--ambient-caps",
+        "-all",
+    ]
 
 
 async def _run(worker: RapiWorker, listener: Any) -> None:

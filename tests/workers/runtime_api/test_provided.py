@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import anyio
 import pytest
 
-from eventrun.workers import RuntimeApiRunner
+from eventrun.workers import RuntimeApiRunner, _harden
 
 from .conftest import APPS, RunnerFactory, event
 
@@ -273,3 +274,16 @@ async def test_memory_over_the_limit_is_out_of_memory(rapi_runner: RunnerFactory
     assert "memory limit of 128 MB exceeded" in hog.logs
     assert after["pid"] != pid
     assert stats["out_of_memory"] == 1
+
+
+async def test_runtimes_hold_no_capability(rapi_runner: RunnerFactory) -> None:
+    """A daemon run as root (as in CI) starts its runtimes without any capability and
+    with no_new_privs; a daemon without capabilities leaves them as they are."""
+    async with rapi_runner(code="custom_py") as runner:
+        pid = json.loads((await runner.invoke(event({}))).payload)["pid"]
+        text = Path(f"/proc/{pid}/status").read_text()
+    status = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+    for field in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"):
+        assert int(status[field], 16) == 0, (field, status[field])
+    if _harden.holds_capabilities():
+        assert status["NoNewPrivs"].strip() == "1"
