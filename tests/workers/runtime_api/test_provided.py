@@ -40,7 +40,7 @@ async def test_shell_bootstrap_with_curl(rapi_runner: RunnerFactory) -> None:
         ok = await runner.invoke(event({"n": 1}))
         failed = await runner.invoke(event("please fail"))
     assert ok.ok, ok.payload
-    assert json.loads(ok.payload) == {"shell": {"n": 1}}
+    assert json.loads(ok.payload)["shell"] == {"n": 1}
     assert f"handling {ok.request_id}" in ok.logs
     assert not failed.ok
     assert failed.error_type == "ShellError"
@@ -48,6 +48,32 @@ async def test_shell_bootstrap_with_curl(rapi_runner: RunnerFactory) -> None:
         "errorType": "ShellError",
         "errorMessage": "asked to fail",
     }
+
+
+async def test_shell_bootstrap_timeout_crash_init_error_and_concurrency(
+    rapi_runner: RunnerFactory,
+) -> None:
+    async with rapi_runner(code="custom_sh", timeout=1.0, concurrency=4) as runner:
+        timed_out = await runner.invoke(event("sleep"))
+        crashed = await runner.invoke(event("crash"))
+        pids: list[int] = []
+
+        async def one(i: int) -> None:
+            result = await runner.invoke(event({"n": i}))
+            assert result.ok, result.payload
+            pids.append(json.loads(result.payload)["pid"])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(one, i)
+    assert timed_out.error_type == "Sandbox.Timedout"
+    assert crashed.error_type == "Runtime.ExitError"
+    assert "exit status 9" in json.loads(crashed.payload)["errorMessage"]
+    assert len(set(pids)) == 4  # four processes, one event each at a time
+    async with rapi_runner(code="custom_sh", environment={"SH_INIT": "error"}) as runner:
+        failed = await runner.invoke(event({}))
+    assert failed.error_type == "Runtime.ShellInit"
+    assert json.loads(failed.payload)["errorMessage"] == "missing config"
 
 
 async def test_lambda_environment_and_next_headers(rapi_runner: RunnerFactory) -> None:
