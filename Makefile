@@ -56,6 +56,7 @@ format: setup
 
 bench: setup
 	@bash scripts/system-deps.sh bench
+	@bash scripts/node-ric.sh >/dev/null
 	$(BIN)/python -m bench
 
 soak: setup
