@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,17 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         new_session: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         """``new_session``: run the daemon as the leader of its own session and process
         group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
-        SIGINT to the whole group as a terminal does."""
+        SIGINT to the whole group as a terminal does. ``args`` go to ``eventrun run``
+        as they are; a ``config`` ending in ``template.yaml`` is passed with ``-t``."""
         self.config = config
         self._own_port = port is None  # chosen here: may move if another process took it
         self.port = port or free_port()
         self.new_session = new_session
+        self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -88,8 +91,9 @@ class Daemon:
                 "-m",
                 "eventrun",
                 "run",
-                "-c",
+                "-t" if self.config.name.endswith("template.yaml") else "-c",
                 str(self.config),
+                *self.args,
                 "--port",
                 str(self.port),
                 "--log-format",

@@ -17,6 +17,7 @@ import anyio
 import click
 
 from eventrun.cli._dlq import dlq
+from eventrun.cli._sam import parse_overrides, template_options
 from eventrun.cli._status import status
 from eventrun.common import one_line
 from eventrun.exceptions import EventrunError
@@ -24,7 +25,7 @@ from eventrun.observe import quiet_logging
 
 __all__ = ["main"]
 
-CONFIG_HELP = "Config file (default ./eventrun.yaml)."
+CONFIG_HELP = "Config file (default ./eventrun.yaml; with -t: none unless given)."
 
 
 def _fail(exc: EventrunError) -> NoReturn:
@@ -48,13 +49,42 @@ def _startup_error(group: BaseExceptionGroup[BaseException]) -> EventrunError | 
     return None
 
 
-def _load(config: str) -> Any:
+def _load(config: str | None) -> Any:
     from eventrun.config import load_config
 
     try:
-        return load_config(config)
+        return load_config(config or "eventrun.yaml")
     except EventrunError as exc:
         _fail(exc)
+
+
+def _load_any(
+    config: str | None,
+    template: str | None,
+    overrides: tuple[str, ...],
+    stack_name: str | None,
+    *,
+    skip_unsupported: bool = True,
+) -> Any:
+    """The LoadedConfig of ``-c`` alone, or of ``-t`` (with ``-c``), and the SamApp."""
+    if template is None:
+        if overrides or stack_name:
+            click.echo("error: --parameter-overrides and --stack-name need -t", err=True)
+            sys.exit(2)
+        return _load(config), None
+    from eventrun.sam import load_sam
+
+    try:
+        app = load_sam(
+            template,
+            config=config,
+            overrides=parse_overrides(overrides),
+            stack_name=stack_name,
+            skip_unsupported=skip_unsupported,
+        )
+    except EventrunError as exc:
+        _fail(exc)
+    return app.loaded, app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,7 +94,11 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-c", "--config", default="eventrun.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("-c", "--config", default=None, help=CONFIG_HELP)
+@template_options
+@click.option(
+    "--skip-unsupported", is_flag=True, help="With -t: start without the unsupported events."
+)
 @click.option("--port", type=int, default=None, help="Override server.port (0: any free port).")
 @click.option("--log-level", default="info", show_default=True)
 @click.option(
@@ -73,14 +107,33 @@ def main() -> None:
     default="auto",
     show_default=True,
 )
-def run(config: str, port: int | None, log_level: str, log_format: str) -> None:
+def run(
+    config: str | None,
+    template: str | None,
+    parameter_overrides: tuple[str, ...],
+    stack_name: str | None,
+    skip_unsupported: bool,
+    port: int | None,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Run the daemon until SIGTERM/SIGINT (a second signal exits at once)."""
+    import structlog
+
     from eventrun.observe import configure_logging
 
     configure_logging(log_level, log_format)  # type: ignore[arg-type]
-    loaded = _load(config)
+    loaded, app = _load_any(
+        config, template, parameter_overrides, stack_name, skip_unsupported=skip_unsupported
+    )
+    if app is not None:
+        log = structlog.get_logger("eventrun.sam")
+        for line in app.unsupported:
+            log.warning("sam.skipped", problem=line)
+        for note in app.notes:
+            log.info("sam.note", note=note)
     try:
-        anyio.run(_run_daemon, loaded, port, backend_options={"use_uvloop": True})
+        anyio.run(_run_daemon, loaded, port, app, backend_options={"use_uvloop": True})
     except EventrunError as exc:
         _fail(exc)
     except BaseExceptionGroup as group:
@@ -91,8 +144,13 @@ def run(config: str, port: int | None, log_level: str, log_format: str) -> None:
         _fail(error)
 
 
-async def _run_daemon(loaded: Any, port: int | None) -> None:
+async def _run_daemon(loaded: Any, port: int | None, app: Any = None) -> None:
     from eventrun.runtime import Runtime
+
+    if app is not None:
+        from eventrun.sam import prepare_local
+
+        await prepare_local(app)
 
     runtime = Runtime(loaded, port=port)
     stop = anyio.Event()
@@ -111,18 +169,48 @@ async def _run_daemon(loaded: Any, port: int | None) -> None:
 
 
 @main.command()
-@click.option("-c", "--config", default="eventrun.yaml", show_default=True, help=CONFIG_HELP)
-def check(config: str) -> None:
+@click.option("-c", "--config", default=None, help=CONFIG_HELP)
+@template_options
+@click.option(
+    "--skip-unsupported", is_flag=True, help="With -t: accept a template with unsupported events."
+)
+@click.option(
+    "--print", "print_config", is_flag=True, help="With -t: print the equivalent eventrun.yaml."
+)
+def check(
+    config: str | None,
+    template: str | None,
+    parameter_overrides: tuple[str, ...],
+    stack_name: str | None,
+    skip_unsupported: bool,
+    print_config: bool,
+) -> None:
     """Validate the config and import every handler; exit 2 on error."""
     from eventrun import plugins as _plugins
     from eventrun.runtime import Runtime
     from eventrun.workers import load_handler
 
     quiet_logging()
-    loaded = _load(config)
+    if print_config and template is None:
+        click.echo("error: --print needs -t (it prints a template's translation)", err=True)
+        sys.exit(2)
+    loaded, app = _load_any(config, template, parameter_overrides, stack_name)
+    if app is not None and print_config:
+        from eventrun.sam import printable
+
+        click.echo(printable(app), nl=False)
+        return
+    if app is not None:
+        from eventrun.sam import make_bucket_dirs
+
+        make_bucket_dirs(app)
+        for note in app.notes:
+            click.echo(f"note  {note}")
+        for line in app.unsupported:
+            click.echo(f"skip  {line}", err=True)
     try:
         for name, fn in loaded.config.functions.items():
-            load_handler(fn.handler, loaded.dir)
+            load_handler(fn.handler, loaded.code_dir(fn))
             click.echo(f"ok  function {name}: {fn.handler}")
         runtime = Runtime(loaded, serve_http=False)
         for _fname, spec, _trig in runtime.trigger_specs():
@@ -130,6 +218,13 @@ def check(config: str) -> None:
             click.echo(f"ok  trigger {spec.name}")
     except EventrunError as exc:
         _fail(exc)
+    if app is not None and app.unsupported and not skip_unsupported:
+        click.echo(
+            f"error: {loaded.path.name}: {len(app.unsupported)} unsupported (listed above); "
+            "run with --skip-unsupported to start without them",
+            err=True,
+        )
+        sys.exit(2)
     click.echo(f"{loaded.path.name}: valid ({len(loaded.config.functions)} functions)")
 
 
@@ -158,9 +253,17 @@ def _payload(value: str | None) -> bytes:
 @click.option("--payload", help="Event JSON, or @FILE.")
 @click.option("--async", "is_async", is_flag=True, help="Queue an asynchronous invocation.")
 @click.option("--url", help="A running daemon (default: run the handler standalone).")
-@click.option("-c", "--config", default="eventrun.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("-c", "--config", default=None, help=CONFIG_HELP)
+@template_options
 def invoke(
-    function: str, payload: str | None, is_async: bool, url: str | None, config: str
+    function: str,
+    payload: str | None,
+    is_async: bool,
+    url: str | None,
+    config: str | None,
+    template: str | None,
+    parameter_overrides: tuple[str, ...],
+    stack_name: str | None,
 ) -> None:
     """Invoke FUNCTION and print its result (error JSON and exit 1 on failure)."""
     quiet_logging()
@@ -177,7 +280,7 @@ def invoke(
         elif is_async:
             click.echo(json.dumps({"StatusCode": status}))
         sys.exit(1 if failed else 0)
-    loaded = _load(config)
+    loaded, _app = _load_any(config, template, parameter_overrides, stack_name)
     if function not in loaded.config.functions:
         names = ", ".join(sorted(loaded.config.functions)) or "none"
         click.echo(
@@ -200,7 +303,8 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 
     cfg = loaded.config.functions[function]
     hidden = hidden_env(loaded.config)
-    async with create_runner(function, cfg, config_dir=loaded.dir, hidden_env=hidden) as runner:
+    code_dir = loaded.code_dir(cfg)
+    async with create_runner(function, cfg, config_dir=code_dir, hidden_env=hidden) as runner:
         result = await runner.invoke(body)
     return result.ok, result.payload.decode(), result.logs
 

@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from eventrun.exceptions import ConfigError
 
+from ._bindings import Binding
 from ._connections import (
     AuthConfig,
     ConnectionModel,
@@ -82,6 +83,7 @@ __all__ = [
     "TRIGGER_KINDS",
     "AuthConfig",
     "BatchControls",
+    "Binding",
     "Config",
     "ConnectionModel",
     "Connections",
@@ -115,6 +117,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_destination",
+    "parse_document",
+    "validate_config",
 ]
 
 _MODULE_HANDLER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -207,6 +211,12 @@ class FunctionConfig(ConfigModel):
     runtime: Literal["process", "inline"] = Field(
         "process", description="process: worker processes; inline: async, in the daemon."
     )
+    code: str | None = Field(
+        None,
+        description="The function's code directory (Lambda's task root: first on sys.path, "
+        "the working directory), relative to the config file; unset: the config file's "
+        "directory.",
+    )
     timeout: Annotated[Duration, Range(1, 900, duration=True)] = Field(
         3.0, description="Longest an invocation may run."
     )
@@ -279,6 +289,11 @@ class Config(ConfigModel):
     shutdown_grace: Annotated[Duration, Range(0, 900, duration=True)] = Field(
         25.0, description="How long shutdown waits for in-flight work before giving up."
     )
+    bindings: dict[str, Binding] = Field(
+        default_factory=dict,
+        description="With -t template.yaml: template logical IDs or ARNs bound to a queue on "
+        "an SQS connection, a Kafka connection, a directory or a value (docs/sam.md).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -310,6 +325,7 @@ def _cross_check(config: Config) -> Iterator[Problem]:
                     "connection names must be letters, digits, '.', '-' and '_'",
                     render_value(name),
                 )
+    yield from _check_bindings(config)
     http_routes: dict[str, tuple[frozenset[str], list[str | int]]] = {}
     for fname, fn in config.functions.items():
         base: list[str | int] = ["functions", fname]
@@ -324,6 +340,15 @@ def _cross_check(config: Config) -> Iterator[Problem]:
             yield from _check_trigger(config, loc, trigger)
             if isinstance(trigger.spec, HttpTrigger):
                 yield from _check_route(http_routes, loc, trigger.spec)
+
+
+def _check_bindings(config: Config) -> Iterator[Problem]:
+    for key, binding in config.bindings.items():
+        for section in ("sqs", "kafka"):
+            name = getattr(binding, section)
+            if name is not None and name not in getattr(config.connections, section):
+                loc: list[str | int] = ["bindings", key, section]
+                yield (loc, _must_name(config, section), render_value(name))
 
 
 def _check_route(
@@ -398,6 +423,10 @@ class LoadedConfig:
         """``path`` resolved against the config directory (absolute paths unchanged)."""
         return self.dir / path
 
+    def code_dir(self, function: FunctionConfig) -> Path:
+        """The function's code directory (task root): its ``code``, else the config's."""
+        return self.dir / function.code if function.code else self.dir
+
 
 def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate YAML text as a config; ``filename`` prefixes every problem line.
@@ -406,13 +435,31 @@ def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None 
     unset variables stop before model validation).
     """
     env = os.environ if environ is None else environ
+    _raw, data = parse_document(text, filename=filename, environ=env)
+    return validate_config(data, filename=filename, environ=env)
+
+
+def parse_document(
+    text: str, *, filename: str, environ: Mapping[str, str] | None = None
+) -> tuple[object, object]:
+    """The YAML document as written and with ``${VAR}`` interpolated, not validated
+    (``eventrun run -t`` merges it with a template's translation). Raises ConfigError."""
+    env = os.environ if environ is None else environ
     try:
-        data = parse_yaml(text, filename)
+        raw = parse_yaml(text, filename)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    data, problems = interpolate(data, env, filename)
+    data, problems = interpolate(raw, env, filename)
     if problems:
         raise ConfigError(problems[0], problems)
+    return raw, data
+
+
+def validate_config(
+    data: object, *, filename: str, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate an (interpolated) document as a config; problems name ``filename``."""
+    env = os.environ if environ is None else environ
     try:
         return config_model().model_validate(data, context={"environ": env})
     except ValidationError as exc:

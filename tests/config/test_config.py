@@ -113,7 +113,7 @@ BAD = [
     (
         "colour: 3\n",
         E + "colour: unknown key (expected one of: connections, server, store, functions, "
-        "shutdown_grace)",
+        "shutdown_grace, bindings)",
     ),
     (fn("tiemout: 3"), E + "functions.f.tiemout: unknown key (did you mean 'timeout'?)"),
     (
@@ -130,12 +130,12 @@ BAD = [
     (
         '" \\x85": null\n',
         E + '[" \\u0085"]: unknown key (expected one of: connections, server, store, functions, '
-        "shutdown_grace)",
+        "shutdown_grace, bindings)",
     ),
     (
         '"bad\\Lkey": 1\n',
         E + '["bad\\u2028key"]: unknown key (expected one of: connections, server, store, '
-        "functions, shutdown_grace)",
+        "functions, shutdown_grace, bindings)",
     ),
     (
         'functions: {"f\\rg": {handler: "app:h"}}\n',
@@ -532,7 +532,7 @@ def test_every_problem_is_reported() -> None:
         E + "server.port: must be 0..65535, got -1",
         E + "functions.f.timeout: must be 1s..15m, got 0",
         E + "functions.f.memory_mb: must be 128..10240, got 1",
-        E + "functions.f.colour: unknown key (expected one of: handler, runtime, timeout, "
+        E + "functions.f.colour: unknown key (expected one of: handler, runtime, code, timeout, "
         "memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, destinations, "
         "maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
     ]

@@ -1,0 +1,69 @@
+"""Template problems: where (file, property path, line) and what is expected."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eventrun.common import one_line
+
+from ._yaml import Node
+
+__all__ = ["Path", "TemplateProblem", "format_path", "locate"]
+
+Path = Sequence[str | int]
+
+
+class TemplateProblem(Exception):
+    """One problem at a property path of the template (turned into a ConfigError line
+    by the translator, with the file name and the line)."""
+
+    def __init__(self, path: Path, message: str, got: object = None, *, has_got: bool = False):
+        super().__init__(message)
+        self.path = list(path)
+        self.message = message
+        self.got = got
+        self.has_got = has_got or got is not None
+
+
+def format_path(path: Path) -> str:
+    """``Resources.Fn.Properties.Events[0]`` style, as CloudFormation tools print it."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def locate(template: object, path: Path) -> int | None:
+    """The line of the deepest key along ``path`` that the loader recorded."""
+    line: int | None = None
+    node = template
+    for part in path:
+        if isinstance(node, Node) and isinstance(part, str):
+            line = node.lines.get(part, line)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            line = node.line if isinstance(node, Node) and node.line else line
+        else:
+            break
+    return line
+
+
+def render(value: object) -> str:
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return one_line(text if len(text) <= 120 else text[:117] + "...")
+
+
+def problem_line(filename: str, template: object, exc: TemplateProblem) -> str:
+    """``template.yaml: Resources.Fn.Properties.Timeout (line 12): must be ..., got 0``."""
+    line = locate(template, exc.path)
+    where = format_path(exc.path)
+    at = f" (line {line})" if line else ""
+    got = f", got {render(exc.got)}" if exc.has_got else ""
+    head = f"{filename}: {where}{at}: " if where else f"{filename}: "
+    return one_line(head + exc.message + got)

@@ -1,0 +1,386 @@
+"""A function's ``Events``, one mapper per SAM event type, each to an eventrun trigger.
+
+``MAPPERS`` holds the types this eventrun runs; ``NOT_YET`` the ones whose source another
+open issue brings (adding one is one entry in ``MAPPERS``); any other type is reported as
+unsupported with a reason. A mapper reads the event's properties through the resolver, so
+intrinsics resolve to local values, and raises :class:`TemplateProblem` naming the
+property path for what it cannot map.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import Path, TemplateProblem
+from ._template import Template
+
+__all__ = ["MAPPERS", "NOT_YET", "UNSUPPORTED", "EventContext", "Unsupported"]
+
+
+class Unsupported(Exception):
+    """An event (or function) eventrun cannot run; ``run --skip-unsupported`` skips it."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = list(path)
+        self.message = message
+
+
+@dataclass
+class EventContext:
+    """What a mapper needs: the template, the function, the event and where to put
+    connections it creates."""
+
+    template: Template
+    function: str
+    name: str
+    props: dict[str, Any]
+    path: list[str | int]
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, key: str, default: object = None) -> Any:
+        if key not in self.props:
+            return default
+        return self.template.resolver.resolve(self.props[key], [*self.path, key])
+
+    def at(self, *keys: str | int) -> list[str | int]:
+        return [*self.path, *keys]
+
+    def note(self, key: str, why: str) -> None:
+        if key in self.props:
+            self.notes.append(f"{self.function}.{self.name}.{key}: {why}")
+
+
+Mapper = Callable[[EventContext], dict[str, Any] | None]
+
+
+def _enabled(ctx: EventContext) -> bool:
+    enabled = ctx.get("Enabled", True)
+    state = ctx.get("State", "ENABLED")
+    if enabled in (False, "false", "False") or str(state).upper() == "DISABLED":
+        ctx.notes.append(f"{ctx.function}.{ctx.name}: disabled in the template, not started")
+        return False
+    return True
+
+
+def _filters(ctx: EventContext) -> dict[str, Any] | None:
+    criteria = ctx.get("FilterCriteria")
+    if criteria is None:
+        return None
+    filters = criteria.get("Filters") if isinstance(criteria, dict) else None
+    if not isinstance(filters, list) or not filters:
+        raise TemplateProblem(
+            ctx.at("FilterCriteria"), "must be {Filters: [{Pattern: ...}]}", criteria
+        )
+    out = []
+    for i, item in enumerate(filters):
+        pattern = item.get("Pattern") if isinstance(item, dict) else None
+        if isinstance(pattern, dict):
+            pattern = json.dumps(pattern)
+        if not isinstance(pattern, str):
+            raise TemplateProblem(
+                ctx.at("FilterCriteria", "Filters", i, "Pattern"), "must be a JSON string", pattern
+            )
+        out.append({"pattern": pattern})
+    return {"filters": out}
+
+
+def _common_batch(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
+    if "BatchSize" in ctx.props:
+        out["batch_size"] = int(ctx.get("BatchSize"))
+    if "MaximumBatchingWindowInSeconds" in ctx.props:
+        out["maximum_batching_window"] = float(ctx.get("MaximumBatchingWindowInSeconds"))
+    filters = _filters(ctx)
+    if filters is not None:
+        out["filter_criteria"] = filters
+    types = ctx.get("FunctionResponseTypes") or []
+    if "ReportBatchItemFailures" in types:
+        out["report_batch_item_failures"] = True
+    return out
+
+
+def _sqs(ctx: EventContext) -> dict[str, Any] | None:
+    if not _enabled(ctx):
+        return None
+    arn = ctx.get("Queue")
+    if not isinstance(arn, str) or not arn.startswith("arn:"):
+        raise TemplateProblem(ctx.at("Queue"), "must be a queue ARN (!GetAtt Queue.Arn)", arn)
+    refs = ctx.template.refs
+    lid = refs.queue_by_arn(arn)
+    out: dict[str, Any] = {}
+    if lid is not None:
+        queue = refs.queue(lid)
+        out["queue_name"] = queue.name
+        if queue.connection:
+            out["connection"] = queue.connection
+    else:
+        binding = refs.bindings.get(arn)
+        out["queue_name"] = arn.rsplit(":", 1)[-1]
+        if binding is not None and binding.sqs:
+            out["connection"] = binding.sqs
+            if binding.queue:
+                out["queue_name"] = binding.queue.rstrip("/").rsplit("/", 1)[-1]
+    _common_batch(ctx, out)
+    scaling = ctx.get("ScalingConfig") or {}
+    if isinstance(scaling, dict) and "MaximumConcurrency" in scaling:
+        out["maximum_concurrency"] = int(scaling["MaximumConcurrency"])
+    return {"sqs": out}
+
+
+def _cron_input(ctx: EventContext, key: str = "Input") -> dict[str, Any]:
+    text = ctx.get(key)
+    if text is None:
+        return {}
+    try:
+        return {"input": json.loads(text) if isinstance(text, str) else text}
+    except ValueError:
+        raise TemplateProblem(ctx.at(key), "must be a JSON text", text) from None
+
+
+def _schedule(ctx: EventContext) -> dict[str, Any] | None:
+    if not _enabled(ctx):
+        return None
+    expr = ctx.get("Schedule")
+    if not isinstance(expr, str):
+        raise TemplateProblem(
+            ctx.at("Schedule"), "must be a cron(...) or rate(...) expression", expr
+        )
+    for key in ("DeadLetterConfig", "RetryPolicy"):
+        ctx.note(key, "ignored: a failed scheduled invocation follows the function's retries")
+    return {"cron": {"schedule": expr, **_cron_input(ctx)}}
+
+
+def _schedule_v2(ctx: EventContext) -> dict[str, Any] | None:
+    if not _enabled(ctx):
+        return None
+    expr = ctx.get("ScheduleExpression")
+    if not isinstance(expr, str):
+        raise TemplateProblem(
+            ctx.at("ScheduleExpression"),
+            "must be a cron(...), rate(...) or at(...) expression",
+            expr,
+        )
+    out: dict[str, Any] = {"schedule": expr, **_cron_input(ctx)}
+    zone = ctx.get("ScheduleExpressionTimezone")
+    if zone:
+        out["timezone"] = str(zone)
+    for key in ("StartDate", "EndDate", "FlexibleTimeWindow", "DeadLetterConfig", "RetryPolicy"):
+        ctx.note(key, "ignored by eventrun's cron trigger")
+    return {"cron": out}
+
+
+def _methods(ctx: EventContext, default: str) -> list[str]:
+    method = str(ctx.get("Method", default)).upper()
+    return ["*"] if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD", "*") else [method]
+
+
+def _stage(ctx: EventContext, key: str, implicit: str) -> str:
+    api = ctx.props.get(key)
+    if isinstance(api, dict) and isinstance(api.get("Ref"), str):
+        lid = api["Ref"]
+        if lid in ctx.template.resources:
+            stage = ctx.template.refs.prop(lid, "StageName")
+            return str(stage) if stage else implicit
+    return implicit
+
+
+def _api(ctx: EventContext) -> dict[str, Any] | None:
+    path = ctx.get("Path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise TemplateProblem(ctx.at("Path"), "must be a path starting with /", path)
+    ctx.note("Auth", "ignored: routes are public locally, as with sam local start-api")
+    return {
+        "http": {
+            "path": path,
+            "methods": _methods(ctx, "ANY"),
+            "auth": "none",
+            "payload_format": "1.0",
+            "stage": _stage(ctx, "RestApiId", "Prod"),
+        }
+    }
+
+
+def _http_api(ctx: EventContext) -> dict[str, Any] | None:
+    path = ctx.get("Path")
+    if path is None:
+        path, methods = "/{proxy+}", ["*"]  # the $default route
+    elif not isinstance(path, str) or not path.startswith("/"):
+        raise TemplateProblem(ctx.at("Path"), "must be a path starting with /", path)
+    else:
+        methods = _methods(ctx, "ANY")
+    version = str(ctx.get("PayloadFormatVersion", "2.0"))
+    if version not in ("1.0", "2.0"):
+        raise TemplateProblem(ctx.at("PayloadFormatVersion"), 'must be "1.0" or "2.0"', version)
+    ctx.note("Auth", "ignored: routes are public locally, as with sam local start-api")
+    out: dict[str, Any] = {"path": path, "methods": methods, "auth": "none"}
+    if version == "1.0":
+        out["payload_format"] = "1.0"
+    stage = _stage(ctx, "ApiId", "$default")
+    if stage != "$default":
+        out["stage"] = stage
+    return {"http": out}
+
+
+_S3_EVENTS = {"s3:ObjectCreated": "created", "s3:ObjectRemoved": "removed"}
+
+
+def _s3(ctx: EventContext) -> dict[str, Any] | None:
+    bucket = ctx.props.get("Bucket")
+    lid = bucket.get("Ref") if isinstance(bucket, dict) else None
+    if not isinstance(lid, str) or ctx.template.refs.type_of(lid) != "AWS::S3::Bucket":
+        raise TemplateProblem(
+            ctx.at("Bucket"), "must be !Ref of an AWS::S3::Bucket of this template", bucket
+        )
+    refs = ctx.template.refs
+    binding = refs.bindings.get(lid)
+    directory = binding.directory if binding is not None and binding.directory else None
+    path = directory or f"buckets/{refs.bucket_name(lid)}"
+    names = ctx.get("Events")
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not names:
+        raise TemplateProblem(
+            ctx.at("Events"), "must be s3:ObjectCreated:* and/or s3:ObjectRemoved:*", names
+        )
+    events: list[str] = []
+    for i, name in enumerate(names):
+        kind = _S3_EVENTS.get(":".join(str(name).split(":")[:2]))
+        if kind is None:
+            raise TemplateProblem(
+                ctx.at("Events", i),
+                "must be an s3:ObjectCreated:* or s3:ObjectRemoved:* event",
+                name,
+            )
+        if kind not in events:
+            events.append(kind)
+    out: dict[str, Any] = {"path": path, "events": events}
+    pattern = _key_pattern(ctx)
+    if pattern != "*":
+        out["patterns"] = [pattern]
+    return {"filewatch": out}
+
+
+def _key_pattern(ctx: EventContext) -> str:
+    rules = ((ctx.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+    prefix = suffix = ""
+    for i, rule in enumerate(rules):
+        name = str(rule.get("Name", "")).lower() if isinstance(rule, dict) else ""
+        if name not in ("prefix", "suffix"):
+            raise TemplateProblem(
+                ctx.at("Filter", "S3Key", "Rules", i, "Name"), "must be prefix or suffix", rule
+            )
+        if name == "prefix":
+            prefix = str(rule.get("Value", ""))
+        else:
+            suffix = str(rule.get("Value", ""))
+    return _glob_escape(prefix) + "*" + _glob_escape(suffix)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text) if text else ""
+
+
+def _kafka_common(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
+    topics = ctx.get("Topics")
+    if not isinstance(topics, list) or not topics:
+        raise TemplateProblem(ctx.at("Topics"), "must be a list of topic names", topics)
+    out["topics"] = [str(t) for t in topics]
+    if "ConsumerGroupId" in ctx.props:
+        out["group_id"] = str(ctx.get("ConsumerGroupId"))
+    position = ctx.get("StartingPosition")
+    if position is not None:
+        out["starting_position"] = str(position)
+    if "StartingPositionTimestamp" in ctx.props:
+        out["starting_position_timestamp"] = float(ctx.get("StartingPositionTimestamp"))
+    _common_batch(ctx, out)
+    failure = ((ctx.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+    if failure:
+        ctx.notes.append(f"{ctx.function}.{ctx.name}.DestinationConfig: set on_failure in -c")
+    return out
+
+
+def _self_managed_kafka(ctx: EventContext) -> dict[str, Any] | None:
+    if not _enabled(ctx):
+        return None
+    key = f"{ctx.function}.{ctx.name}"
+    binding = ctx.template.refs.bindings.get(key)
+    if binding is not None and binding.kafka:
+        conn = binding.kafka
+    else:
+        servers = ctx.get("KafkaBootstrapServers")
+        if not isinstance(servers, list) or not servers:
+            raise TemplateProblem(
+                ctx.at("KafkaBootstrapServers"), "must be a list of host:port", servers
+            )
+        if "SourceAccessConfigurations" in ctx.props:
+            raise TemplateProblem(
+                ctx.at("SourceAccessConfigurations"),
+                "holds AWS Secrets Manager credentials: define the connection in eventrun.yaml "
+                f"and bind it (bindings: {{{key}: {{kafka: NAME}}}})",
+            )
+        conn = f"{ctx.function}-{ctx.name}"
+        ctx.connections[conn] = {"bootstrap_servers": [str(s) for s in servers]}
+    return {"kafka": _kafka_common(ctx, {"connection": conn})}
+
+
+def _msk(ctx: EventContext) -> dict[str, Any] | None:
+    if not _enabled(ctx):
+        return None
+    raw = ctx.props.get("Stream")
+    lid = raw.get("Ref") if isinstance(raw, dict) and isinstance(raw.get("Ref"), str) else None
+    refs = ctx.template.refs
+    binding = refs.bindings.get(lid) if lid else None
+    if binding is None and isinstance(raw, str):
+        binding = refs.bindings.get(raw)
+    if binding is None or not binding.kafka:
+        raise TemplateProblem(
+            ctx.at("Stream"),
+            "is an MSK cluster: bind it to a Kafka connection in eventrun.yaml "
+            "(bindings: {CLUSTER_ARN_OR_LOGICAL_ID: {kafka: NAME}}) and pass it with -c",
+            raw,
+        )
+    out = _kafka_common(ctx, {"connection": binding.kafka})
+    if binding.topic:
+        out["topics"] = [binding.topic]
+    return {"kafka": out}
+
+
+MAPPERS: dict[str, Mapper] = {
+    "SQS": _sqs,
+    "Schedule": _schedule,
+    "ScheduleV2": _schedule_v2,
+    "Api": _api,
+    "HttpApi": _http_api,
+    "S3": _s3,
+    "SelfManagedKafka": _self_managed_kafka,
+    "MSK": _msk,
+}
+"""SAM event type -> mapper returning one ``{KIND: {...}}`` trigger (None: disabled)."""
+
+NOT_YET: dict[str, str] = {
+    "Kinesis": "issue #25",
+    "DynamoDB": "issue #25",
+    "MQ": "issue #26",
+}
+"""Event types whose source another open issue brings."""
+
+UNSUPPORTED: dict[str, str] = {
+    "SNS": "eventrun has no SNS topic source",
+    "EventBridgeRule": "eventrun has no EventBridge bus (only schedules)",
+    "CloudWatchEvent": "eventrun has no EventBridge bus (only schedules)",
+    "CloudWatchLogs": "eventrun has no CloudWatch Logs source",
+    "IoTRule": "eventrun has no IoT source",
+    "AlexaSkill": "an Alexa skill invokes from AWS only",
+    "Cognito": "a Cognito trigger invokes from AWS only",
+    "DocumentDB": "eventrun has no DocumentDB change stream source",
+}
+
+
+def unsupported_reason(kind: str) -> str:
+    if kind in NOT_YET:
+        return f"not supported yet by this eventrun: {kind} ({NOT_YET[kind]})"
+    reason = UNSUPPORTED.get(kind, "not an event type eventrun knows")
+    return f"not supported by eventrun: {kind} ({reason})"

@@ -1,0 +1,232 @@
+"""``AWS::Serverless::Function`` (and ``AWS::Lambda::Function``) -> an eventrun function.
+
+``Handler``; ``CodeUri`` (a local directory, relative to the template) -> ``code``;
+``Runtime`` python3.x -> ``process`` (the others are reported as unsupported, naming the
+issue that brings them); ``Timeout``, ``MemorySize``; ``Environment.Variables`` (booleans
+and numbers become text, as on Lambda); ``ReservedConcurrentExecutions`` ->
+``concurrency``; ``EventInvokeConfig`` (``MaximumEventAgeInSeconds``,
+``MaximumRetryAttempts``, ``DestinationConfig`` of type SQS or Lambda) and
+``DeadLetterQueue`` -> ``destinations``. Properties with no local meaning (``Policies``,
+``Role``, ``Architectures``, ``AutoPublishAlias``, ``Tracing``...) are accepted and noted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import TemplateProblem
+from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
+from ._template import Template
+
+__all__ = ["RUNTIMES_NOT_YET", "translate_function"]
+
+RUNTIMES_NOT_YET = {"nodejs": "issue #24", "provided": "issue #24"}
+"""Runtime families another open issue brings (map them in ``_runtime`` when it lands)."""
+
+_IGNORED = (
+    "AutoPublishAlias",
+    "DeploymentPreference",
+    "Policies",
+    "Role",
+    "Architectures",
+    "Tracing",
+    "VpcConfig",
+    "Tags",
+    "Description",
+    "KmsKeyArn",
+    "ProvisionedConcurrencyConfig",
+    "SnapStart",
+    "EphemeralStorage",
+    "LoggingConfig",
+    "PermissionsBoundary",
+    "RuntimeManagementConfig",
+    "Layers",
+    "FunctionUrlConfig",
+)
+
+
+def _runtime(tpl: Template, lid: str, props: dict[str, Any], path: list[str | int]) -> str:
+    runtime = tpl.resolver.resolve(props.get("Runtime"), [*path, "Runtime"])
+    if props.get("PackageType") == "Image" or runtime is None:
+        raise Unsupported(
+            [*path, "Runtime"],
+            f"function {lid}: container image functions are not supported by eventrun "
+            "(set Runtime and CodeUri)",
+        )
+    text = str(runtime)
+    if text.startswith("python3."):
+        return "process"
+    for family, issue in RUNTIMES_NOT_YET.items():
+        if text.startswith(family):
+            raise Unsupported(
+                [*path, "Runtime"],
+                f"function {lid}: not supported yet by this eventrun: Runtime {text} ({issue})",
+            )
+    raise Unsupported(
+        [*path, "Runtime"], f"function {lid}: not supported by eventrun: Runtime {text}"
+    )
+
+
+def _code(tpl: Template, props: dict[str, Any], path: list[str | int]) -> str | None:
+    if "InlineCode" in props:
+        raise TemplateProblem(
+            [*path, "InlineCode"], "is not supported yet: put the code in a directory (CodeUri)"
+        )
+    uri = tpl.resolver.resolve(props.get("CodeUri"), [*path, "CodeUri"])
+    if uri is None:
+        return None
+    if not isinstance(uri, str) or uri.startswith("s3://") or uri.endswith((".zip", ".jar")):
+        raise TemplateProblem(
+            [*path, "CodeUri"],
+            "must be a local directory relative to the template (an S3 location or a zip "
+            "file cannot be run locally)",
+            uri,
+        )
+    directory = (tpl.dir / uri).resolve()
+    if not directory.is_dir():
+        raise TemplateProblem([*path, "CodeUri"], f"must be a directory ({directory})", uri)
+    text = uri.rstrip("/") or "."
+    return None if text == "." else text
+
+
+def _destination(
+    tpl: Template, value: object, kind: object, path: list[str | int], out: dict[str, Any]
+) -> str:
+    if not isinstance(value, str):
+        raise TemplateProblem(path, "must be an ARN", value)
+    refs = tpl.refs
+    service = value.split(":")[2] if value.startswith("arn:") and value.count(":") >= 5 else ""
+    if service == "sqs":
+        lid = refs.queue_by_arn(value)
+        if lid is not None:
+            queue = refs.queue(lid)
+            conn = queue.connection or "aws"
+            name = queue.name
+        else:
+            binding = refs.bindings.get(value)
+            conn = binding.sqs if binding is not None and binding.sqs else "aws"
+            name = value.rsplit(":", 1)[-1]
+        if conn == "aws":
+            out.setdefault("sqs", {})["aws"] = {}
+        return f"sqs:{conn}/{name}"
+    if service == "lambda":
+        name = value.split(":")[6]
+        return f"function:{name}"
+    raise TemplateProblem(
+        path,
+        f"must be an SQS queue or a Lambda function here (a {kind or service} destination "
+        "has no local counterpart)",
+        value,
+    )
+
+
+def translate_function(
+    tpl: Template, lid: str, connections: dict[str, Any], notes: list[str]
+) -> tuple[dict[str, Any], list[Unsupported]]:
+    """The eventrun function for ``lid`` and the events skipped as unsupported."""
+    path: list[str | int] = ["Resources", lid, "Properties"]
+    props = tpl.props(lid)
+    r = tpl.resolver
+    fn: dict[str, Any] = {"handler": r.string(props.get("Handler"), [*path, "Handler"])}
+    if "Handler" not in props:
+        raise TemplateProblem([*path, "Handler"], "is required (file.function)")
+    fn["runtime"] = _runtime(tpl, lid, props, path)
+    code = _code(tpl, props, path)
+    if code is not None:
+        fn["code"] = code
+    if "Timeout" in props:
+        fn["timeout"] = float(r.string(props["Timeout"], [*path, "Timeout"]))
+    if "MemorySize" in props:
+        fn["memory_mb"] = int(r.string(props["MemorySize"], [*path, "MemorySize"]))
+    if "ReservedConcurrentExecutions" in props:
+        fn["concurrency"] = int(
+            r.string(props["ReservedConcurrentExecutions"], [*path, "ReservedConcurrentExecutions"])
+        )
+    env = r.resolve(props.get("Environment") or {}, [*path, "Environment"])
+    variables = env.get("Variables") if isinstance(env, dict) else None
+    if variables:
+        fn["environment"] = {
+            str(k): r.string(v, [*path, "Environment", "Variables", k])
+            for k, v in variables.items()
+        }
+    _invoke_config(tpl, lid, props, path, fn, connections)
+    for key in _IGNORED:
+        if key in props:
+            notes.append(f"{lid}.{key}: ignored (no local meaning)")
+    triggers, skipped = _events(tpl, lid, props, path, connections, notes)
+    if triggers:
+        fn["triggers"] = triggers
+    return fn, skipped
+
+
+def _events(
+    tpl: Template,
+    lid: str,
+    props: dict[str, Any],
+    path: list[str | int],
+    connections: dict[str, Any],
+    notes: list[str],
+) -> tuple[list[dict[str, Any]], list[Unsupported]]:
+    triggers: list[dict[str, Any]] = []
+    skipped: list[Unsupported] = []
+    events = props.get("Events") or {}
+    for name, event in events.items():
+        epath: list[str | int] = [*path, "Events", name]
+        kind = str(event.get("Type") if isinstance(event, dict) else None)
+        mapper = MAPPERS.get(kind)
+        if mapper is None:
+            message = f"event {lid}.{name}: {unsupported_reason(kind)}"
+            skipped.append(Unsupported([*epath, "Type"], message))
+            continue
+        eprops = event.get("Properties") or {}
+        ctx = EventContext(tpl, lid, str(name), eprops, [*epath, "Properties"])
+        trigger = mapper(ctx)
+        if ctx.connections:
+            connections.setdefault("kafka", {}).update(ctx.connections)
+        notes.extend(ctx.notes)
+        if trigger is not None:
+            triggers.append(trigger)
+    return triggers, skipped
+
+
+def _invoke_config(
+    tpl: Template,
+    lid: str,
+    props: dict[str, Any],
+    path: list[str | int],
+    fn: dict[str, Any],
+    connections: dict[str, Any],
+) -> None:
+    r = tpl.resolver
+    config = r.resolve(props.get("EventInvokeConfig") or {}, [*path, "EventInvokeConfig"])
+    cpath: list[str | int] = [*path, "EventInvokeConfig"]
+    if "MaximumEventAgeInSeconds" in config:
+        fn["maximum_event_age"] = float(config["MaximumEventAgeInSeconds"])
+    if "MaximumRetryAttempts" in config:
+        fn["maximum_retry_attempts"] = int(config["MaximumRetryAttempts"])
+    destinations: dict[str, str] = {}
+    for key, field in (("OnSuccess", "on_success"), ("OnFailure", "on_failure")):
+        dest = (config.get("DestinationConfig") or {}).get(key)
+        if not dest:
+            continue
+        dpath = [*cpath, "DestinationConfig", key, "Destination"]
+        target = dest.get("Destination")
+        if target is None and str(dest.get("Type")) == "SQS":
+            # SAM creates a queue for a destination of type SQS without one
+            name = f"{tpl.stack}-{lid}EventInvokeConfig{key}Queue"
+            tpl.extra_queues.append(name)
+            target = f"arn:aws:sqs:{tpl.region}:{tpl.refs.account}:{name}"
+        destinations[field] = _destination(tpl, target, dest.get("Type"), dpath, connections)
+    dlq = r.resolve(props.get("DeadLetterQueue"), [*path, "DeadLetterQueue"])
+    if dlq and "on_failure" not in destinations:
+        if str(dlq.get("Type")) != "SQS":
+            raise TemplateProblem(
+                [*path, "DeadLetterQueue", "Type"],
+                "must be SQS (an SNS topic has no local counterpart)",
+                dlq.get("Type"),
+            )
+        destinations["on_failure"] = _destination(
+            tpl, dlq.get("TargetArn"), "SQS", [*path, "DeadLetterQueue", "TargetArn"], connections
+        )
+    if destinations:
+        fn["destinations"] = destinations

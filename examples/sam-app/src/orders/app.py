@@ -1,0 +1,20 @@
+"""Process orders from SQS with partial batch responses: a bad order fails alone."""
+
+import json
+import os
+from pathlib import Path
+
+
+def handler(event, context):
+    out = Path(os.environ["DATA_DIR"])
+    out.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for record in event["Records"]:
+        order = json.loads(record["body"])
+        if order.get("quantity", 0) <= 0:
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
+        order["source"] = record["eventSourceARN"].rsplit(":", 1)[-1]
+        order["stage"] = os.environ["STAGE"]
+        (out / f"order-{order['id']}.json").write_text(json.dumps(order))
+    return {"batchItemFailures": failures}
