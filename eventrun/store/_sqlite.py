@@ -23,6 +23,9 @@ Caps: triggers keep ``queue_stats`` (entries and payload bytes per queue) curren
 insert and delete, so :meth:`SqliteStore.put` checks the caps with one primary-key lookup
 inside its transaction. A database from before the table existed is counted once when
 opened. Retention (:meth:`SqliteStore.trim`) walks the ``(queue, enqueued_at)`` index.
+
+Why this module is over 400 lines: it is one whole backend of the :class:`Store` interface
+(queues, leases, DLQ, key-value state, caps), which reads best side by side with its SQL.
 """
 
 from __future__ import annotations
