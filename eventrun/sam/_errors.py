@@ -23,6 +23,8 @@ class TemplateProblem(Exception):
         self.message = message
         self.got = got
         self.has_got = has_got or got is not None
+        self.template: object = None
+        """The parsed template, when the problem arose before the translator had it."""
 
 
 def format_path(path: Path) -> str:

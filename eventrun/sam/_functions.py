@@ -16,6 +16,7 @@ from typing import Any
 
 from ._errors import TemplateProblem
 from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
+from ._resources import FUNCTION_TYPES
 from ._template import Template
 
 __all__ = ["RUNTIMES_NOT_YET", "translate_function"]
@@ -111,7 +112,8 @@ def _destination(
         return f"sqs:{conn}/{name}"
     if service == "lambda":
         name = value.split(":")[6]
-        return f"function:{name}"
+        lids = tpl.of_type(*FUNCTION_TYPES)
+        return "function:" + next((f for f in lids if refs.function_name(f) == name), name)
     raise TemplateProblem(
         path,
         f"must be an SQS queue or a Lambda function here (a {kind or service} destination "

@@ -100,7 +100,11 @@ class Template:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NotificationARNs": [],
         }
-        self.parameters = self._parameters(overrides)
+        try:
+            self.parameters = self._parameters(overrides)
+        except TemplateProblem as exc:
+            exc.template = self.data
+            raise
         imports = {k: b.value for k, b in bindings.items() if b.value is not None}
         self.refs = References(
             resources=resources,

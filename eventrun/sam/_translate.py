@@ -109,9 +109,9 @@ def load_sam(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     except TemplateProblem as exc:
-        line = problem_line(path.name, None, exc)
+        line = problem_line(path.name, exc.template, exc)
         raise ConfigError(line) from None
-    app = _translate(tpl, raw_cfg, data_cfg)
+    app = _translate(tpl, raw_cfg, data_cfg, env)
     if app.unsupported and not skip_unsupported:
         lines = [
             *app.unsupported,
@@ -121,7 +121,9 @@ def load_sam(
     return app
 
 
-def _translate(tpl: Template, raw_cfg: dict[str, Any], data_cfg: dict[str, Any]) -> SamApp:
+def _translate(
+    tpl: Template, raw_cfg: dict[str, Any], data_cfg: dict[str, Any], env: Mapping[str, str]
+) -> SamApp:
     problems: list[str] = []
     unsupported: list[str] = []
     notes: list[str] = []
@@ -158,7 +160,8 @@ def _translate(tpl: Template, raw_cfg: dict[str, Any], data_cfg: dict[str, Any])
             notes.append(f"{lid} ({kind}): ignored (no local counterpart)")
     document = _document(raw_cfg, _escape(connections), _escape(functions))
     filename = f"{tpl.filename} (translated)"
-    config = validate_config(_document(data_cfg, connections, functions), filename=filename)
+    data = _document(data_cfg, connections, functions)
+    config = validate_config(data, filename=filename, environ=env)
     loaded = LoadedConfig(path=tpl.path, dir=tpl.dir, config=config)
     buckets = [
         tpl.dir / t.filewatch.path

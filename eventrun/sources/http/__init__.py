@@ -42,7 +42,7 @@ from starlette.types import Receive, Scope
 from eventrun.abc import Route, SourceContext, SourceSpec
 from eventrun.asgi import SESSION_COOKIE, JSONBytesResponse, header, new_request_id, read_body
 from eventrun.exceptions import FunctionSaturated
-from eventrun.sources.http._v1 import event_v1, map_response_v1
+from eventrun.sources.http._v1 import bad_gateway_v1, event_v1, map_response_v1
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
 
@@ -265,8 +265,10 @@ class HttpSource:
             except FunctionSaturated:
                 return JSONResponse({"Message": "Too Many Requests"}, status_code=429)
             if not outcome.ok:
-                response: Response = JSONResponse(
-                    {"Message": "Internal Server Error"}, status_code=502
+                response: Response = (
+                    bad_gateway_v1()
+                    if self.v1
+                    else JSONResponse({"Message": "Internal Server Error"}, status_code=502)
                 )
             elif self.v1:
                 response = map_response_v1(outcome.payload)

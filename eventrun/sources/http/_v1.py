@@ -24,7 +24,7 @@ from starlette.types import Scope
 
 from eventrun.asgi import new_request_id
 
-__all__ = ["event_v1", "map_response_v1"]
+__all__ = ["bad_gateway_v1", "event_v1", "map_response_v1"]
 
 
 def _multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -120,7 +120,8 @@ def event_v1(
     return event
 
 
-def _bad_gateway() -> Response:
+def bad_gateway_v1() -> Response:
+    """What a REST API answers for a handler error or a response it cannot map."""
     return JSONResponse({"message": "Internal server error"}, status_code=502)
 
 
@@ -130,13 +131,13 @@ def map_response_v1(payload: bytes) -> Response:
     try:
         value = msgspec.json.decode(payload)
     except (msgspec.DecodeError, RecursionError):
-        return _bad_gateway()
+        return bad_gateway_v1()
     if not isinstance(value, dict) or not isinstance(value.get("statusCode"), int | str):
-        return _bad_gateway()
+        return bad_gateway_v1()
     try:
         status = int(value["statusCode"])
     except ValueError:
-        return _bad_gateway()
+        return bad_gateway_v1()
     body = value.get("body")
     if body is None:
         content = b""
