@@ -67,7 +67,7 @@ def test_unsupported_events_stop_check_and_run(hello: Path) -> None:
         "(line 28): event HelloWorldFunction.Topic: not supported by eventrun: SNS" in err
     )
     assert "1 unsupported (listed above); run with --skip-unsupported" in err
-    code, out, err = run("check", "-t", str(hello), "--skip-unsupported")
+    code, _out, err = run("check", "-t", str(hello), "--skip-unsupported")
     assert code == 0, err
     code, _out, err = run("run", "-t", str(hello), "--port", "0")
     assert code == 2
@@ -89,7 +89,7 @@ def test_template_errors_exit_2(tmp_path: Path) -> None:
         "error: template.yaml: Parameters.Env (line 1): has no Default: give it with "
         "--parameter-overrides Env=VALUE\n"
     )
-    code, out, err = run(
+    code, _out, err = run(
         "check", "-t", str(tmp_path / "template.yaml"), "--parameter-overrides", "Env=dev"
     )
     assert code == 0, err

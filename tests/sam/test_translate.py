@@ -182,7 +182,8 @@ EVENTS = [
     (
         "S3 with prefix and suffix",
         """
-        U: {Type: S3, Properties: {Bucket: !Ref B, Events: ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+        U: {Type: S3, Properties: {Bucket: !Ref B,
+            Events: ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
             Filter: {S3Key: {Rules: [{Name: prefix, Value: in/}, {Name: suffix, Value: .csv}]}}}}
         """,
         {
@@ -248,7 +249,8 @@ def test_function_properties(tmp_path: Path) -> None:
         Failures: {Type: AWS::SQS::Queue, Properties: {QueueName: failures}}
         Other:
           Type: AWS::Serverless::Function
-          Properties: {CodeUri: src/, Handler: app.handler, Runtime: python3.12, FunctionName: other-fn}
+          Properties:
+            {CodeUri: src/, Handler: app.handler, Runtime: python3.12, FunctionName: other-fn}
         """)
         + fn(
             props="""
@@ -258,7 +260,8 @@ def test_function_properties(tmp_path: Path) -> None:
             AutoPublishAlias: live
             Policies: [AWSLambdaBasicExecutionRole]
             Environment:
-              Variables: {FLAG: true, N: 5, NAME: !Ref Other, ARN: !GetAtt Other.Arn, URL: !Ref Failures}
+              Variables:
+                {FLAG: true, N: 5, NAME: !Ref Other, ARN: !GetAtt Other.Arn, URL: !Ref Failures}
             EventInvokeConfig:
               MaximumEventAgeInSeconds: 120
               MaximumRetryAttempts: 1

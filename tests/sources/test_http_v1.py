@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayProxyEventV2Model,
 )
 
-from eventrun.exceptions import ConfigError
 from eventrun.config import parse_config
+from eventrun.exceptions import ConfigError
 from tests._runtime_kit import running_app, write_app
 
 APP_YAML = """
@@ -27,7 +27,8 @@ functions:
     handler: fns.echo
     code: sub
     triggers:
-      - http: {path: "/items/{id}", methods: [GET, POST], auth: none, payload_format: "1.0", stage: Prod}
+      - http: {path: "/items/{id}", methods: [GET, POST], auth: none,
+               payload_format: "1.0", stage: Prod}
       - http: {path: "/files/{path+}", methods: [GET], auth: none, payload_format: "1.0"}
   respond:
     handler: fns.respond
