@@ -60,7 +60,7 @@ def test_unsupported_events_stop_check_and_run(hello: Path) -> None:
         "      Events:\n        Topic:\n          Type: SNS\n          Properties: {Topic: t}\n",
     )
     hello.write_text(text)
-    code, out, err = run("check", "-t", str(hello))
+    code, _out, err = run("check", "-t", str(hello))
     assert code == 2
     assert (
         "skip  template.yaml: Resources.HelloWorldFunction.Properties.Events.Topic.Type "
