@@ -97,6 +97,14 @@ def test_sam_app_runs_unchanged(app_dir: Path, tmp_path: Path, moto: MotoServer)
         _wait(prio_empty, what="the priority queue to be empty")
         assert not (data / "order-11.json").exists()
 
+        # !Ref of a queue is its real URL: the handler's boto3 forwards a rush order there
+        body = {"id": 12, "quantity": 1, "rush": True}
+        sqs.send_message(QueueUrl=orders_url, MessageBody=json.dumps(body))
+        _wait(lambda: (data / "order-12.json").exists(), what="the forwarded rush order")
+        forwarded = json.loads((data / "order-12.json").read_text())
+        assert forwarded["priority"] == "high"
+        assert forwarded["source"] == f"{stack}-PriorityQueue"
+
         with httpx.Client(base_url=daemon.url, timeout=30) as http:
             # Api (REST, payload format 1.0) route with a path parameter
             r = http.get("/orders/2")

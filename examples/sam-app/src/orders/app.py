@@ -1,8 +1,13 @@
-"""Process orders from SQS with partial batch responses: a bad order fails alone."""
+"""Process orders from SQS with partial batch responses: a bad order fails alone; a
+rush order is forwarded to the priority queue whose URL the template gives (!Ref)."""
 
 import json
 import os
 from pathlib import Path
+
+import boto3
+
+sqs = boto3.client("sqs")
 
 
 def handler(event, context):
@@ -13,6 +18,12 @@ def handler(event, context):
         order = json.loads(record["body"])
         if order.get("quantity", 0) <= 0:
             failures.append({"itemIdentifier": record["messageId"]})
+            continue
+        if order.pop("rush", False):
+            order["priority"] = "high"
+            sqs.send_message(
+                QueueUrl=os.environ["PRIORITY_QUEUE_URL"], MessageBody=json.dumps(order)
+            )
             continue
         order["source"] = record["eventSourceARN"].rsplit(":", 1)[-1]
         order["stage"] = os.environ["STAGE"]
