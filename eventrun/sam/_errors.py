@@ -8,7 +8,14 @@ from eventrun.common import one_line
 
 from ._yaml import Node
 
-__all__ = ["Path", "TemplateProblem", "format_path", "locate"]
+__all__ = [
+    "Path",
+    "TemplateProblem",
+    "format_path",
+    "locate",
+    "problem_line",
+    "unsupported_line",
+]
 
 Path = Sequence[str | int]
 
@@ -69,3 +76,10 @@ def problem_line(filename: str, template: object, exc: TemplateProblem) -> str:
     got = f", got {render(exc.got)}" if exc.has_got else ""
     head = f"{filename}: {where}{at}: " if where else f"{filename}: "
     return one_line(head + exc.message + got)
+
+
+def unsupported_line(filename: str, template: object, path: Path, message: str) -> str:
+    """``template.yaml: Resources.Fn.Properties.Events.E.Type (line 9): event Fn.E: ...``."""
+    line = locate(template, path)
+    at = f" (line {line})" if line else ""
+    return one_line(f"{filename}: {format_path(path)}{at}: {message}")

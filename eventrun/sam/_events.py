@@ -17,7 +17,7 @@ from typing import Any
 from ._errors import Path, TemplateProblem
 from ._template import Template
 
-__all__ = ["MAPPERS", "NOT_YET", "UNSUPPORTED", "EventContext", "Unsupported"]
+__all__ = ["MAPPERS", "NOT_YET", "UNSUPPORTED", "EventContext", "Unsupported", "enabled"]
 
 
 class Unsupported(Exception):
@@ -58,7 +58,7 @@ class EventContext:
 Mapper = Callable[[EventContext], dict[str, Any] | None]
 
 
-def _enabled(ctx: EventContext) -> bool:
+def enabled(ctx: EventContext) -> bool:
     enabled = ctx.get("Enabled", True)
     state = ctx.get("State", "ENABLED")
     if enabled in (False, "false", "False") or str(state).upper() == "DISABLED":
@@ -104,7 +104,7 @@ def _common_batch(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sqs(ctx: EventContext) -> dict[str, Any] | None:
-    if not _enabled(ctx):
+    if not enabled(ctx):
         return None
     arn = ctx.get("Queue")
     if not isinstance(arn, str) or not arn.startswith("arn:"):
@@ -142,7 +142,7 @@ def _cron_input(ctx: EventContext, key: str = "Input") -> dict[str, Any]:
 
 
 def _schedule(ctx: EventContext) -> dict[str, Any] | None:
-    if not _enabled(ctx):
+    if not enabled(ctx):
         return None
     expr = ctx.get("Schedule")
     if not isinstance(expr, str):
@@ -155,7 +155,7 @@ def _schedule(ctx: EventContext) -> dict[str, Any] | None:
 
 
 def _schedule_v2(ctx: EventContext) -> dict[str, Any] | None:
-    if not _enabled(ctx):
+    if not enabled(ctx):
         return None
     expr = ctx.get("ScheduleExpression")
     if not isinstance(expr, str):
@@ -303,7 +303,7 @@ def _kafka_common(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _self_managed_kafka(ctx: EventContext) -> dict[str, Any] | None:
-    if not _enabled(ctx):
+    if not enabled(ctx):
         return None
     key = f"{ctx.function}.{ctx.name}"
     binding = ctx.template.refs.bindings.get(key)
@@ -327,7 +327,7 @@ def _self_managed_kafka(ctx: EventContext) -> dict[str, Any] | None:
 
 
 def _msk(ctx: EventContext) -> dict[str, Any] | None:
-    if not _enabled(ctx):
+    if not enabled(ctx):
         return None
     raw = ctx.props.get("Stream")
     lid = raw.get("Ref") if isinstance(raw, dict) and isinstance(raw.get("Ref"), str) else None

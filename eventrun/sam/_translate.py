@@ -19,10 +19,11 @@ import yaml
 from eventrun.config import Config, LoadedConfig, parse_document, validate_config
 from eventrun.exceptions import ConfigError
 
-from ._errors import TemplateProblem, format_path, locate, problem_line
-from ._events import MAPPERS, EventContext, Unsupported
+from ._errors import TemplateProblem, problem_line, unsupported_line
+from ._events import Unsupported
 from ._functions import translate_function
 from ._resources import FUNCTION_TYPES, QueueInfo
+from ._rules import attach_resources
 from ._template import Template
 
 __all__ = ["SamApp", "load_sam", "printable"]
@@ -41,6 +42,8 @@ _QUIET_TYPES = (
     "AWS::Serverless::HttpApi",
     "AWS::Serverless::LayerVersion",
     "AWS::Lambda::EventSourceMapping",
+    "AWS::Events::Rule",
+    "AWS::Scheduler::Schedule",
     "AWS::Lambda::Permission",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
@@ -136,15 +139,13 @@ def _translate(
             problems.append(problem_line(tpl.filename, tpl.data, exc))
             continue
         except Unsupported as exc:
-            unsupported.append(_line(tpl, exc))
+            unsupported.append(unsupported_line(tpl.filename, tpl.data, exc.path, exc.message))
             continue
-        unsupported.extend(_line(tpl, s) for s in skipped)
+        unsupported.extend(
+            unsupported_line(tpl.filename, tpl.data, s.path, s.message) for s in skipped
+        )
         functions[lid] = fn
-    for lid in tpl.of_type("AWS::Lambda::EventSourceMapping"):
-        try:
-            _event_source_mapping(tpl, lid, functions, unsupported)
-        except TemplateProblem as exc:
-            problems.append(problem_line(tpl.filename, tpl.data, exc))
+    attach_resources(tpl, functions, problems, unsupported)
     queues: list[QueueInfo] = []
     try:
         queues = tpl.refs.queues()
@@ -179,46 +180,6 @@ def _translate(
         extra_queues=tpl.extra_queues,
         buckets=buckets,
     )
-
-
-def _line(tpl: Template, exc: Unsupported) -> str:
-    line = locate(tpl.data, exc.path)
-    at = f" (line {line})" if line else ""
-    return f"{tpl.filename}: {format_path(exc.path)}{at}: {exc.message}"
-
-
-def _event_source_mapping(
-    tpl: Template, lid: str, functions: dict[str, Any], unsupported: list[str]
-) -> None:
-    """A plain ``AWS::Lambda::EventSourceMapping`` from an SQS queue to a function."""
-    path: list[str | int] = ["Resources", lid, "Properties"]
-    props = tpl.props(lid)
-    target = tpl.resolver.string(props.get("FunctionName"), [*path, "FunctionName"])
-    name = target.rsplit(":", 1)[-1] if target.startswith("arn:") else target
-    fn_lid = next((f for f in functions if tpl.refs.function_name(f) == name), None)
-    if fn_lid is None:
-        raise TemplateProblem(
-            [*path, "FunctionName"], "must name a function of the template", target
-        )
-    arn = tpl.resolver.string(props.get("EventSourceArn"), [*path, "EventSourceArn"])
-    if ":sqs:" not in arn:
-        message = f"event source mapping {lid}: not supported yet by this eventrun: {arn}"
-        unsupported.append(_line(tpl, Unsupported([*path, "EventSourceArn"], message)))
-        return
-    sam_props = {"Queue": props["EventSourceArn"]}
-    for key in (
-        "BatchSize",
-        "MaximumBatchingWindowInSeconds",
-        "FunctionResponseTypes",
-        "FilterCriteria",
-        "ScalingConfig",
-        "Enabled",
-    ):
-        if key in props:
-            sam_props[key] = props[key]
-    trigger = MAPPERS["SQS"](EventContext(tpl, fn_lid, lid, sam_props, path))
-    if trigger is not None:
-        functions[fn_lid].setdefault("triggers", []).append(trigger)
 
 
 def _document(

@@ -558,3 +558,46 @@ def test_print_escapes_dollars(tmp_path: Path) -> None:
     reloaded = parse_config(text, filename="printed.yaml", environ={"HOME": "/nope"})
     assert reloaded.functions["Fn"].environment["PRICE"] == "$5 ${HOME}"
     assert yaml.safe_load(text)["functions"]["Fn"]["code"] == "src"
+
+
+def test_rules_schedules_and_event_source_mappings(tmp_path: Path) -> None:
+    app = translate(
+        tmp_path,
+        D(
+            """
+            Q: {Type: AWS::SQS::Queue}
+            Nightly:
+              Type: AWS::Events::Rule
+              Properties:
+                ScheduleExpression: rate(1 day)
+                Targets: [{Id: t, Arn: !GetAtt Fn.Arn, Input: '{"k": 1}'}]
+            Hourly:
+              Type: AWS::Scheduler::Schedule
+              Properties:
+                ScheduleExpression: cron(0 * * * ? *)
+                ScheduleExpressionTimezone: Europe/Berlin
+                FlexibleTimeWindow: {Mode: "OFF"}
+                Target: {Arn: !GetAtt Fn.Arn, RoleArn: x}
+            Pattern:
+              Type: AWS::Events::Rule
+              Properties:
+                EventPattern: {source: [my.app]}
+                Targets: [{Id: t, Arn: !GetAtt Fn.Arn}]
+            Mapping:
+              Type: AWS::Lambda::EventSourceMapping
+              Properties: {FunctionName: !Ref Fn, EventSourceArn: !GetAtt Q.Arn, BatchSize: 3}
+            """
+        )
+        + fn(),
+    )
+    assert function(app)["triggers"] == [
+        {"cron": {"schedule": "rate(1 day)", "input": {"k": 1}}},
+        {"cron": {"schedule": "cron(0 * * * ? *)", "timezone": "Europe/Berlin"}},
+        {"sqs": {"queue_name": "st-Q", "batch_size": 3}},
+    ]
+    (line,) = app.unsupported
+    assert line == (
+        "template.yaml: Resources.Pattern.Properties.EventPattern (line 19): rule Pattern: "
+        "not supported by eventrun: an EventBridge rule with an EventPattern (eventrun has no "
+        "EventBridge bus, only schedules)"
+    )
