@@ -6,10 +6,12 @@ invocation that fails prints Lambda's error JSON and exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -210,7 +212,8 @@ def check(
             click.echo(f"skip  {line}", err=True)
     try:
         for name, fn in loaded.config.functions.items():
-            load_handler(fn.handler, loaded.code_dir(fn))
+            with _as_in_worker(dict(fn.environment)):
+                load_handler(fn.handler, loaded.code_dir(fn))
             click.echo(f"ok  function {name}: {fn.handler}")
         runtime = Runtime(loaded, serve_http=False)
         for _fname, spec, _trig in runtime.trigger_specs():
@@ -226,6 +229,24 @@ def check(
         )
         sys.exit(2)
     click.echo(f"{loaded.path.name}: valid ({len(loaded.config.functions)} functions)")
+
+
+@contextlib.contextmanager
+def _as_in_worker(environment: dict[str, str]) -> Iterator[None]:
+    """While check imports a handler: the function's environment (its PYTHONPATH, e.g.
+    SAM layers, on sys.path) and a region, as its worker has them (Lambda always sets
+    AWS_REGION; a module-level boto3 client needs one)."""
+    entries = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    saved_path, saved_env = list(sys.path), dict(os.environ)
+    sys.path[:0] = entries
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    os.environ.update({"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **environment})
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 @main.command()

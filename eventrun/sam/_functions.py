@@ -12,11 +12,12 @@ and numbers become text, as on Lambda); ``ReservedConcurrentExecutions`` ->
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ._errors import TemplateProblem
 from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
-from ._resources import FUNCTION_TYPES
+from ._resources import FUNCTION_TYPES, LAYER_TYPES
 from ._template import Template
 
 __all__ = ["RUNTIMES_NOT_YET", "translate_function"]
@@ -41,7 +42,6 @@ _IGNORED = (
     "LoggingConfig",
     "PermissionsBoundary",
     "RuntimeManagementConfig",
-    "Layers",
     "FunctionUrlConfig",
 )
 
@@ -88,6 +88,39 @@ def _code(tpl: Template, props: dict[str, Any], path: list[str | int]) -> str | 
         raise TemplateProblem([*path, "CodeUri"], f"must be a directory ({directory})", uri)
     text = uri.rstrip("/") or "."
     return None if text == "." else text
+
+
+def _layers(
+    tpl: Template, lid: str, props: dict[str, Any], path: list[str | int], notes: list[str]
+) -> list[str]:
+    """Import paths of the function's layers that are ``AWS::Serverless::LayerVersion``
+    resources of the template: Lambda's ``python/`` and ``python/lib/python3.X/
+    site-packages`` sub-directories of the layer's ``ContentUri`` (the directory itself
+    when it has no ``python/``), absolute, for the function's ``PYTHONPATH`` as Lambda
+    puts ``/opt/python`` there."""
+    layers = tpl.resolver.resolve(props.get("Layers") or [], [*path, "Layers"])
+    out: list[str] = []
+    own = {tpl.refs.layer_arn(layer): layer for layer in tpl.of_type(*LAYER_TYPES)}
+    for i, arn in enumerate(layers):
+        layer = own.get(str(arn))
+        if layer is None:
+            notes.append(f"{lid}.Layers[{i}]: {arn} is not a layer of this template: ignored")
+            continue
+        key = "ContentUri" if "ContentUri" in tpl.props(layer) else "Content"
+        lpath: list[str | int] = ["Resources", layer, "Properties", key]
+        uri = tpl.resolver.resolve(tpl.props(layer).get(key), lpath)
+        if not isinstance(uri, str) or uri.startswith("s3://") or uri.endswith(".zip"):
+            raise TemplateProblem(lpath, "must be a local directory relative to the template", uri)
+        root = (tpl.dir / uri).resolve()
+        if not root.is_dir():
+            raise TemplateProblem(lpath, f"must be a directory ({root})", uri)
+        python = root / "python"
+        if python.is_dir():
+            out.append(str(python))
+            out.extend(str(p) for p in sorted(python.glob("lib/python3*/site-packages")))
+        else:
+            out.append(str(root))
+    return out
 
 
 def _destination(
@@ -152,6 +185,11 @@ def translate_function(
             for k, v in variables.items()
         }
     _invoke_config(tpl, lid, props, path, fn, connections)
+    layer_paths = _layers(tpl, lid, props, path, notes)
+    if layer_paths:
+        env_vars = fn.setdefault("environment", {})
+        own = env_vars.get("PYTHONPATH")
+        env_vars["PYTHONPATH"] = os.pathsep.join([*layer_paths, *([own] if own else [])])
     for key in _IGNORED:
         if key in props:
             notes.append(f"{lid}.{key}: ignored (no local meaning)")

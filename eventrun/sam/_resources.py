@@ -20,9 +20,10 @@ from ._errors import Path, TemplateProblem
 if TYPE_CHECKING:
     from ._intrinsics import Resolver
 
-__all__ = ["QueueInfo", "References"]
+__all__ = ["FUNCTION_TYPES", "LAYER_TYPES", "QueueInfo", "References"]
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
 QUEUE_ATTRIBUTES = {
     "VisibilityTimeout": "VisibilityTimeout",
     "MessageRetentionPeriod": "MessageRetentionPeriod",
@@ -183,6 +184,13 @@ class References:
         name = self.prop(lid, "FunctionName")
         return str(name) if name else lid
 
+    def layer_arn(self, lid: str) -> str:
+        return self._arn("lambda", f"layer:{self._named_fn_like(lid, 'LayerName')}:1")
+
+    def _named_fn_like(self, lid: str, key: str) -> str:
+        name = self.prop(lid, key)
+        return str(name) if name else lid
+
     def bucket_name(self, lid: str) -> str:
         binding = self.bindings.get(lid)
         if binding is not None and binding.directory:
@@ -252,7 +260,8 @@ _REFS: dict[str, Handler] = {
     "AWS::Serverless::SimpleTable": lambda r, lid: r._named(lid, "TableName"),
     "AWS::DynamoDB::Table": lambda r, lid: r._named(lid, "TableName"),
     "AWS::Kinesis::Stream": lambda r, lid: r._named(lid, "Name"),
-    "AWS::Serverless::LayerVersion": lambda r, lid: r._arn("lambda", f"layer:{lid}:1"),
+    "AWS::Serverless::LayerVersion": lambda r, lid: r.layer_arn(lid),
+    "AWS::Lambda::LayerVersion": lambda r, lid: r.layer_arn(lid),
     "AWS::Serverless::Api": lambda r, lid: "eventrun",
     "AWS::Serverless::HttpApi": lambda r, lid: "eventrun",
     "AWS::Events::EventBus": lambda r, lid: r._named(lid, "Name"),

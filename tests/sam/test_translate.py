@@ -601,3 +601,38 @@ def test_rules_schedules_and_event_source_mappings(tmp_path: Path) -> None:
         "not supported by eventrun: an EventBridge rule with an EventPattern (eventrun has no "
         "EventBridge bus, only schedules)"
     )
+
+
+def test_layers_of_the_template_go_on_the_import_path(tmp_path: Path) -> None:
+    (tmp_path / "lib" / "python" / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (tmp_path / "flat").mkdir()
+    app = translate(
+        tmp_path,
+        D(
+            """
+            Lib: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: lib/}}
+            Flat:
+              Type: AWS::Serverless::LayerVersion
+              Properties: {ContentUri: flat, LayerName: flat-layer}
+            """
+        )
+        + fn(
+            props="""
+            Layers: [!Ref Lib, !Ref Flat, "arn:aws:lambda:eu-west-1:999999999999:layer:ext:3"]
+            Environment: {Variables: {PYTHONPATH: /mine}}
+            """
+        ),
+    )
+    root = tmp_path.resolve()
+    assert function(app)["environment"]["PYTHONPATH"] == ":".join(
+        [
+            str(root / "lib" / "python"),
+            str(root / "lib" / "python" / "lib" / "python3.11" / "site-packages"),
+            str(root / "flat"),
+            "/mine",
+        ]
+    )
+    assert (
+        "Fn.Layers[2]: arn:aws:lambda:eu-west-1:999999999999:layer:ext:3 is not a layer of "
+        "this template: ignored"
+    ) in app.notes

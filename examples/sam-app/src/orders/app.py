@@ -1,11 +1,13 @@
-"""Process orders from SQS with partial batch responses: a bad order fails alone; a
-rush order is forwarded to the priority queue whose URL the template gives (!Ref)."""
+"""Process orders from SQS with partial batch responses: a bad order (orderlib, a layer)
+fails alone; a rush order is forwarded to the priority queue whose URL the template gives
+(!Ref)."""
 
 import json
 import os
 from pathlib import Path
 
 import boto3
+import orderlib  # from the OrderLibLayer layer
 
 sqs = boto3.client("sqs")
 
@@ -16,7 +18,7 @@ def handler(event, context):
     failures = []
     for record in event["Records"]:
         order = json.loads(record["body"])
-        if order.get("quantity", 0) <= 0:
+        if not orderlib.is_valid(order):
             failures.append({"itemIdentifier": record["messageId"]})
             continue
         if order.pop("rush", False):
