@@ -196,6 +196,11 @@ class KafkaTrigger(BatchControls):
     starting_position_timestamp: Timestamp | None = Field(
         None, description="Epoch seconds or ISO 8601; required with AT_TIMESTAMP."
     )
+    event_source_arn: str | None = Field(
+        None,
+        description="An Amazon MSK cluster ARN: events are Lambda's MSK events "
+        '(eventSource "aws:kafka", eventSourceArn) instead of self-managed Kafka ones.',
+    )
 
     @field_validator("topic_pattern")
     @classmethod

@@ -342,7 +342,8 @@ def _msk(ctx: EventContext) -> dict[str, Any] | None:
             "(bindings: {CLUSTER_ARN_OR_LOGICAL_ID: {kafka: NAME}}) and pass it with -c",
             raw,
         )
-    out = _kafka_common(ctx, {"connection": binding.kafka})
+    arn = ctx.get("Stream")
+    out = _kafka_common(ctx, {"connection": binding.kafka, "event_source_arn": str(arn)})
     if binding.topic:
         out["topics"] = [binding.topic]
     return {"kafka": out}

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.kafka
 
 CLUSTER = "arn:aws:kafka:us-east-1:123456789012:cluster/orders/abc-1"
 
-TEMPLATE = (
-    """
+TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31
 Parameters:
   Brokers: {Type: String}
@@ -47,12 +46,10 @@ Resources:
         Cluster:
           Type: MSK
           Properties:
-            Stream: "%s"
+            Stream: "CLUSTER"
             Topics: [!Ref MskTopic]
             StartingPosition: TRIM_HORIZON
-"""
-    % CLUSTER
-)
+""".replace("CLUSTER", CLUSTER)
 
 HANDLER = """
 import base64
@@ -61,12 +58,16 @@ import os
 
 
 def handler(event, context):
+    with open(os.environ["OUT"] + ".events", "a") as f:
+        f.write(json.dumps(event) + "\\n")
     with open(os.environ["OUT"], "a") as f:
         for records in event["records"].values():
             for r in records:
                 value = json.loads(base64.b64decode(r["value"]))
-                f.write(json.dumps({"source": event["eventSource"], "topic": r["topic"],
-                                    "value": value}) + "\\n")
+                line = {"source": event["eventSource"], "topic": r["topic"], "value": value}
+                if "eventSourceArn" in event:
+                    line["arn"] = event["eventSourceArn"]
+                f.write(json.dumps(line) + "\\n")
 """
 
 
@@ -105,10 +106,19 @@ def test_kafka_events_of_a_template(tmp_path: Path, kafka_broker: KafkaBroker) -
                 break
             time.sleep(0.1)
         got = sorted((json.loads(line) for line in lines), key=lambda r: r["value"]["n"])
+        from aws_lambda_powertools.utilities.parser.models import (
+            KafkaMskEventModel,
+            KafkaSelfManagedEventModel,
+        )
+
+        for line in (tmp_path / "out.jsonl.events").read_text().splitlines():
+            event = json.loads(line)
+            model = KafkaMskEventModel if "eventSourceArn" in event else KafkaSelfManagedEventModel
+            model.model_validate(event)
         assert got == [
             {"source": "SelfManagedKafka", "topic": topic, "value": {"kind": "order", "n": 1}},
             {"source": "SelfManagedKafka", "topic": topic, "value": {"kind": "order", "n": 3}},
-            {"source": "SelfManagedKafka", "topic": msk_topic, "value": {"n": 4}},
+            {"source": "aws:kafka", "topic": msk_topic, "value": {"n": 4}, "arn": CLUSTER},
         ]
     finally:
         daemon.stop()

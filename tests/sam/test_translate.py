@@ -526,7 +526,14 @@ def test_config_file_supplies_server_connections_bindings_and_overrides(tmp_path
     assert f["triggers"] == [
         {"sqs": {"queue_name": "st-Q", "connection": "local"}},
         {"filewatch": {"path": "uploads", "events": ["created"]}},
-        {"kafka": {"connection": "msk", "topics": ["t"], "starting_position": "TRIM_HORIZON"}},
+        {
+            "kafka": {
+                "connection": "msk",
+                "event_source_arn": "arn:aws:kafka:eu-west-1:123456789012:cluster/c/1",
+                "topics": ["t"],
+                "starting_position": "TRIM_HORIZON",
+            }
+        },
     ]
     assert app.document["server"] == {"port": 9555}
     assert app.document["store"] == {"url": "sqlite:///${DB:-state.db}"}  # as written
