@@ -69,25 +69,49 @@ def _runtime(tpl: Template, lid: str, props: dict[str, Any], path: list[str | in
 
 
 def _code(tpl: Template, props: dict[str, Any], path: list[str | int]) -> str | None:
-    if "InlineCode" in props:
-        raise TemplateProblem(
-            [*path, "InlineCode"], "is not supported yet: put the code in a directory (CodeUri)"
-        )
-    uri = tpl.resolver.resolve(props.get("CodeUri"), [*path, "CodeUri"])
+    """The function's code directory, relative to the template (None: the template's own).
+
+    ``CodeUri`` (``Code`` for ``AWS::Lambda::Function``) is a local directory; inline code
+    (``InlineCode``, ``Code.ZipFile``) is written to ``.eventrun/sam/LogicalId/FILE.py``
+    beside the template, FILE being the handler's module."""
+    key = "Code" if "Code" in props else "CodeUri"
+    uri = tpl.resolver.resolve(props.get(key), [*path, key])
+    inline_key = "InlineCode" if "InlineCode" in props else None
+    if isinstance(uri, dict) and "ZipFile" in uri:
+        inline_key, uri = f"{key}.ZipFile", None
+    if inline_key is not None:
+        return _inline(tpl, props, path, inline_key)
     if uri is None:
         return None
     if not isinstance(uri, str) or uri.startswith("s3://") or uri.endswith((".zip", ".jar")):
         raise TemplateProblem(
-            [*path, "CodeUri"],
+            [*path, key],
             "must be a local directory relative to the template (an S3 location or a zip "
             "file cannot be run locally)",
             uri,
         )
     directory = (tpl.dir / uri).resolve()
     if not directory.is_dir():
-        raise TemplateProblem([*path, "CodeUri"], f"must be a directory ({directory})", uri)
+        raise TemplateProblem([*path, key], f"must be a directory ({directory})", uri)
     text = uri.rstrip("/") or "."
     return None if text == "." else text
+
+
+def _inline(tpl: Template, props: dict[str, Any], path: list[str | int], key: str) -> str:
+    where: list[str | int] = [*path, *key.split(".")]
+    source = props.get("InlineCode") if key == "InlineCode" else props["Code"]["ZipFile"]
+    code = tpl.resolver.string(source, where)
+    handler = tpl.resolver.string(props.get("Handler"), [*path, "Handler"])
+    module = handler.rpartition(".")[0] or "index"
+    if not module.replace("_", "a").isalnum():
+        raise TemplateProblem([*path, "Handler"], "must be FILE.function with inline code", handler)
+    lid = str(path[1])
+    rel = f".eventrun/sam/{lid}"
+    target = tpl.dir / rel / f"{module}.py"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_text(encoding="utf-8") != code:
+        target.write_text(code, encoding="utf-8")
+    return rel
 
 
 def _layers(

@@ -144,12 +144,6 @@ ERRORS = [
         'AWS::S3::Bucket of this template, got "other"',
     ),
     (
-        "InlineCode",
-        fn(props="InlineCode: 'def handler(e, c): pass'"),
-        "Resources.Fn.Properties.InlineCode (line 9): is not supported yet: put the code in a "
-        "directory (CodeUri)",
-    ),
-    (
         "an SNS destination",
         fn(
             props="""

@@ -643,3 +643,38 @@ def test_layers_of_the_template_go_on_the_import_path(tmp_path: Path) -> None:
         "Fn.Layers[2]: arn:aws:lambda:eu-west-1:999999999999:layer:ext:3 is not a layer of "
         "this template: ignored"
     ) in app.notes
+
+
+def test_inline_code_and_plain_lambda_functions(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    app = translate(
+        tmp_path,
+        D(
+            """
+            Inline:
+              Type: AWS::Serverless::Function
+              Properties:
+                Runtime: python3.12
+                Handler: index.handler
+                InlineCode: |
+                  def handler(event, context):
+                      return "inline"
+            Zipped:
+              Type: AWS::Lambda::Function
+              Properties:
+                Runtime: python3.12
+                Handler: main.go
+                Role: arn:aws:iam::123456789012:role/r
+                Code: {ZipFile: "def go(event, context):\\n    return 'zip'\\n"}
+            Plain:
+              Type: AWS::Lambda::Function
+              Properties: {Runtime: python3.12, Handler: app.handler, Code: plain/}
+            """
+        ),
+    )
+    fns = app.document["functions"]
+    assert fns["Inline"]["code"] == ".eventrun/sam/Inline"
+    assert (tmp_path / ".eventrun/sam/Inline/index.py").read_text().startswith("def handler(")
+    assert fns["Zipped"]["code"] == ".eventrun/sam/Zipped"
+    assert "return 'zip'" in (tmp_path / ".eventrun/sam/Zipped/main.py").read_text()
+    assert fns["Plain"]["code"] == "plain"
