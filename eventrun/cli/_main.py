@@ -331,11 +331,27 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 
 
 @main.command("generate-event")
-@click.argument("kind", type=click.Choice(["sqs", "kafka", "s3", "schedule", "http", "redis"]))
-def generate_event(kind: str) -> None:
-    """Print a Lambda-shaped sample event."""
-    from eventrun.cli._samples import sample_event
+@click.argument("kind")
+@template_options
+def generate_event(
+    kind: str, template: str | None, parameter_overrides: tuple[str, ...], stack_name: str | None
+) -> None:
+    """Print a Lambda-shaped sample event: KIND is sqs, kafka, s3, schedule, http or redis;
+    with -t, FUNCTION.EVENT of the template (the event that event delivers)."""
+    from eventrun.cli._samples import SAMPLES, sample_event
 
+    quiet_logging()
+    if template is not None:
+        from eventrun.cli._sam import template_event
+
+        _loaded, app = _load_any(None, template, parameter_overrides, stack_name)
+        click.echo(json.dumps(template_event(app, kind), indent=2))
+        return
+    if kind not in SAMPLES:
+        raise click.BadParameter(
+            f"{kind!r} is not one of {', '.join(sorted(SAMPLES))} (or FUNCTION.EVENT with -t)",
+            param_hint="KIND",
+        )
     click.echo(json.dumps(sample_event(kind), indent=2))
 
 

@@ -62,3 +62,51 @@ def template_options(f: F) -> F:
         "server, store, connections, bindings and functions).",
     )(f)
     return f
+
+
+def template_event(app: Any, name: str) -> dict[str, Any]:
+    """The sample event the template's event ``FUNCTION.EVENT`` delivers: an SQS event from
+    its queue, a schedule's ``Input`` (or the Scheduled Event), an S3 event from its bucket,
+    an HTTP event of its payload format on its path, a Kafka event from its topic."""
+    from eventrun.cli import _samples
+
+    trigger = app.events.get(name)
+    if trigger is None:
+        names = ", ".join(sorted(app.events)) or "none"
+        raise click.BadParameter(f"no event {name!r} in the template (have: {names})")
+    ((kind, spec),) = trigger.items()
+    region, account = app.template.region, "123456789012"
+    if kind == "sqs":
+        event = _samples.sqs()
+        record = event["Records"][0]
+        record["eventSourceARN"] = f"arn:aws:sqs:{region}:{account}:{spec['queue_name']}"
+        record["awsRegion"] = region
+        return event
+    if kind == "cron":
+        if spec.get("input") is not None:
+            return dict(spec["input"]) if isinstance(spec["input"], dict) else spec["input"]
+        event = _samples.schedule()
+        event["region"], event["account"] = region, account
+        return event
+    if kind == "filewatch":
+        event = _samples.s3()
+        bucket = event["Records"][0]["s3"]["bucket"]
+        bucket["name"] = spec["path"].rstrip("/").rsplit("/", 1)[-1]
+        bucket["arn"] = f"arn:aws:s3:::{bucket['name']}"
+        return event
+    if kind == "http":
+        method = next((m for m in spec.get("methods", ["GET"]) if m != "*"), "GET")
+        if spec.get("payload_format") == "1.0":
+            return _samples.http_v1(method, spec["path"], spec.get("stage", "$default"))
+        return _samples.http(method, spec["path"])
+    event = _samples.kafka()
+    topic = spec.get("topics", ["mytopic"])[0]
+    event["records"] = {f"{topic}-0": event["records"]["mytopic-0"]}
+    event["records"][f"{topic}-0"][0]["topic"] = topic
+    if spec.get("event_source_arn"):
+        event = {
+            "eventSource": "aws:kafka",
+            "eventSourceArn": spec["event_source_arn"],
+            **{k: v for k, v in event.items() if k != "eventSource"},
+        }
+    return event

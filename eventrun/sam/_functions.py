@@ -180,7 +180,11 @@ def _destination(
 
 
 def translate_function(
-    tpl: Template, lid: str, connections: dict[str, Any], notes: list[str]
+    tpl: Template,
+    lid: str,
+    connections: dict[str, Any],
+    notes: list[str],
+    events: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[Unsupported]]:
     """The eventrun function for ``lid`` and the events skipped as unsupported."""
     path: list[str | int] = ["Resources", lid, "Properties"]
@@ -217,7 +221,7 @@ def translate_function(
     for key in _IGNORED:
         if key in props:
             notes.append(f"{lid}.{key}: ignored (no local meaning)")
-    triggers, skipped = _events(tpl, lid, props, path, connections, notes)
+    triggers, skipped = _events(tpl, lid, props, path, connections, notes, events)
     if triggers:
         fn["triggers"] = triggers
     return fn, skipped
@@ -230,6 +234,7 @@ def _events(
     path: list[str | int],
     connections: dict[str, Any],
     notes: list[str],
+    named: dict[str, dict[str, Any]] | None,
 ) -> tuple[list[dict[str, Any]], list[Unsupported]]:
     triggers: list[dict[str, Any]] = []
     skipped: list[Unsupported] = []
@@ -250,6 +255,8 @@ def _events(
         notes.extend(ctx.notes)
         if trigger is not None:
             triggers.append(trigger)
+            if named is not None:
+                named[f"{lid}.{name}"] = trigger
     return triggers, skipped
 
 

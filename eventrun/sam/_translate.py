@@ -68,6 +68,8 @@ class SamApp:
     extra_queues: list[str] = field(default_factory=list)
     buckets: list[Path] = field(default_factory=list)
     """Directories standing for the template's buckets (created by ``run``)."""
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``FUNCTION.EVENT`` -> its trigger (``{KIND: {...}}``), for ``generate-event -t``."""
 
 
 def load_sam(
@@ -132,9 +134,10 @@ def _translate(
     notes: list[str] = []
     connections: dict[str, Any] = {}
     functions: dict[str, Any] = {}
+    events: dict[str, dict[str, Any]] = {}
     for lid in tpl.of_type(*FUNCTION_TYPES):
         try:
-            fn, skipped = translate_function(tpl, lid, connections, notes)
+            fn, skipped = translate_function(tpl, lid, connections, notes, events)
         except TemplateProblem as exc:
             problems.append(problem_line(tpl.filename, tpl.data, exc))
             continue
@@ -179,6 +182,7 @@ def _translate(
         queues=queues,
         extra_queues=tpl.extra_queues,
         buckets=buckets,
+        events=events,
     )
 
 

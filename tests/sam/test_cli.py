@@ -114,3 +114,38 @@ def test_parse_overrides() -> None:
     code, _out, err = run("check", "-t", "t.yaml", "--parameter-overrides", "nokey")
     assert code == 2
     assert "'nokey': expected KEY=VALUE" in err
+
+
+def test_generate_event_of_a_template_event() -> None:
+    from aws_lambda_powertools.utilities.parser.models import (
+        APIGatewayProxyEventModel,
+        APIGatewayProxyEventV2Model,
+        EventBridgeModel,
+        S3Model,
+        SqsModel,
+    )
+
+    from tests.sam.test_translate import EXAMPLE
+
+    def event(name: str) -> dict[str, object]:
+        code, out, err = run("generate-event", "-t", str(EXAMPLE), name, "--stack-name", "s")
+        assert code == 0, err
+        result: dict[str, object] = json.loads(out)
+        return result
+
+    sqs = event("ProcessOrders.Orders")
+    SqsModel.model_validate(sqs)
+    assert sqs["Records"][0]["eventSourceARN"] == "arn:aws:sqs:us-east-1:123456789012:s-OrdersQueue"  # type: ignore[index]
+    assert event("DailyReport.Nightly") == {"report": "orders", "format": "summary"}
+    rest = event("OrdersApi.GetOrder")
+    APIGatewayProxyEventModel.model_validate(rest)
+    assert rest["resource"] == "/orders/{id}"
+    assert rest["requestContext"]["stage"] == "Prod"  # type: ignore[index]
+    APIGatewayProxyEventV2Model.model_validate(event("Web.Everything"))
+    s3 = event("ImportUploads.CsvUploaded")
+    S3Model.model_validate(s3)
+    assert s3["Records"][0]["s3"]["bucket"]["name"] == "UploadsBucket"  # type: ignore[index]
+    code, _out, err = run("generate-event", "-t", str(EXAMPLE), "Nope.Event")
+    assert code == 2
+    assert "no event 'Nope.Event' in the template (have: DailyReport.Nightly," in err
+    EventBridgeModel.model_validate(json.loads(run("generate-event", "schedule")[1]))
