@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventrun.config import TRIGGER_KINDS
+
 from ._errors import Path, TemplateProblem
 from ._template import Template
 
@@ -349,6 +351,50 @@ def _msk(ctx: EventContext) -> dict[str, Any] | None:
     return {"kafka": out}
 
 
+def _stream_controls(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
+    """Kinesis / DynamoDB Streams event properties shared with the stream triggers."""
+    position = ctx.get("StartingPosition")
+    if position is not None:
+        out["starting_position"] = str(position)
+    if "StartingPositionTimestamp" in ctx.props:
+        out["starting_position_timestamp"] = float(ctx.get("StartingPositionTimestamp"))
+    _common_batch(ctx, out)
+    for key, name, kind in (
+        ("ParallelizationFactor", "parallelization_factor", int),
+        ("BisectBatchOnFunctionError", "bisect_batch_on_function_error", bool),
+        ("MaximumRetryAttempts", "maximum_retry_attempts", int),
+        ("MaximumRecordAgeInSeconds", "maximum_record_age", float),
+        ("TumblingWindowInSeconds", "tumbling_window", float),
+    ):
+        if key in ctx.props:
+            value = ctx.get(key)
+            out[name] = value in (True, "true", "True") if kind is bool else kind(value)
+    failure = ((ctx.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+    if failure:
+        ctx.notes.append(f"{ctx.function}.{ctx.name}.DestinationConfig: set on_failure in -c")
+    return out
+
+
+def _kinesis(ctx: EventContext) -> dict[str, Any] | None:
+    if not enabled(ctx):
+        return None
+    stream = ctx.get("Stream")
+    if not isinstance(stream, str) or not stream:
+        raise TemplateProblem(ctx.at("Stream"), "must be a Kinesis stream ARN", stream)
+    name = stream.split(":stream/", 1)[1] if ":stream/" in stream else stream
+    return {"kinesis": _stream_controls(ctx, {"stream": name})}
+
+
+def _dynamodb(ctx: EventContext) -> dict[str, Any] | None:
+    if not enabled(ctx):
+        return None
+    stream = ctx.get("Stream")
+    if not isinstance(stream, str) or ":table/" not in stream:
+        raise TemplateProblem(ctx.at("Stream"), "must be a DynamoDB stream ARN", stream)
+    table = stream.split(":table/", 1)[1].split("/", 1)[0]
+    return {"dynamodb_streams": _stream_controls(ctx, {"table": table})}
+
+
 MAPPERS: dict[str, Mapper] = {
     "SQS": _sqs,
     "Schedule": _schedule,
@@ -367,6 +413,15 @@ NOT_YET: dict[str, str] = {
     "MQ": "issue #26",
 }
 """Event types whose source another open issue brings."""
+
+# Mapped as soon as this eventrun has their trigger kinds (issue #25's SPEC §12 names).
+for _type, _kind, _mapper in (
+    ("Kinesis", "kinesis", _kinesis),
+    ("DynamoDB", "dynamodb_streams", _dynamodb),
+):
+    if _kind in TRIGGER_KINDS:
+        MAPPERS[_type] = _mapper
+        NOT_YET.pop(_type)
 
 UNSUPPORTED: dict[str, str] = {
     "SNS": "eventrun has no SNS topic source",

@@ -13,7 +13,9 @@ and numbers become text, as on Lambda); ``ReservedConcurrentExecutions`` ->
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, get_args
+
+from eventrun.config import FunctionConfig
 
 from ._errors import TemplateProblem
 from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
@@ -23,7 +25,14 @@ from ._template import Template
 __all__ = ["RUNTIMES_NOT_YET", "translate_function"]
 
 RUNTIMES_NOT_YET = {"nodejs": "issue #24", "provided": "issue #24"}
-"""Runtime families another open issue brings (map them in ``_runtime`` when it lands)."""
+"""Runtime families another open issue brings; a runtime the config's ``runtime`` accepts
+(SPEC §12: ``nodejs20.x``, ``provided.al2023``...) is passed through as it is."""
+
+_RUNTIMES = frozenset(
+    str(v)
+    for v in get_args(FunctionConfig.model_fields["runtime"].annotation)
+    if isinstance(v, str)
+) - {"process", "inline"}
 
 _IGNORED = (
     "AutoPublishAlias",
@@ -57,6 +66,8 @@ def _runtime(tpl: Template, lid: str, props: dict[str, Any], path: list[str | in
     text = str(runtime)
     if text.startswith("python3."):
         return "process"
+    if text in _RUNTIMES:  # issue #24's runtimes, once this eventrun has them
+        return text
     for family, issue in RUNTIMES_NOT_YET.items():
         if text.startswith(family):
             raise Unsupported(

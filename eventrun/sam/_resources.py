@@ -286,6 +286,12 @@ _ATTS: dict[tuple[str, str], Handler] = {
     ("AWS::DynamoDB::Table", "Arn"): lambda r, lid: r._arn(
         "dynamodb", f"table/{r._named(lid, 'TableName')}"
     ),
+    ("AWS::DynamoDB::Table", "StreamArn"): lambda r, lid: r._arn(
+        "dynamodb", f"table/{r._named(lid, 'TableName')}/stream/eventrun"
+    ),
+    ("AWS::Serverless::SimpleTable", "StreamArn"): lambda r, lid: r._arn(
+        "dynamodb", f"table/{r._named(lid, 'TableName')}/stream/eventrun"
+    ),
     ("AWS::Kinesis::Stream", "Arn"): lambda r, lid: r._arn(
         "kinesis", f"stream/{r._named(lid, 'Name')}"
     ),

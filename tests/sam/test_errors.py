@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from eventrun.config import TRIGGER_KINDS
 from eventrun.exceptions import ConfigError
 from eventrun.sam import load_sam
 from eventrun.sam._events import MAPPERS, NOT_YET
@@ -21,6 +22,7 @@ def error(tmp_path: Path, resources: str, extra: str = "", **kwargs: object) -> 
     return info.value.problems
 
 
+STREAMS_YET = "kinesis" in TRIGGER_KINDS
 UNSUPPORTED = [
     (
         "Kinesis",
@@ -51,6 +53,9 @@ UNSUPPORTED = [
 ]
 
 
+UNSUPPORTED = [u for u in UNSUPPORTED if not (STREAMS_YET and u[0] in ("Kinesis", "DynamoDB"))]
+
+
 @pytest.mark.parametrize(("kind", "event", "message"), UNSUPPORTED, ids=[u[0] for u in UNSUPPORTED])
 def test_unsupported_events(tmp_path: Path, kind: str, event: str, message: str) -> None:
     app = translate(tmp_path, fn(events=event))
@@ -67,9 +72,9 @@ def test_unsupported_events(tmp_path: Path, kind: str, event: str, message: str)
 
 
 def test_not_yet_types_are_one_entry_away() -> None:
-    """The event types of other open issues are named, and none is mapped yet; a
-    runtime family likewise (when their keys land, an entry in MAPPERS maps them)."""
-    assert set(NOT_YET) == {"Kinesis", "DynamoDB", "MQ"}
+    """The event types of other open issues are named and not mapped; a runtime family
+    likewise (when their config keys land, they are mapped: see the stream test)."""
+    assert {"MQ"} <= set(NOT_YET) <= {"Kinesis", "DynamoDB", "MQ"}
     assert not set(NOT_YET) & set(MAPPERS)
     assert set(RUNTIMES_NOT_YET) == {"nodejs", "provided"}
 
@@ -221,3 +226,49 @@ def test_syntax_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "template.yaml").write_text("Resources:\n  A: {Type: X}\n  A: {Type: Y}\n")
     with pytest.raises(ConfigError, match=r"line 3 column 3: invalid YAML: duplicate key 'A'"):
         load_sam(tmp_path / "template.yaml", environ=ENV)
+
+
+def test_stream_mappers_are_ready_for_issue_25(tmp_path: Path) -> None:
+    """Kinesis and DynamoDB events map to the SPEC §12 stream triggers; registered as soon
+    as the trigger kinds exist (until then the events are "not supported yet")."""
+    from eventrun.sam._events import EventContext, _dynamodb, _kinesis
+
+    app = translate(
+        tmp_path,
+        D(
+            """
+            S: {Type: AWS::Kinesis::Stream, Properties: {Name: clicks}}
+            T: {Type: AWS::DynamoDB::Table, Properties: {TableName: orders}}
+            """
+        )
+        + fn(),
+    )
+    tpl = app.template
+    props = {
+        "Stream": {"Fn::GetAtt": ["S", "Arn"]},
+        "StartingPosition": "LATEST",
+        "BatchSize": 500,
+        "ParallelizationFactor": 4,
+        "BisectBatchOnFunctionError": True,
+        "MaximumRetryAttempts": 3,
+        "MaximumRecordAgeInSeconds": 3600,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+    }
+    assert _kinesis(EventContext(tpl, "Fn", "E", props, ["x"])) == {
+        "kinesis": {
+            "stream": "clicks",
+            "starting_position": "LATEST",
+            "batch_size": 500,
+            "report_batch_item_failures": True,
+            "parallelization_factor": 4,
+            "bisect_batch_on_function_error": True,
+            "maximum_retry_attempts": 3,
+            "maximum_record_age": 3600.0,
+        }
+    }
+    ddb = {"Stream": {"Fn::GetAtt": ["T", "StreamArn"]}, "StartingPosition": "TRIM_HORIZON"}
+    assert _dynamodb(EventContext(tpl, "Fn", "E", ddb, ["x"])) == {
+        "dynamodb_streams": {"table": "orders", "starting_position": "TRIM_HORIZON"}
+    }
+    assert ("Kinesis" in MAPPERS) == ("kinesis" in TRIGGER_KINDS)
+    assert ("DynamoDB" in MAPPERS) == ("dynamodb_streams" in TRIGGER_KINDS)
