@@ -1,13 +1,15 @@
 """``AWS::Serverless::Function`` (and ``AWS::Lambda::Function``) -> an eventrun function.
 
-``Handler``; ``CodeUri`` (a local directory, relative to the template) -> ``code``;
-``Runtime`` python3.x -> ``process`` (the others are reported as unsupported, naming the
-issue that brings them); ``Timeout``, ``MemorySize``; ``Environment.Variables`` (booleans
-and numbers become text, as on Lambda); ``ReservedConcurrentExecutions`` ->
-``concurrency``; ``EventInvokeConfig`` (``MaximumEventAgeInSeconds``,
-``MaximumRetryAttempts``, ``DestinationConfig`` of type SQS or Lambda) and
-``DeadLetterQueue`` -> ``destinations``. Properties with no local meaning (``Policies``,
-``Role``, ``Architectures``, ``AutoPublishAlias``, ``Tracing``...) are accepted and noted.
+``Handler``; ``CodeUri`` / ``Code`` (a local directory relative to the template; inline
+code is written beside it) -> ``code``; ``Runtime`` python3.x -> ``process`` (runtimes of
+other open issues pass through once the config accepts them, else are reported as
+unsupported naming the issue); ``Timeout``, ``MemorySize``; ``Environment.Variables``
+(booleans and numbers become text, as on Lambda); ``Layers`` of the template -> the
+function's ``PYTHONPATH``; ``ReservedConcurrentExecutions`` -> ``concurrency``;
+``EventInvokeConfig`` (``MaximumEventAgeInSeconds``, ``MaximumRetryAttempts``,
+``DestinationConfig`` of type SQS or Lambda) and ``DeadLetterQueue`` -> ``destinations``.
+Properties with no local meaning (``Policies``, ``Role``, ``Architectures``,
+``AutoPublishAlias``, ``Tracing``...) are accepted and noted.
 """
 
 from __future__ import annotations
