@@ -12,7 +12,7 @@ The models live in ``_config_connections`` (connections, server, store),
 (filters, on_success routes); they are all re-exported here, the public place.
 This module imports nothing of the runtime.
 
-Why this module is about 400 lines: the root models, loading and the plugin-extended model
+Why this module is over 400 lines: the root models, loading and the plugin-extended model
 belong together; reference checks are in ``_references``.
 """
 

@@ -5,6 +5,9 @@ open issue brings (adding one is one entry in ``MAPPERS``); any other type is re
 unsupported with a reason. A mapper reads the event's properties through the resolver, so
 intrinsics resolve to local values, and raises :class:`TemplateProblem` naming the
 property path for what it cannot map.
+
+Why this module is over 400 lines: one small mapper per SAM event type, next to the
+helpers they share (filters, batching, stream controls) and the table registering them.
 """
 
 from __future__ import annotations
