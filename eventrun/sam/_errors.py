@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from eventrun.common import one_line
 
@@ -11,6 +12,9 @@ from ._yaml import Node
 __all__ = [
     "Path",
     "TemplateProblem",
+    "as_list",
+    "as_mapping",
+    "as_number",
     "format_path",
     "locate",
     "problem_line",
@@ -83,3 +87,32 @@ def unsupported_line(filename: str, template: object, path: Path, message: str) 
     line = locate(template, path)
     at = f" (line {line})" if line else ""
     return one_line(f"{filename}: {format_path(path)}{at}: {message}")
+
+
+def as_mapping(value: object, path: Path) -> dict[str, Any]:
+    """``value`` when it is a mapping (``{}`` for None), else a problem at ``path``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TemplateProblem(path, "must be a mapping", value)
+    return value
+
+
+def as_list(value: object, path: Path) -> list[Any]:
+    """``value`` when it is a list (``[]`` for None), else a problem at ``path``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TemplateProblem(path, "must be a list", value)
+    return value
+
+
+def as_number(value: object, path: Path, kind: type[int] | type[float] = int) -> Any:
+    """``value`` as an int (or float), else a problem at ``path``."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise TemplateProblem(path, "must be a number", value)
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise TemplateProblem(path, f"must be {what}", value) from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from eventrun.config import TRIGGER_KINDS
 
-from ._errors import Path, TemplateProblem
+from ._errors import Path, TemplateProblem, as_list, as_mapping, as_number
 from ._template import Template
 
 __all__ = ["MAPPERS", "NOT_YET", "UNSUPPORTED", "EventContext", "Unsupported", "enabled"]
@@ -96,13 +96,14 @@ def _filters(ctx: EventContext) -> dict[str, Any] | None:
 
 def _common_batch(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
     if "BatchSize" in ctx.props:
-        out["batch_size"] = int(ctx.get("BatchSize"))
+        out["batch_size"] = as_number(ctx.get("BatchSize"), ctx.at("BatchSize"))
     if "MaximumBatchingWindowInSeconds" in ctx.props:
-        out["maximum_batching_window"] = float(ctx.get("MaximumBatchingWindowInSeconds"))
+        key = "MaximumBatchingWindowInSeconds"
+        out["maximum_batching_window"] = as_number(ctx.get(key), ctx.at(key), float)
     filters = _filters(ctx)
     if filters is not None:
         out["filter_criteria"] = filters
-    types = ctx.get("FunctionResponseTypes") or []
+    types = as_list(ctx.get("FunctionResponseTypes"), ctx.at("FunctionResponseTypes"))
     if "ReportBatchItemFailures" in types:
         out["report_batch_item_failures"] = True
     return out
@@ -130,9 +131,10 @@ def _sqs(ctx: EventContext) -> dict[str, Any] | None:
             if binding.queue:
                 out["queue_name"] = binding.queue.rstrip("/").rsplit("/", 1)[-1]
     _common_batch(ctx, out)
-    scaling = ctx.get("ScalingConfig") or {}
-    if isinstance(scaling, dict) and "MaximumConcurrency" in scaling:
-        out["maximum_concurrency"] = int(scaling["MaximumConcurrency"])
+    scaling = as_mapping(ctx.get("ScalingConfig"), ctx.at("ScalingConfig"))
+    if "MaximumConcurrency" in scaling:
+        at = ctx.at("ScalingConfig", "MaximumConcurrency")
+        out["maximum_concurrency"] = as_number(scaling["MaximumConcurrency"], at)
     return {"sqs": out}
 
 
@@ -269,7 +271,9 @@ def _s3(ctx: EventContext) -> dict[str, Any] | None:
 
 
 def _key_pattern(ctx: EventContext) -> str:
-    rules = ((ctx.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+    where = ctx.at("Filter")
+    s3key = as_mapping(as_mapping(ctx.get("Filter"), where).get("S3Key"), [*where, "S3Key"])
+    rules = as_list(s3key.get("Rules"), [*where, "S3Key", "Rules"])
     prefix = suffix = ""
     for i, rule in enumerate(rules):
         name = str(rule.get("Name", "")).lower() if isinstance(rule, dict) else ""
@@ -299,9 +303,10 @@ def _kafka_common(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
     if position is not None:
         out["starting_position"] = str(position)
     if "StartingPositionTimestamp" in ctx.props:
-        out["starting_position_timestamp"] = float(ctx.get("StartingPositionTimestamp"))
+        key = "StartingPositionTimestamp"
+        out["starting_position_timestamp"] = as_number(ctx.get(key), ctx.at(key), float)
     _common_batch(ctx, out)
-    failure = ((ctx.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+    failure = ctx.props.get("DestinationConfig")
     if failure:
         ctx.notes.append(f"{ctx.function}.{ctx.name}.DestinationConfig: set on_failure in -c")
     return out
@@ -360,7 +365,8 @@ def _stream_controls(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
     if position is not None:
         out["starting_position"] = str(position)
     if "StartingPositionTimestamp" in ctx.props:
-        out["starting_position_timestamp"] = float(ctx.get("StartingPositionTimestamp"))
+        key = "StartingPositionTimestamp"
+        out["starting_position_timestamp"] = as_number(ctx.get(key), ctx.at(key), float)
     _common_batch(ctx, out)
     for key, name, kind in (
         ("ParallelizationFactor", "parallelization_factor", int),
@@ -371,8 +377,12 @@ def _stream_controls(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
     ):
         if key in ctx.props:
             value = ctx.get(key)
-            out[name] = value in (True, "true", "True") if kind is bool else kind(value)
-    failure = ((ctx.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+            out[name] = (
+                value in (True, "true", "True")
+                if kind is bool
+                else as_number(value, ctx.at(key), kind)
+            )
+    failure = ctx.props.get("DestinationConfig")
     if failure:
         ctx.notes.append(f"{ctx.function}.{ctx.name}.DestinationConfig: set on_failure in -c")
     return out

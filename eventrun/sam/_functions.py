@@ -19,7 +19,7 @@ from typing import Any, get_args
 
 from eventrun.config import FunctionConfig
 
-from ._errors import TemplateProblem
+from ._errors import TemplateProblem, as_list, as_mapping, as_number
 from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
 from ._resources import FUNCTION_TYPES, LAYER_TYPES
 from ._template import Template
@@ -135,7 +135,9 @@ def _layers(
     site-packages`` sub-directories of the layer's ``ContentUri`` (the directory itself
     when it has no ``python/``), absolute, for the function's ``PYTHONPATH`` as Lambda
     puts ``/opt/python`` there."""
-    layers = tpl.resolver.resolve(props.get("Layers") or [], [*path, "Layers"])
+    layers = as_list(
+        tpl.resolver.resolve(props.get("Layers"), [*path, "Layers"]), [*path, "Layers"]
+    )
     out: list[str] = []
     own = {tpl.refs.layer_arn(layer): layer for layer in tpl.of_type(*LAYER_TYPES)}
     for i, arn in enumerate(layers):
@@ -210,16 +212,18 @@ def translate_function(
     code = _code(tpl, props, path)
     if code is not None:
         fn["code"] = code
-    if "Timeout" in props:
-        fn["timeout"] = float(r.string(props["Timeout"], [*path, "Timeout"]))
-    if "MemorySize" in props:
-        fn["memory_mb"] = int(r.string(props["MemorySize"], [*path, "MemorySize"]))
-    if "ReservedConcurrentExecutions" in props:
-        fn["concurrency"] = int(
-            r.string(props["ReservedConcurrentExecutions"], [*path, "ReservedConcurrentExecutions"])
-        )
-    env = r.resolve(props.get("Environment") or {}, [*path, "Environment"])
-    variables = env.get("Variables") if isinstance(env, dict) else None
+    for key, name, kind in (
+        ("Timeout", "timeout", float),
+        ("MemorySize", "memory_mb", int),
+        ("ReservedConcurrentExecutions", "concurrency", int),
+    ):
+        if key in props:
+            fn[name] = as_number(r.string(props[key], [*path, key]), [*path, key], kind)
+    env = as_mapping(
+        r.resolve(props.get("Environment"), [*path, "Environment"]), [*path, "Environment"]
+    )
+    vpath = [*path, "Environment", "Variables"]
+    variables = as_mapping(env.get("Variables"), vpath)
     if variables:
         fn["environment"] = {
             str(k): r.string(v, [*path, "Environment", "Variables", k])
@@ -251,7 +255,7 @@ def _events(
 ) -> tuple[list[dict[str, Any]], list[Unsupported]]:
     triggers: list[dict[str, Any]] = []
     skipped: list[Unsupported] = []
-    events = props.get("Events") or {}
+    events = as_mapping(props.get("Events"), [*path, "Events"])
     for name, event in events.items():
         epath: list[str | int] = [*path, "Events", name]
         kind = str(event.get("Type") if isinstance(event, dict) else None)
@@ -282,15 +286,18 @@ def _invoke_config(
     connections: dict[str, Any],
 ) -> None:
     r = tpl.resolver
-    config = r.resolve(props.get("EventInvokeConfig") or {}, [*path, "EventInvokeConfig"])
     cpath: list[str | int] = [*path, "EventInvokeConfig"]
-    if "MaximumEventAgeInSeconds" in config:
-        fn["maximum_event_age"] = float(config["MaximumEventAgeInSeconds"])
-    if "MaximumRetryAttempts" in config:
-        fn["maximum_retry_attempts"] = int(config["MaximumRetryAttempts"])
+    config = as_mapping(r.resolve(props.get("EventInvokeConfig"), cpath), cpath)
+    for key, name, kind in (
+        ("MaximumEventAgeInSeconds", "maximum_event_age", float),
+        ("MaximumRetryAttempts", "maximum_retry_attempts", int),
+    ):
+        if key in config:
+            fn[name] = as_number(config[key], [*cpath, key], kind)
     destinations: dict[str, str] = {}
+    dconfig = as_mapping(config.get("DestinationConfig"), [*cpath, "DestinationConfig"])
     for key, field in (("OnSuccess", "on_success"), ("OnFailure", "on_failure")):
-        dest = (config.get("DestinationConfig") or {}).get(key)
+        dest = as_mapping(dconfig.get(key), [*cpath, "DestinationConfig", key])
         if not dest:
             continue
         dpath = [*cpath, "DestinationConfig", key, "Destination"]
@@ -301,7 +308,10 @@ def _invoke_config(
             tpl.extra_queues.append(name)
             target = f"arn:aws:sqs:{tpl.region}:{tpl.refs.account}:{name}"
         destinations[field] = _destination(tpl, target, dest.get("Type"), dpath, connections)
-    dlq = r.resolve(props.get("DeadLetterQueue"), [*path, "DeadLetterQueue"])
+    dlq = as_mapping(
+        r.resolve(props.get("DeadLetterQueue"), [*path, "DeadLetterQueue"]),
+        [*path, "DeadLetterQueue"],
+    )
     if dlq and "on_failure" not in destinations:
         if str(dlq.get("Type")) != "SQS":
             raise TemplateProblem(

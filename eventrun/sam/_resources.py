@@ -11,6 +11,7 @@ its value.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,10 @@ class References:
         connection = binding.sqs if binding is not None else None
         fifo = bool(self.prop(lid, "FifoQueue", False) in (True, "true", "True"))
         name = self.prop(lid, "QueueName")
+        if name is not None and not isinstance(name, str):
+            raise TemplateProblem(
+                ["Resources", lid, "Properties", "QueueName"], "must be a string", name
+            )
         if not name:
             name = f"{self.stack}-{lid}" + (".fifo" if fifo else "")
         name = str(name)
@@ -148,15 +153,14 @@ class References:
     def _redrive(self, lid: str, redrive: Any) -> tuple[str, str | None]:
         path = ["Resources", lid, "Properties", "RedrivePolicy"]
         if isinstance(redrive, str):
-            import json
-
-            redrive = json.loads(redrive)
+            try:
+                redrive = json.loads(redrive)
+            except ValueError:
+                raise TemplateProblem(path, "must be a mapping or a JSON text", redrive) from None
         if not isinstance(redrive, dict) or "deadLetterTargetArn" not in redrive:
             raise TemplateProblem(
                 path, "must have deadLetterTargetArn and maxReceiveCount", redrive
             )
-        import json
-
         target = str(redrive["deadLetterTargetArn"])
         dead = self.queue_by_arn(target)
         policy = {

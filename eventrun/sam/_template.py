@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._errors import TemplateProblem
+from ._errors import TemplateProblem, as_mapping
 from ._intrinsics import Resolver
 from ._resources import References
 from ._yaml import Node, parse_template
@@ -80,6 +80,20 @@ class Template:
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path.name}: cannot read the template ({exc})") from None
         self.data = parse_template(text, path.name)
+        try:
+            self._build(overrides, stack_name, bindings, sqs_endpoints, environ)
+        except TemplateProblem as exc:
+            exc.template = self.data
+            raise
+
+    def _build(
+        self,
+        overrides: Mapping[str, str],
+        stack_name: str | None,
+        bindings: Mapping[str, Any],
+        sqs_endpoints: Mapping[str, str | None],
+        environ: Mapping[str, str],
+    ) -> None:
         transform = self.data.get("Transform")
         transforms = transform if isinstance(transform, list) else [transform]
         self.is_sam = _TRANSFORM in transforms
@@ -100,11 +114,7 @@ class Template:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NotificationARNs": [],
         }
-        try:
-            self.parameters = self._parameters(overrides)
-        except TemplateProblem as exc:
-            exc.template = self.data
-            raise
+        self.parameters = self._parameters(overrides)
         imports = {k: b.value for k, b in bindings.items() if b.value is not None}
         self.refs = References(
             resources=resources,
@@ -192,13 +202,14 @@ class Template:
         return out
 
     def _merge_function_globals(self) -> None:
-        glob = ((self.data.get("Globals") or {}).get("Function")) or {}
+        globs = as_mapping(self.data.get("Globals"), ["Globals"])
+        glob = as_mapping(globs.get("Function"), ["Globals", "Function"])
         if not glob:
             return
-        for res in self.resources.values():
+        for lid, res in self.resources.items():
             if res["Type"] != "AWS::Serverless::Function":
                 continue
-            props = res.get("Properties") or Node()
+            props = as_mapping(res.get("Properties"), ["Resources", lid, "Properties"]) or Node()
             ignore = props.get("IgnoreGlobals")
             if ignore == "*":
                 continue

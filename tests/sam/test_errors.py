@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from eventrun.config import TRIGGER_KINDS
 from eventrun.exceptions import ConfigError
@@ -272,3 +273,20 @@ def test_stream_mappers_are_ready_for_issue_25(tmp_path: Path) -> None:
     }
     assert ("Kinesis" in MAPPERS) == ("kinesis" in TRIGGER_KINDS)
     assert ("DynamoDB" in MAPPERS) == ("dynamodb_streams" in TRIGGER_KINDS)
+
+
+# -- malformed templates: always a ConfigError naming the template, never a crash ------
+
+MALFORMED: dict[str, str] = yaml.safe_load(
+    (Path(__file__).with_name("malformed.yaml")).read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_template_is_a_config_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def handler(e, c):\n    pass\n")
+    (tmp_path / "template.yaml").write_text(MALFORMED[name])
+    with pytest.raises(ConfigError) as info:
+        load_sam(tmp_path / "template.yaml", environ={})
+    assert all(p.startswith("template.yaml: ") for p in info.value.problems), info.value.problems
