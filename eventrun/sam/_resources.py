@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import Path, TemplateProblem
+from ._errors import Path, TemplateProblem, as_mapping
 
 if TYPE_CHECKING:
     from ._intrinsics import Resolver
@@ -85,7 +85,7 @@ class References:
 
     def prop(self, lid: str, name: str, default: object = None) -> Any:
         assert self.resolver is not None
-        props = self.resources[lid].get("Properties") or {}
+        props = as_mapping(self.resources[lid].get("Properties"), ["Resources", lid, "Properties"])
         if name not in props:
             return default
         if lid in self._busy:

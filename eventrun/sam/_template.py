@@ -221,8 +221,7 @@ class Template:
         return [lid for lid, res in self.resources.items() if res["Type"] in types]
 
     def props(self, lid: str) -> dict[str, Any]:
-        props = self.resources[lid].get("Properties")
-        return props if isinstance(props, dict) else {}
+        return as_mapping(self.resources[lid].get("Properties"), ["Resources", lid, "Properties"])
 
 
 def _stack_name(directory: Path) -> str:
