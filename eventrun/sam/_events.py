@@ -185,14 +185,73 @@ def _methods(ctx: EventContext, default: str) -> list[str]:
     return ["*"] if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD", "*") else [method]
 
 
-def _stage(ctx: EventContext, key: str, implicit: str) -> str:
+def _api_property(ctx: EventContext, key: str, section: str, prop: str) -> Any:
+    """``prop`` of the event's API: the explicit API resource's (``RestApiId`` /
+    ``ApiId``), else ``Globals.Api`` / ``Globals.HttpApi``'s."""
+    tpl = ctx.template
     api = ctx.props.get(key)
-    if isinstance(api, dict) and isinstance(api.get("Ref"), str):
-        lid = api["Ref"]
-        if lid in ctx.template.resources:
-            stage = ctx.template.refs.prop(lid, "StageName")
-            return str(stage) if stage else implicit
-    return implicit
+    if isinstance(api, dict) and isinstance(api.get("Ref"), str) and api["Ref"] in tpl.resources:
+        value = tpl.refs.prop(api["Ref"], prop)
+        if value is not None:
+            return value
+    globs = as_mapping(as_mapping(tpl.data.get("Globals"), ["Globals"]).get(section), [section])
+    if prop in globs:
+        return tpl.resolver.resolve(globs[prop], ["Globals", section, prop])
+    return None
+
+
+def _stage(ctx: EventContext, key: str, section: str, implicit: str) -> str:
+    stage = _api_property(ctx, key, section, "StageName")
+    return str(stage) if stage else implicit
+
+
+def _unquote(value: object) -> str:
+    """REST API Cors values are quoted header values: ``"'*'"`` -> ``*``."""
+    text = str(value).strip()
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
+
+
+def _split(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v.strip() for v in _unquote(value).split(",") if v.strip()]
+
+
+def _cors(ctx: EventContext, key: str, section: str) -> dict[str, Any] | None:
+    """The API's CORS (``Cors`` of a REST API, ``CorsConfiguration`` of an HTTP API) as
+    the trigger's ``cors``."""
+    if section == "Api":
+        cors = _api_property(ctx, key, section, "Cors")
+        if cors is None:
+            return None
+        if not isinstance(cors, dict):
+            return {"allow_origins": [_unquote(cors)]}
+        out: dict[str, Any] = {"allow_origins": [_unquote(cors.get("AllowOrigin", "'*'"))]}
+        names: tuple[tuple[str, str], ...] = (
+            ("AllowMethods", "allow_methods"),
+            ("AllowHeaders", "allow_headers"),
+        )
+    else:
+        cors = _api_property(ctx, key, section, "CorsConfiguration")
+        if cors is None or cors is False:
+            return None
+        if cors is True:
+            return {"allow_origins": ["*"], "allow_methods": ["*"], "allow_headers": ["*"]}
+        cors = as_mapping(cors, [section, "CorsConfiguration"])
+        out = {"allow_origins": _split(cors.get("AllowOrigins", []))}
+        names = (
+            ("AllowMethods", "allow_methods"),
+            ("AllowHeaders", "allow_headers"),
+            ("ExposeHeaders", "expose_headers"),
+        )
+    for prop, name in names:
+        if prop in cors:
+            out[name] = _split(cors[prop])
+    if "MaxAge" in cors:
+        out["max_age"] = as_number(_unquote(cors["MaxAge"]), [section, "MaxAge"])
+    if "AllowCredentials" in cors:
+        out["allow_credentials"] = cors["AllowCredentials"] in (True, "true", "'true'")
+    return out
 
 
 def _api(ctx: EventContext) -> dict[str, Any] | None:
@@ -206,7 +265,8 @@ def _api(ctx: EventContext) -> dict[str, Any] | None:
             "methods": _methods(ctx, "ANY"),
             "auth": "none",
             "payload_format": "1.0",
-            "stage": _stage(ctx, "RestApiId", "Prod"),
+            "stage": _stage(ctx, "RestApiId", "Api", "Prod"),
+            **_optional("cors", _cors(ctx, "RestApiId", "Api")),
         }
     }
 
@@ -226,10 +286,15 @@ def _http_api(ctx: EventContext) -> dict[str, Any] | None:
     out: dict[str, Any] = {"path": path, "methods": methods, "auth": "none"}
     if version == "1.0":
         out["payload_format"] = "1.0"
-    stage = _stage(ctx, "ApiId", "$default")
+    stage = _stage(ctx, "ApiId", "HttpApi", "$default")
     if stage != "$default":
         out["stage"] = stage
+    out.update(_optional("cors", _cors(ctx, "ApiId", "HttpApi")))
     return {"http": out}
+
+
+def _optional(key: str, value: object) -> dict[str, Any]:
+    return {} if value is None else {key: value}
 
 
 _S3_EVENTS = {"s3:ObjectCreated": "created", "s3:ObjectRemoved": "removed"}

@@ -678,3 +678,51 @@ def test_inline_code_and_plain_lambda_functions(tmp_path: Path) -> None:
     assert fns["Zipped"]["code"] == ".eventrun/sam/Zipped"
     assert "return 'zip'" in (tmp_path / ".eventrun/sam/Zipped/main.py").read_text()
     assert fns["Plain"]["code"] == "plain"
+
+
+def test_api_cors_and_stages(tmp_path: Path) -> None:
+    app = translate(
+        tmp_path,
+        D(
+            """
+            Http:
+              Type: AWS::Serverless::HttpApi
+              Properties:
+                StageName: v1
+                CorsConfiguration:
+                  AllowOrigins: ["https://app.example"]
+                  AllowMethods: [GET, POST]
+                  ExposeHeaders: [x-trace]
+                  MaxAge: 600
+                  AllowCredentials: true
+            """
+        )
+        + fn(
+            events="""
+            H: {Type: HttpApi, Properties: {ApiId: !Ref Http, Path: /h, Method: get}}
+            R: {Type: Api, Properties: {Path: /r, Method: post}}
+            Open: {Type: HttpApi, Properties: {Path: /open, Method: get}}
+            """
+        ),
+        D(
+            """
+            Globals:
+              Api:
+                Cors: {AllowOrigin: "'*'", AllowMethods: "'GET,POST'", MaxAge: "'60'"}
+              HttpApi:
+                CorsConfiguration: true
+            """
+        ),
+    )
+    h, r, open_ = (t["http"] for t in function(app)["triggers"])
+    assert h["stage"] == "v1"
+    assert h["cors"] == {
+        "allow_origins": ["https://app.example"],
+        "allow_methods": ["GET", "POST"],
+        "expose_headers": ["x-trace"],
+        "max_age": 600,
+        "allow_credentials": True,
+    }
+    assert r["stage"] == "Prod"
+    assert r["cors"] == {"allow_origins": ["*"], "allow_methods": ["GET", "POST"], "max_age": 60}
+    assert open_["cors"] == {"allow_origins": ["*"], "allow_methods": ["*"], "allow_headers": ["*"]}
