@@ -19,8 +19,9 @@ _KINDS = ("sqs", "kafka", "directory", "value")
 
 
 class Binding(ConfigModel):
-    """One template resource bound to something local: exactly one of sqs, kafka,
-    directory, value."""
+    """One template resource bound to something local: one of sqs, kafka, directory, value.
+
+    ``queue`` goes with ``sqs``, ``topic`` with ``kafka``."""
 
     sqs: str | None = Field(None, description="connections.sqs name the queue lives on.")
     queue: str | None = Field(
