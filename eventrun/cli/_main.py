@@ -19,7 +19,7 @@ import anyio
 import click
 
 from eventrun.cli._dlq import dlq
-from eventrun.cli._sam import parse_overrides, template_options
+from eventrun.cli._sam import SamCommand, parse_overrides, template_options
 from eventrun.cli._status import status
 from eventrun.common import one_line
 from eventrun.exceptions import EventrunError
@@ -95,7 +95,7 @@ def main() -> None:
     """eventrun: run AWS-Lambda-style handlers off AWS."""
 
 
-@main.command()
+@main.command(cls=SamCommand)
 @click.option("-c", "--config", default=None, help=CONFIG_HELP)
 @template_options
 @click.option(
@@ -170,7 +170,7 @@ async def _run_daemon(loaded: Any, port: int | None, app: Any = None) -> None:
         tg.cancel_scope.cancel()
 
 
-@main.command()
+@main.command(cls=SamCommand)
 @click.option("-c", "--config", default=None, help=CONFIG_HELP)
 @template_options
 @click.option(
@@ -269,7 +269,7 @@ def _payload(value: str | None) -> bytes:
     return value.encode()
 
 
-@main.command()
+@main.command(cls=SamCommand)
 @click.argument("function")
 @click.option("--payload", help="Event JSON, or @FILE.")
 @click.option("--async", "is_async", is_flag=True, help="Queue an asynchronous invocation.")
@@ -330,7 +330,7 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
     return result.ok, result.payload.decode(), result.logs
 
 
-@main.command("generate-event")
+@main.command("generate-event", cls=SamCommand)
 @click.argument("kind")
 @template_options
 def generate_event(

@@ -1,7 +1,8 @@
 """``-t template.yaml``: the options every config-reading command shares, and loading.
 
-``--parameter-overrides`` takes SAM CLI's syntax: ``Key=Value`` pairs separated by spaces
-(quote values with spaces), or ``ParameterKey=K,ParameterValue=V``; it may be repeated.
+``--parameter-overrides`` takes SAM CLI's syntax: ``Key=Value`` pairs separated by spaces,
+in one quoted argument or as separate arguments (``--parameter-overrides A=1 B=2``: every
+following ``K=V`` word belongs to it), or ``ParameterKey=K,ParameterValue=V``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["parse_overrides", "template_options"]
+__all__ = ["SamCommand", "parse_overrides", "template_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +39,24 @@ def parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
                     )
             out[key] = val
     return out
+
+
+class SamCommand(click.Command):
+    """A command whose ``--parameter-overrides`` takes every following ``K=V`` word, as
+    SAM CLI's does (``--parameter-overrides A=1 B=2``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            out.append(arg)
+            if arg == "--parameter-overrides" and rest:
+                out.append(rest.pop(0))
+                while rest and not rest[0].startswith("-") and "=" in rest[0]:
+                    # one word is one pair, spaces and all
+                    out += ["--parameter-overrides", shlex.quote(rest.pop(0))]
+        return super().parse_args(ctx, out)
 
 
 def template_options(f: F) -> F:

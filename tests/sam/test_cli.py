@@ -149,3 +149,34 @@ def test_generate_event_of_a_template_event() -> None:
     assert code == 2
     assert "no event 'Nope.Event' in the template (have: DailyReport.Nightly," in err
     EventBridgeModel.model_validate(json.loads(run("generate-event", "schedule")[1]))
+
+
+def test_parameter_overrides_as_separate_words_like_sam_cli(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(
+        "import os\n\ndef handler(event, context):\n    return [os.environ['A'], os.environ['B']]\n"
+    )
+    (tmp_path / "template.yaml").write_text(
+        "Parameters: {A: {Type: String}, B: {Type: String}}\n"
+        "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n"
+        "    Properties: {CodeUri: src/, Handler: app.handler, Runtime: python3.12,\n"
+        "      Environment: {Variables: {A: !Ref A, B: !Ref B}}}\n"
+    )
+    template = str(tmp_path / "template.yaml")
+    code, out, err = run(
+        "invoke", "-t", template, "--parameter-overrides", "A=1", "B=two words", "Fn"
+    )
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == ["1", "two words"]
+    code, out, err = run(
+        "check",
+        "-t",
+        template,
+        "--parameter-overrides",
+        "ParameterKey=A,ParameterValue=x",
+        "B=y",
+        "--print",
+    )
+    assert code == 0, err
+    assert "A: x" in out
+    assert "B: y" in out
