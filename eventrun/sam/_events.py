@@ -45,6 +45,7 @@ class EventContext:
     props: dict[str, Any]
     path: list[str | int]
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Connections the event needs, by section (``kafka``, ``sqs``) and name."""
     notes: list[str] = field(default_factory=list)
 
     def get(self, key: str, default: object = None) -> Any:
@@ -371,10 +372,26 @@ def _kafka_common(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
         key = "StartingPositionTimestamp"
         out["starting_position_timestamp"] = as_number(ctx.get(key), ctx.at(key), float)
     _common_batch(ctx, out)
-    failure = ctx.props.get("DestinationConfig")
-    if failure:
-        ctx.notes.append(f"{ctx.function}.{ctx.name}.DestinationConfig: set on_failure in -c")
+    _on_failure(ctx, out)
     return out
+
+
+def _on_failure(ctx: EventContext, out: dict[str, Any]) -> None:
+    """``DestinationConfig.OnFailure`` of a poller event -> the trigger's ``on_failure``: an
+    SQS queue, or (Kafka) ``kafka://TOPIC`` on the event's own connection."""
+    where = ctx.at("DestinationConfig")
+    config = as_mapping(ctx.get("DestinationConfig"), where)
+    failure = as_mapping(config.get("OnFailure"), [*where, "OnFailure"])
+    target = failure.get("Destination")
+    if target is None:
+        return
+    path = [*where, "OnFailure", "Destination"]
+    if isinstance(target, str) and target.startswith("kafka://") and "connection" in out:
+        out["on_failure"] = f"kafka:{out['connection']}/{target[len('kafka://') :]}"
+        return
+    out["on_failure"] = ctx.template.refs.destination(
+        target, failure.get("Type"), path, ctx.connections
+    )
 
 
 def _self_managed_kafka(ctx: EventContext) -> dict[str, Any] | None:
@@ -397,7 +414,9 @@ def _self_managed_kafka(ctx: EventContext) -> dict[str, Any] | None:
                 f"and bind it (bindings: {{{key}: {{kafka: NAME}}}})",
             )
         conn = f"{ctx.function}-{ctx.name}"
-        ctx.connections[conn] = {"bootstrap_servers": [str(s) for s in servers]}
+        ctx.connections.setdefault("kafka", {})[conn] = {
+            "bootstrap_servers": [str(s) for s in servers]
+        }
     return {"kafka": _kafka_common(ctx, {"connection": conn})}
 
 
@@ -447,9 +466,7 @@ def _stream_controls(ctx: EventContext, out: dict[str, Any]) -> dict[str, Any]:
                 if kind is bool
                 else as_number(value, ctx.at(key), kind)
             )
-    failure = ctx.props.get("DestinationConfig")
-    if failure:
-        ctx.notes.append(f"{ctx.function}.{ctx.name}.DestinationConfig: set on_failure in -c")
+    _on_failure(ctx, out)
     return out
 
 

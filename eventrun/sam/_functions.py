@@ -21,7 +21,7 @@ from eventrun.config import FunctionConfig
 
 from ._errors import TemplateProblem, as_list, as_mapping, as_number
 from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
-from ._resources import FUNCTION_TYPES, LAYER_TYPES
+from ._resources import LAYER_TYPES
 from ._template import Template
 
 __all__ = ["RUNTIMES_NOT_YET", "translate_function"]
@@ -162,38 +162,6 @@ def _layers(
     return out
 
 
-def _destination(
-    tpl: Template, value: object, kind: object, path: list[str | int], out: dict[str, Any]
-) -> str:
-    if not isinstance(value, str):
-        raise TemplateProblem(path, "must be an ARN", value)
-    refs = tpl.refs
-    service = value.split(":")[2] if value.startswith("arn:") and value.count(":") >= 5 else ""
-    if service == "sqs":
-        lid = refs.queue_by_arn(value)
-        if lid is not None:
-            queue = refs.queue(lid)
-            conn = queue.connection or "aws"
-            name = queue.name
-        else:
-            binding = refs.bindings.get(value)
-            conn = binding.sqs if binding is not None and binding.sqs else "aws"
-            name = value.rsplit(":", 1)[-1]
-        if conn == "aws":
-            out.setdefault("sqs", {})["aws"] = {}
-        return f"sqs:{conn}/{name}"
-    if service == "lambda":
-        name = value.split(":")[6]
-        lids = tpl.of_type(*FUNCTION_TYPES)
-        return "function:" + next((f for f in lids if refs.function_name(f) == name), name)
-    raise TemplateProblem(
-        path,
-        f"must be an SQS queue or a Lambda function here (a {kind or service} destination "
-        "has no local counterpart)",
-        value,
-    )
-
-
 def translate_function(
     tpl: Template,
     lid: str,
@@ -267,8 +235,8 @@ def _events(
         eprops = event.get("Properties") or {}
         ctx = EventContext(tpl, lid, str(name), eprops, [*epath, "Properties"])
         trigger = mapper(ctx)
-        if ctx.connections:
-            connections.setdefault("kafka", {}).update(ctx.connections)
+        for section, named in ctx.connections.items():
+            connections.setdefault(section, {}).update(named)
         notes.extend(ctx.notes)
         if trigger is not None:
             triggers.append(trigger)
@@ -307,7 +275,7 @@ def _invoke_config(
             name = f"{tpl.stack}-{lid}EventInvokeConfig{key}Queue"
             tpl.extra_queues.append(name)
             target = f"arn:aws:sqs:{tpl.region}:{tpl.refs.account}:{name}"
-        destinations[field] = _destination(tpl, target, dest.get("Type"), dpath, connections)
+        destinations[field] = tpl.refs.destination(target, dest.get("Type"), dpath, connections)
     dlq = as_mapping(
         r.resolve(props.get("DeadLetterQueue"), [*path, "DeadLetterQueue"]),
         [*path, "DeadLetterQueue"],
@@ -319,8 +287,8 @@ def _invoke_config(
                 "must be SQS (an SNS topic has no local counterpart)",
                 dlq.get("Type"),
             )
-        destinations["on_failure"] = _destination(
-            tpl, dlq.get("TargetArn"), "SQS", [*path, "DeadLetterQueue", "TargetArn"], connections
+        destinations["on_failure"] = tpl.refs.destination(
+            dlq.get("TargetArn"), "SQS", [*path, "DeadLetterQueue", "TargetArn"], connections
         )
     if destinations:
         fn["destinations"] = destinations

@@ -202,6 +202,37 @@ class References:
         name = self.prop(lid, "BucketName")
         return str(name) if name else lid
 
+    def destination(
+        self, value: object, kind: object, path: Path, connections: dict[str, Any]
+    ) -> str:
+        """A destination ARN as an eventrun destination: a queue -> ``sqs:CONN/NAME`` (a
+        template queue's connection, a binding's, else ``aws``: the standard AWS
+        environment, added to ``connections``), a function -> ``function:LogicalId``."""
+        if not isinstance(value, str):
+            raise TemplateProblem(path, "must be an ARN", value)
+        service = value.split(":")[2] if value.startswith("arn:") and value.count(":") >= 5 else ""
+        if service == "sqs":
+            lid = self.queue_by_arn(value)
+            if lid is not None:
+                conn, name = self.queue(lid).connection or "aws", self.queue(lid).name
+            else:
+                binding = self.bindings.get(value)
+                conn = binding.sqs if binding is not None and binding.sqs else "aws"
+                name = value.rsplit(":", 1)[-1]
+            if conn == "aws":
+                connections.setdefault("sqs", {})["aws"] = {}
+            return f"sqs:{conn}/{name}"
+        if service == "lambda":
+            name = value.split(":")[6]
+            lids = [lid for lid in self.resources if self.type_of(lid) in FUNCTION_TYPES]
+            return "function:" + next((f for f in lids if self.function_name(f) == name), name)
+        raise TemplateProblem(
+            path,
+            f"must be an SQS queue or a Lambda function here (a {kind or service} destination "
+            "has no local counterpart)",
+            value,
+        )
+
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
 

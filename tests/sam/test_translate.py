@@ -726,3 +726,30 @@ def test_api_cors_and_stages(tmp_path: Path) -> None:
     assert r["stage"] == "Prod"
     assert r["cors"] == {"allow_origins": ["*"], "allow_methods": ["GET", "POST"], "max_age": 60}
     assert open_["cors"] == {"allow_origins": ["*"], "allow_methods": ["*"], "allow_headers": ["*"]}
+
+
+def test_poller_event_on_failure_destinations(tmp_path: Path) -> None:
+    app = translate(
+        tmp_path,
+        "Dlq: {Type: AWS::SQS::Queue}\n"
+        + fn(
+            events="""
+            K:
+              Type: SelfManagedKafka
+              Properties:
+                KafkaBootstrapServers: ["127.0.0.1:9092"]
+                Topics: [t]
+                DestinationConfig: {OnFailure: {Destination: "kafka://t-dlq"}}
+            K2:
+              Type: SelfManagedKafka
+              Properties:
+                KafkaBootstrapServers: ["127.0.0.1:9092"]
+                Topics: [u]
+                DestinationConfig: {OnFailure: {Type: SQS, Destination: !GetAtt Dlq.Arn}}
+            """
+        ),
+    )
+    k, k2 = (t["kafka"] for t in function(app)["triggers"])
+    assert k["on_failure"] == "kafka:Fn-K/t-dlq"
+    assert k2["on_failure"] == "sqs:aws/st-Dlq"
+    assert app.document["connections"]["sqs"] == {"aws": {}}
