@@ -101,6 +101,12 @@ def main() -> None:
 @click.option(
     "--skip-unsupported", is_flag=True, help="With -t: start without the unsupported events."
 )
+@click.option(
+    "--create-queues",
+    is_flag=True,
+    help="With -t: create the template's missing queues on real AWS too (by default only "
+    "on an endpoint override such as AWS_ENDPOINT_URL_SQS).",
+)
 @click.option("--port", type=int, default=None, help="Override server.port (0: any free port).")
 @click.option("--log-level", default="info", show_default=True)
 @click.option(
@@ -115,6 +121,7 @@ def run(
     parameter_overrides: tuple[str, ...],
     stack_name: str | None,
     skip_unsupported: bool,
+    create_queues: bool,
     port: int | None,
     log_level: str,
     log_format: str,
@@ -135,7 +142,9 @@ def run(
         for note in app.notes:
             log.info("sam.note", note=note)
     try:
-        anyio.run(_run_daemon, loaded, port, app, backend_options={"use_uvloop": True})
+        anyio.run(
+            _run_daemon, loaded, port, app, create_queues, backend_options={"use_uvloop": True}
+        )
     except EventrunError as exc:
         _fail(exc)
     except BaseExceptionGroup as group:
@@ -146,13 +155,15 @@ def run(
         _fail(error)
 
 
-async def _run_daemon(loaded: Any, port: int | None, app: Any = None) -> None:
+async def _run_daemon(
+    loaded: Any, port: int | None, app: Any = None, create_queues: bool = False
+) -> None:
     from eventrun.runtime import Runtime
 
     if app is not None:
         from eventrun.sam import prepare_local
 
-        await prepare_local(app)
+        await prepare_local(app, on_aws=create_queues)
 
     runtime = Runtime(loaded, port=port)
     stop = anyio.Event()

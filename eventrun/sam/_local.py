@@ -63,8 +63,11 @@ def _endpoint(app: SamApp, connection: str | None, environ: Mapping[str, str]) -
     return environ.get("AWS_ENDPOINT_URL_SQS") or environ.get("AWS_ENDPOINT_URL") or None
 
 
-async def prepare_local(app: SamApp, environ: Mapping[str, str] | None = None) -> None:
-    """Create bucket directories and missing queues (see the module docstring)."""
+async def prepare_local(
+    app: SamApp, environ: Mapping[str, str] | None = None, *, on_aws: bool = False
+) -> None:
+    """Create bucket directories and missing queues (see the module docstring);
+    ``on_aws`` (``run --create-queues``) creates them on real AWS too."""
     env = os.environ if environ is None else environ
     make_bucket_dirs(app)
     wanted: list[tuple[QueueInfo | None, str, str | None]] = [
@@ -73,7 +76,7 @@ async def prepare_local(app: SamApp, environ: Mapping[str, str] | None = None) -
     wanted += [(None, name, None) for name in app.extra_queues]
     for info, name, connection in wanted:
         endpoint = _endpoint(app, connection, env)
-        if endpoint is None:
+        if endpoint is None and not on_aws:
             log.info("sam.queue_expected", queue=name, reason="no endpoint override: real AWS")
             continue
         attributes = dict(info.attributes) if info is not None else {}
