@@ -22,7 +22,15 @@ from eventrun.config import TRIGGER_KINDS
 from ._errors import Path, TemplateProblem, as_list, as_mapping, as_number
 from ._template import Template
 
-__all__ = ["MAPPERS", "NOT_YET", "UNSUPPORTED", "EventContext", "Unsupported", "enabled"]
+__all__ = [
+    "MAPPERS",
+    "NOT_YET",
+    "UNSUPPORTED",
+    "EventContext",
+    "Unsupported",
+    "cors_v2",
+    "enabled",
+]
 
 
 class Unsupported(Exception):
@@ -221,38 +229,46 @@ def _split(value: object) -> list[str]:
 def _cors(ctx: EventContext, key: str, section: str) -> dict[str, Any] | None:
     """The API's CORS (``Cors`` of a REST API, ``CorsConfiguration`` of an HTTP API) as
     the trigger's ``cors``."""
-    if section == "Api":
-        cors = _api_property(ctx, key, section, "Cors")
-        if cors is None:
-            return None
-        if not isinstance(cors, dict):
-            return {"allow_origins": [_unquote(cors)]}
-        out: dict[str, Any] = {"allow_origins": [_unquote(cors.get("AllowOrigin", "'*'"))]}
-        names: tuple[tuple[str, str], ...] = (
-            ("AllowMethods", "allow_methods"),
-            ("AllowHeaders", "allow_headers"),
-        )
-    else:
+    if section != "Api":
         cors = _api_property(ctx, key, section, "CorsConfiguration")
         if cors is None or cors is False:
             return None
         if cors is True:
             return {"allow_origins": ["*"], "allow_methods": ["*"], "allow_headers": ["*"]}
-        cors = as_mapping(cors, [section, "CorsConfiguration"])
-        out = {"allow_origins": _split(cors.get("AllowOrigins", []))}
-        names = (
-            ("AllowMethods", "allow_methods"),
-            ("AllowHeaders", "allow_headers"),
-            ("ExposeHeaders", "expose_headers"),
-        )
-    for prop, name in names:
+        return cors_v2(cors, [section, "CorsConfiguration"])
+    cors = _api_property(ctx, key, section, "Cors")
+    if cors is None:
+        return None
+    if not isinstance(cors, dict):
+        return {"allow_origins": [_unquote(cors)]}
+    out: dict[str, Any] = {"allow_origins": [_unquote(cors.get("AllowOrigin", "'*'"))]}
+    for prop, name in (("AllowMethods", "allow_methods"), ("AllowHeaders", "allow_headers")):
         if prop in cors:
             out[name] = _split(cors[prop])
+    _cors_common(cors, out, [section, "Cors"])
+    return out
+
+
+def cors_v2(cors: object, where: Path) -> dict[str, Any]:
+    """An HTTP API's ``CorsConfiguration`` or a function URL's ``Cors`` as ``cors``."""
+    cors = as_mapping(cors, where)
+    out: dict[str, Any] = {"allow_origins": _split(cors.get("AllowOrigins", []))}
+    for prop, name in (
+        ("AllowMethods", "allow_methods"),
+        ("AllowHeaders", "allow_headers"),
+        ("ExposeHeaders", "expose_headers"),
+    ):
+        if prop in cors:
+            out[name] = _split(cors[prop])
+    _cors_common(cors, out, where)
+    return out
+
+
+def _cors_common(cors: dict[str, Any], out: dict[str, Any], where: Path) -> None:
     if "MaxAge" in cors:
-        out["max_age"] = as_number(_unquote(cors["MaxAge"]), [section, "MaxAge"])
+        out["max_age"] = as_number(_unquote(cors["MaxAge"]), [*where, "MaxAge"])
     if "AllowCredentials" in cors:
         out["allow_credentials"] = cors["AllowCredentials"] in (True, "true", "'true'")
-    return out
 
 
 def _api(ctx: EventContext) -> dict[str, Any] | None:

@@ -6,7 +6,8 @@ other open issues pass through once the config accepts them, else are reported a
 unsupported naming the issue); ``Timeout``, ``MemorySize``; ``Environment.Variables``
 (booleans and numbers become text, as on Lambda); ``Layers`` of the template -> the
 function's ``PYTHONPATH``; ``ReservedConcurrentExecutions`` -> ``concurrency``;
-``EventInvokeConfig`` (``MaximumEventAgeInSeconds``, ``MaximumRetryAttempts``,
+``FunctionUrlConfig`` -> an ``http`` catch-all route; ``EventInvokeConfig``
+(``MaximumEventAgeInSeconds``, ``MaximumRetryAttempts``,
 ``DestinationConfig`` of type SQS or Lambda) and ``DeadLetterQueue`` -> ``destinations``.
 Properties with no local meaning (``Policies``, ``Role``, ``Architectures``,
 ``AutoPublishAlias``, ``Tracing``...) are accepted and noted.
@@ -20,7 +21,7 @@ from typing import Any, get_args
 from eventrun.config import FunctionConfig
 
 from ._errors import TemplateProblem, as_list, as_mapping, as_number
-from ._events import MAPPERS, EventContext, Unsupported, unsupported_reason
+from ._events import MAPPERS, EventContext, Unsupported, cors_v2, unsupported_reason
 from ._resources import LAYER_TYPES
 from ._template import Template
 
@@ -53,7 +54,6 @@ _IGNORED = (
     "LoggingConfig",
     "PermissionsBoundary",
     "RuntimeManagementConfig",
-    "FunctionUrlConfig",
 )
 
 
@@ -162,6 +162,29 @@ def _layers(
     return out
 
 
+def _function_url(
+    tpl: Template, props: dict[str, Any], path: list[str | int]
+) -> dict[str, Any] | None:
+    """``FunctionUrlConfig`` -> an ``http`` trigger serving every path (``/{proxy+}``, any
+    method, payload 2.0, tried after every other route): ``AuthType: NONE`` is public,
+    ``AWS_IAM`` needs the daemon's bearer token; ``Cors`` -> ``cors``."""
+    where: list[str | int] = [*path, "FunctionUrlConfig"]
+    config = as_mapping(tpl.resolver.resolve(props.get("FunctionUrlConfig"), where), where)
+    if not config:
+        return None
+    auth = str(config.get("AuthType", "AWS_IAM"))
+    if auth not in ("NONE", "AWS_IAM"):
+        raise TemplateProblem([*where, "AuthType"], "must be NONE or AWS_IAM", auth)
+    out: dict[str, Any] = {
+        "path": "/{proxy+}",
+        "methods": ["*"],
+        "auth": "none" if auth == "NONE" else "token",
+    }
+    if "Cors" in config:
+        out["cors"] = cors_v2(config["Cors"], [*where, "Cors"])
+    return {"http": out}
+
+
 def translate_function(
     tpl: Template,
     lid: str,
@@ -207,6 +230,9 @@ def translate_function(
         if key in props:
             notes.append(f"{lid}.{key}: ignored (no local meaning)")
     triggers, skipped = _events(tpl, lid, props, path, connections, notes, events)
+    url = _function_url(tpl, props, path)
+    if url is not None:
+        triggers.append(url)
     if triggers:
         fn["triggers"] = triggers
     return fn, skipped

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from eventrun.config import parse_config
+from eventrun.exceptions import ConfigError
 from eventrun.sam import SamApp, load_sam, printable
 
 ENV = {"AWS_REGION": "eu-west-1"}
@@ -753,3 +754,26 @@ def test_poller_event_on_failure_destinations(tmp_path: Path) -> None:
     assert k["on_failure"] == "kafka:Fn-K/t-dlq"
     assert k2["on_failure"] == "sqs:aws/st-Dlq"
     assert app.document["connections"]["sqs"] == {"aws": {}}
+
+
+def test_function_url_is_a_catch_all_route(tmp_path: Path) -> None:
+    url = """
+    FunctionUrlConfig:
+      AuthType: NONE
+      Cors: {AllowOrigins: ["https://a.example"], AllowMethods: [GET], MaxAge: 5}
+    """
+    app = translate(tmp_path, fn(props=url))
+    cors = {"allow_origins": ["https://a.example"], "allow_methods": ["GET"], "max_age": 5}
+    assert function(app)["triggers"] == [
+        {"http": {"path": "/{proxy+}", "methods": ["*"], "auth": "none", "cors": cors}}
+    ]
+    private = translate(tmp_path, fn(props="FunctionUrlConfig: {AuthType: AWS_IAM}"))
+    assert function(private)["triggers"][0]["http"]["auth"] == "token"
+    # two function URLs both serve every path: one server cannot tell them apart
+    with pytest.raises(ConfigError) as info:
+        translate(tmp_path, fn(props=url) + fn(name="Two", props=url))
+    assert info.value.problems == [
+        "template.yaml (translated): functions.Two.triggers[0].http.path: must be unique "
+        "among http triggers (same path and method as functions.Fn.triggers[0].http), "
+        "got '/{proxy+}'"
+    ]
