@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PLUGINS     := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 PLUGIN_PKGS := $(wildcard $(addsuffix /eventrun_*,$(PLUGINS)))
 
-.PHONY: setup system-deps run test fuzz coverage lint format bench soak docs clean
+.PHONY: setup system-deps run test chaos fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ run: setup
 ## test: the whole suite against real servers started on free loopback ports
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chaos: the fault suite with its long variants (60 s network partitions...)
+chaos: setup system-deps
+	rm -f .chaos-results.jsonl
+	EVENTRUN_RELIABILITY_LOG=$(CURDIR)/.chaos-results.jsonl $(BIN)/python -m pytest tests/chaos -m "" $(PYTEST_ARGS)
+	$(BIN)/python scripts/reliability_table.py .chaos-results.jsonl > docs/reliability.md
 
 ## fuzz: explore the property tests with random seeds and FUZZ_SCALE times their examples,
 ## round after round for FUZZ_MINUTES; `make test` (and CI, with CI set) runs them derandomized

@@ -54,6 +54,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "kafka": ("bench.kafka", ["--reps", "7"], ["--reps", "1", "--records", "100000"]),
     "rabbitmq": ("bench.rabbitmq", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
+    "nats": ("bench.nats", ["--reps", "5"], ["--reps", "1", "--messages", "20000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
     "pipeline": (
         "bench.pipeline",
@@ -73,6 +74,7 @@ VERSIONS = [
     "moto",
     "faststream",
     "aio-pika",
+    "nats-py",
     "aiormq",
     "uvicorn",
     "starlette",
@@ -204,6 +206,20 @@ def _rows_rabbitmq(d: dict[str, Any] | None) -> list[Row]:
     ]
 
 
+def _rows_nats(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "NATS JetStream process vs plain nats-py loop",
+            _get(res, "process", "ratio_vs_plain"),
+            0.7,
+        ),
+        _ratio_row(
+            "NATS JetStream process vs FastStream", _get(d, "ratios", "process_vs_faststream"), 1.5
+        ),
+    ]
+
+
 def _rows_kafka(d: dict[str, Any] | None) -> list[Row]:
     res = _get(d, "results") or {}
     return [
@@ -291,6 +307,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "redis_streams": _rows_redis,
     "kafka": _rows_kafka,
     "rabbitmq": _rows_rabbitmq,
+    "nats": _rows_nats,
     "sqs": _rows_sqs,
     "cron_jitter": _rows_cron,
     "filewatch": _rows_filewatch,
