@@ -171,6 +171,10 @@ class Link:
         try:
             with anyio.fail_after(CONNECT_TIMEOUT_S):
                 await self._wait_connack()
+        except TimeoutError:
+            self._teardown("no CONNACK")
+            where = self.broker.location
+            raise LinkError(f"{where}: no CONNACK within {CONNECT_TIMEOUT_S:g} s") from None
         except BaseException:
             self._teardown("connect abandoned")
             raise
@@ -223,7 +227,7 @@ class Link:
     def publish(self, topic: str, payload: bytes, properties: Properties | None) -> int:
         """Queue a QoS 1 PUBLISH; returns its packet id for :meth:`wait_puback`."""
         info = self.client.publish(topic, payload, qos=1, properties=properties)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LinkError(
                 f"PUBLISH to {self.broker.location} failed: {mqtt.error_string(info.rc)}"
             )

@@ -108,6 +108,7 @@ class MqttPoller:
         self.session_expiry_s = int(getattr(cfg, "session_expiry", 7 * 86400))
         self.keepalive_s = int(getattr(cfg, "keepalive", 30))
         self._link: Link | None = None
+        self._receiving: Link | None = None
         self._order: deque[_Delivery] = deque()
         self._buffer: deque[Record] = deque()
         self._arrived = anyio.Event()
@@ -158,10 +159,13 @@ class MqttPoller:
             keepalive_s=self.keepalive_s,
             on_message=self._on_message,
         )
-        await link.open()
+        # A resumed session's unacknowledged messages arrive right after CONNACK.
+        self._receiving = link
         try:
+            await link.open()
             await link.subscribe(self.filters)
         except BaseException:
+            self._receiving = None
             with anyio.CancelScope(shield=True):
                 await link.close(1.0)
             raise
@@ -221,14 +225,14 @@ class MqttPoller:
 
     def _uninstall(self, reason: str) -> None:
         """The connection is gone: what it delivered is the broker's to resend."""
-        self._link = None
+        self._link = self._receiving = None
         self._connected = anyio.Event()
         self._last_error = reason
         self._order.clear()
         self._buffer.clear()
 
     def _on_message(self, link: Link, message: mqtt.MQTTMessage) -> None:
-        if link is not self._link:
+        if link is not self._receiving:
             return
         self._seq += 1
         token = None
@@ -270,7 +274,7 @@ class MqttPoller:
         link = self._link
         for record in records:
             token = record.token
-            if isinstance(token, _Delivery):
+            if isinstance(token, _Delivery) and not token.released:
                 token.done = True
         if link is None:
             return

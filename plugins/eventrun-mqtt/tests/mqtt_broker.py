@@ -8,6 +8,7 @@ SIGTERM (Mosquitto saves its database then); ``start()`` again uses the same por
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from tests.fixtures._ports import PortTaken, free_port, start_on_free_port, wait
 MISSING = "mosquitto not found: apt-get install mosquitto (or run scripts/system-deps.sh)"
 
 CONFIG = """\
+user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
@@ -70,7 +72,10 @@ class Mosquitto:
 
     def _launch(self, port: int) -> None:
         conf = self.root / "mosquitto.conf"
-        conf.write_text(CONFIG.format(port=port, data=self.root))
+        # ``user``: run as whoever runs the tests (as root Mosquitto would otherwise switch to
+        # user mosquitto, who cannot write the temporary data directory)
+        text = CONFIG.format(user=getpass.getuser(), port=port, data=self.root)
+        conf.write_text(text)
         self._proc = subprocess.Popen(
             [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
