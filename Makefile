@@ -44,6 +44,7 @@ lint: setup
 	$(BIN)/ruff check eventrun tests bench examples
 	$(BIN)/ruff format --check eventrun tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix eventrun tests bench examples
@@ -57,7 +58,7 @@ soak: setup
 	$(BIN)/python -m bench.soak
 
 docs: setup
-	$(BIN)/python -m eventrun._docgen > docs/configuration.md
+	$(BIN)/python -m eventrun.config._docgen > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

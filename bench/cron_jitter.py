@@ -22,8 +22,8 @@ import anyio
 import structlog
 
 from bench._procs import emit
-from eventrun._clock import SystemClock
 from eventrun.abc import InvokeOutcome, Route, SourceSpec
+from eventrun.runtime._clock import SystemClock
 from eventrun.sources.cron import create
 
 

@@ -33,8 +33,8 @@ import anyio
 import structlog
 
 from bench._procs import emit
-from eventrun._clock import SystemClock
 from eventrun.abc import InvokeOutcome, Route, SourceSpec
+from eventrun.runtime._clock import SystemClock
 from eventrun.sources.filewatch import FileWatchSource
 
 

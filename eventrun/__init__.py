@@ -39,14 +39,14 @@ from eventrun.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from eventrun._runtime import Runtime
     from eventrun.config import Config, LoadedConfig, load_config
+    from eventrun.runtime import Runtime
 
 _LAZY = {
     "Config": "eventrun.config",
     "LoadedConfig": "eventrun.config",
     "load_config": "eventrun.config",
-    "Runtime": "eventrun._runtime",
+    "Runtime": "eventrun.runtime",
 }
 
 

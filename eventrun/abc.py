@@ -18,6 +18,11 @@ There are two kinds of source:
 * a :class:`PushSource` (HTTP, cron, file-watch) runs its own ``serve()`` and hands
   events to the runtime through a :class:`SourceContext`.
 
+A plugin's config models subclass :class:`TriggerModel` (or :class:`BatchControls`, which
+adds the dispatcher's keys) and :class:`ConnectionModel`, registered in the entry point
+groups ``eventrun.triggers`` / ``eventrun.connections`` (docs/plugins.md). Those four names
+come from ``eventrun.config`` on first use, so importing this module stays light.
+
 Nothing here imports a broker client; ``import eventrun`` stays light.
 """
 
@@ -27,14 +32,20 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+if TYPE_CHECKING:
+    from eventrun.config import BatchControls, ConnectionModel, Duration, TriggerModel
+
 __all__ = [
+    "BatchControls",
     "Clock",
+    "ConnectionModel",
+    "Duration",
     "InvokeOutcome",
     "KeyValueState",
     "OutMessage",
@@ -46,6 +57,7 @@ __all__ = [
     "SinkSpec",
     "SourceContext",
     "SourceSpec",
+    "TriggerModel",
 ]
 
 JSON = Any
@@ -352,3 +364,17 @@ class Sink(Protocol):
 SourceFactory = Callable[[SourceSpec], "Poller | PushSource"]
 SinkFactory = Callable[[SinkSpec], Sink]
 Family = Literal["stream", "queue"]
+
+
+_CONFIG_NAMES = frozenset({"BatchControls", "ConnectionModel", "Duration", "TriggerModel"})
+
+
+def __getattr__(name: str) -> Any:
+    """The config base models, imported from ``eventrun.config`` on first use."""
+    if name not in _CONFIG_NAMES:
+        raise AttributeError(f"module 'eventrun.abc' has no attribute {name!r}")
+    import eventrun.config
+
+    value = getattr(eventrun.config, name)
+    globals()[name] = value
+    return value

@@ -1,6 +1,6 @@
 """ASGI helpers for HTTP push sources (part of the plugin seam) and the daemon's routes.
 
-Hot routes answer from the raw ASGI scope (see :mod:`eventrun._fastpath`); these read it
+Hot routes answer from the raw ASGI scope (see :mod:`eventrun.server._fastpath`); these read it
 the way Starlette's ``Request`` would, without building one. :func:`new_request_id`
 gives an event its ``requestContext.requestId`` (``str(uuid.uuid4())``, cheaper);
 :class:`JSONBytesResponse` answers with JSON bytes a handler already returned.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from eventrun._ids import new_request_id
+from eventrun.common import new_request_id
 
 __all__ = [
     "SESSION_COOKIE",
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 SESSION_COOKIE = "eventrun_session"
-"""The status page's session cookie (eventrun._web): never passed to a function URL."""
+"""The status page's session cookie (eventrun.server._web): never passed to a function URL."""
 
 
 class JSONBytesResponse(Response):

@@ -16,6 +16,7 @@ The hierarchy::
     │   └── FunctionSaturated     concurrency limit reached (HTTP 429 TooManyRequestsException)
     ├── StoreError                the embedded store failed
     │   └── QueueFull             a store queue is at its depth or bytes cap (HTTP 429)
+    ├── DlqError                  a DLQ request that cannot be served (exit 2, HTTP 400/404)
     ├── DaemonError               talking to a running daemon failed (CLI client side)
     └── ShutdownTimeout           the drain grace period ran out with work in flight
 
@@ -30,11 +31,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from eventrun._text import one_line
+from eventrun.common import one_line
 
 __all__ = [
     "ConfigError",
     "DaemonError",
+    "DlqError",
     "EventrunError",
     "FunctionSaturated",
     "HandlerImportError",
@@ -144,6 +146,12 @@ class QueueFull(StoreError):
         self.queue = queue
         self.what = what
         self.cap = cap
+
+
+class DlqError(EventrunError):
+    """A DLQ request that cannot be served (not a ``local:`` queue, unknown function...)."""
+
+    exit_code = 2
 
 
 class DaemonError(EventrunError):

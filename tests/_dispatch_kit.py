@@ -11,9 +11,9 @@ from typing import Any
 
 import anyio
 
-from eventrun._backoff import Backoff
-from eventrun._dispatch import DispatchSettings, Publisher, TriggerDispatcher
 from eventrun.abc import Poller
+from eventrun.dispatch._backoff import Backoff
+from eventrun.dispatch._dispatcher import DispatchSettings, Publisher, TriggerDispatcher
 from eventrun.testing import FakeClock, MemoryQueue, MemoryStream
 
 FAST = Backoff(base_s=0.001, cap_s=0.002, jitter=0.0)
@@ -87,7 +87,7 @@ async def running(
     **settings: Any,
 ) -> AsyncIterator[TriggerDispatcher]:
     """Run a dispatcher for the duration of the block, then shut it down gracefully."""
-    from eventrun._clock import SystemClock
+    from eventrun.runtime._clock import SystemClock
 
     opts: dict[str, Any] = {"function": "fn", "trigger": "fn/test[0]", "backoff": FAST}
     opts.update(settings)

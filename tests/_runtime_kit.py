@@ -9,8 +9,8 @@ from pathlib import Path
 
 import anyio
 
-from eventrun._runtime import Runtime
 from eventrun.config import load_config
+from eventrun.runtime._runtime import Runtime
 
 
 def write_app(root: Path, yaml_text: str, files: Mapping[str, str] | None = None) -> Path:

@@ -2,7 +2,7 @@
 
 Unit part: the real dispatcher on memory sources checks which outputs are published
 (only for records that succeeded, keyed like their input) under partial batch failures,
-and the output contract of :func:`eventrun._outputs.pipeline_outputs`.
+and the output contract of :func:`eventrun.dispatch._outputs.pipeline_outputs`.
 
 End-to-end part: examples/pipeline (ingest -> enrich -> notify, routed by region) copied to
 a temporary directory and run as an ``eventrun run`` daemon against a real redis-server,
@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import anyio
 import pytest
 
-from eventrun._outputs import pipeline_outputs
-from eventrun._store_open import open_store
+from eventrun.dispatch._outputs import pipeline_outputs
+from eventrun.store._open import open_store
 from eventrun.testing import MemoryQueue, MemorySink, MemoryStream
 from tests._daemon import Daemon
 from tests._dispatch_kit import Handler, data_of, running, until

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventrun import _plugins
+from eventrun import plugins as _plugins
 from eventrun.exceptions import PluginNotFound
 
 

@@ -15,8 +15,8 @@ import anyio
 import httpx
 import pytest
 
-from eventrun._store_open import open_store
 from eventrun.store import QueueEntry
+from eventrun.store._open import open_store
 from tests._daemon import Daemon
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "quickstart"

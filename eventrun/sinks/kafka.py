@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from eventrun.abc import OutMessage, SinkSpec
+from eventrun.brokers import kafka as client_util
 from eventrun.exceptions import ConfigError, SinkRejected, SinkUnavailable
-from eventrun.sources import _kafka_client as client_util
 
 __all__ = ["KafkaSink", "create"]
 

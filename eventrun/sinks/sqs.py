@@ -28,8 +28,8 @@ import anyio
 import structlog
 
 from eventrun.abc import OutMessage, SinkSpec
+from eventrun.brokers import sqs as client_util
 from eventrun.exceptions import SinkRejected, SinkUnavailable
-from eventrun.sources import _sqs_client as client_util
 
 __all__ = ["SqsSink", "create"]
 

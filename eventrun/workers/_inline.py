@@ -17,7 +17,7 @@ attributed through a context variable); ``print`` goes to the daemon's stdout.
 The event: decoded from the payload bytes for each invocation, as Lambda does, except
 when the caller hands over the event object itself (``invoke(event=...)``: the
 dispatcher of a batch trigger, which restores every record's event from the bytes when
-the batch did not fully succeed, see :mod:`eventrun._shared_events`). Either way, what a
+the batch did not fully succeed, see :mod:`eventrun.dispatch._shared_events`). Either way, what a
 handler does to its event never reaches a retry or a failure record.
 """
 
@@ -41,7 +41,7 @@ import anyio.to_thread
 import msgspec
 import structlog
 
-from eventrun._ids import new_request_id
+from eventrun.common import new_request_id
 
 from . import _errors
 from ._api import (

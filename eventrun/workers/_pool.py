@@ -36,7 +36,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from eventrun._ids import new_request_id
+from eventrun.common import new_request_id
 
 from . import _harden
 from ._api import (

@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventrun._filters import FilterError, RecordFilter
+from eventrun.dispatch._filters import FilterError, RecordFilter
 from tests._hypothesis import examples
 
 KEYS = st.sampled_from(["a", "b", "c"])

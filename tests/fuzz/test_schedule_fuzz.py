@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventrun.sources._schedule import parse_schedule
+from eventrun.sources.cron._schedule import parse_schedule
 from tests._hypothesis import examples
 
 DST_ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago"]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from eventrun._store_sqlite import SqliteStore
 from eventrun.abc import OutMessage, SinkSpec
 from eventrun.exceptions import ConfigError, SinkUnavailable
 from eventrun.sinks.function import create
+from eventrun.store._sqlite import SqliteStore
 
 
 def _spec(store: object, name: str = "enrich") -> SinkSpec:

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from eventrun import _dlq
-from eventrun._destinations import UNDELIVERABLE, SinkRouter
-from eventrun._store_open import open_store
 from eventrun.abc import OutMessage, SinkSpec
+from eventrun.dispatch._destinations import UNDELIVERABLE, SinkRouter
 from eventrun.exceptions import ConfigError, SinkRejected, SinkUnavailable
 from eventrun.sinks.http import HttpSink, create
+from eventrun.store import _dlq
+from eventrun.store._open import open_store
 from tests.fixtures._ports import free_port
 
 FAST = (0.01, 0.02)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from eventrun._store_sqlite import SqliteStore
 from eventrun.abc import OutMessage, Sink, SinkSpec
 from eventrun.exceptions import ConfigError, QueueFull, SinkUnavailable
 from eventrun.sinks.local import LocalSink, create
 from eventrun.store import QueueLimits
+from eventrun.store._sqlite import SqliteStore
 
 
 def _spec(store: object, name: str = "orders-failed") -> SinkSpec:

@@ -21,7 +21,7 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 from starlette.requests import Request
 
-from eventrun._runtime import Runtime
+from eventrun.runtime._runtime import Runtime
 from eventrun.sources.http import build_event, map_response
 from tests._runtime_kit import running_app, write_app
 

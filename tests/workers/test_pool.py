@@ -15,8 +15,8 @@ import anyio
 import pytest
 import structlog.testing
 
-from eventrun._gc import YOUNG_THRESHOLD, tuned_gc
 from eventrun.exceptions import FunctionSaturated
+from eventrun.runtime._gc import YOUNG_THRESHOLD, tuned_gc
 from eventrun.workers import InvokeResult
 
 from .conftest import RunnerFactory, event

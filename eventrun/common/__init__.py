@@ -1,0 +1,17 @@
+"""Leaf helpers every part may use: one-line message text, request ids, and URL redaction.
+
+What it does: small, dependency-free functions with one job each; nothing here knows
+about functions, triggers or the runtime.
+
+May import: nothing of eventrun (the bottom layer).
+
+Exports: ``one_line``, ``new_request_id``, ``public_destination``, ``redact_url``.
+"""
+
+from __future__ import annotations
+
+from eventrun.common._ids import new_request_id
+from eventrun.common._text import one_line
+from eventrun.common._urls import public_destination, redact_url
+
+__all__ = ["new_request_id", "one_line", "public_destination", "redact_url"]
