@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from eventrun_mqtt._seam import BatchControls, ConnectionModel, Duration
+from eventrun.abc import BatchControls, ConnectionModel, Duration
 
 __all__ = ["SCHEMES", "MqttConnection", "MqttTrigger", "check_url"]
 
