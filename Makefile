@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev,bench]'
+	$(BIN)/uv pip install --python $(BIN)/python -q -e plugins/eventrun-mqtt
 	@touch $(STAMP)
 
 system-deps:
