@@ -77,7 +77,6 @@ class MqttTrigger(BatchControls):
     client_id: str | None = Field(
         None,
         min_length=1,
-        max_length=23 * 10,
         description=(
             "MQTT client id (the persistent session's name); unset: eventrun-FUNCTION-INDEX,"
             " with -HOSTNAME appended when group is set (one session per replica)."
@@ -88,8 +87,8 @@ class MqttTrigger(BatchControls):
         ge=1,
         le=65535,
         description=(
-            "Most unacknowledged messages the broker sends this consumer at once (MQTT 5"
-            " Receive Maximum): the read-ahead buffer; keep it >= batch_size."
+            "1..65535: most unacknowledged messages the broker sends this consumer at once"
+            " (MQTT 5 Receive Maximum): the read-ahead buffer; keep it >= batch_size."
         ),
     )
     session_expiry: Duration = Field(
@@ -98,10 +97,10 @@ class MqttTrigger(BatchControls):
         le=NEVER_EXPIRES,
         description=(
             "How long the broker keeps the session (subscriptions, unacknowledged and queued"
-            f" messages) while this consumer is away; {NEVER_EXPIRES} = never expires."
+            f" messages) while this consumer is away; 0..{NEVER_EXPIRES} s (that = never)."
         ),
     )
-    keepalive: Duration = Field(30.0, ge=5, le=3600, description="MQTT keep-alive interval.")
+    keepalive: Duration = Field(30.0, ge=5, le=3600, description="MQTT keep-alive interval, 5s..1h.")
 
     @field_validator("url")
     @classmethod
