@@ -100,7 +100,9 @@ class MqttTrigger(BatchControls):
             f" messages) while this consumer is away; 0..{NEVER_EXPIRES} s (that = never)."
         ),
     )
-    keepalive: Duration = Field(30.0, ge=5, le=3600, description="MQTT keep-alive interval, 5s..1h.")
+    keepalive: Duration = Field(
+        30.0, ge=5, le=3600, description="MQTT keep-alive interval, 5s..1h."
+    )
 
     @field_validator("url")
     @classmethod
