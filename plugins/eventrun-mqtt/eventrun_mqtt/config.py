@@ -17,7 +17,7 @@ functions:
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -98,6 +98,14 @@ class MqttTrigger(BatchControls):
         description=(
             "How long the broker keeps the session (subscriptions, unacknowledged and queued"
             f" messages) while this consumer is away; 0..{NEVER_EXPIRES} s (that = never)."
+        ),
+    )
+    puback_order: Literal["receive", "topic"] = Field(
+        "receive",
+        description=(
+            "receive: PUBACKs in the order messages arrived, as MQTT requires (a retrying"
+            " message holds back later PUBACKs of every topic); topic: each topic's as soon"
+            " as they are done (brokers such as Mosquitto accept that)."
         ),
     )
     keepalive: Duration = Field(

@@ -15,6 +15,9 @@ Delivery contract (what this poller guarantees the dispatcher, and the broker):
   still running or retrying therefore also holds back the PUBACKs of records received
   after it (they are processed; their PUBACK waits). ``receive_maximum`` bounds how many
   unacknowledged messages the broker sends, so it also bounds that wait's memory.
+  ``puback_order: topic`` instead PUBACKs each topic's completed prefix at once (what the
+  dispatcher hands over): a retrying topic then holds back only its own PUBACKs. That
+  breaks the letter of [MQTT-4.6.0-2]; Mosquitto and most brokers accept it.
 * **Shard = topic.** Records come out per topic in receive order, which is the broker's
   publish order per topic for QoS 1 from one publisher. The dispatcher runs a topic's
   batches one after another, retries a failing batch in place, sends it to ``on_failure``
@@ -107,6 +110,7 @@ class MqttPoller:
         self.receive_maximum = int(getattr(cfg, "receive_maximum", 1000))
         self.session_expiry_s = int(getattr(cfg, "session_expiry", 7 * 86400))
         self.keepalive_s = int(getattr(cfg, "keepalive", 30))
+        self.puback_order: str = getattr(cfg, "puback_order", "receive")
         self._link: Link | None = None
         self._receiving: Link | None = None
         self._order: deque[_Delivery] = deque()
@@ -270,18 +274,22 @@ class MqttPoller:
         return [buffer.popleft() for _ in range(count)]
 
     async def ack(self, records: Sequence[Record]) -> None:
-        """Mark the records done; PUBACK the done prefix of this connection's deliveries."""
+        """Mark the records done and send the PUBACKs that may go: with ``puback_order:
+        receive`` those of the done prefix of this connection's deliveries (in receive
+        order); with ``topic`` those of ``records`` at once (the dispatcher hands over
+        each topic's completed prefix, in order)."""
         link = self._link
+        by_topic = self.puback_order == "topic"
         for record in records:
             token = record.token
-            if isinstance(token, _Delivery) and not token.released:
+            if isinstance(token, _Delivery) and not token.released and not token.done:
                 token.done = True
-        if link is None:
-            return
+                if by_topic and token.link is link and link is not None:
+                    link.ack(token.mid, token.qos)
         order = self._order
         while order and order[0].done:
             delivery = order.popleft()
-            if delivery.link is link:
+            if not by_topic and delivery.link is link and link is not None:
                 link.ack(delivery.mid, delivery.qos)
 
     async def release(self, records: Sequence[Record], delay_s: float) -> None:

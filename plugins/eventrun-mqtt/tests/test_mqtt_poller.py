@@ -82,6 +82,26 @@ async def test_mqtt_puback_waits_for_every_earlier_message(
         assert await drain(p) == []
 
 
+async def test_mqtt_puback_order_topic_acks_each_topic_at_once(
+    broker: Mosquitto, publisher: Publisher
+) -> None:
+    """With ``puback_order: topic`` a message held on one topic does not hold back the
+    PUBACK of a later message on another topic."""
+    prefix = unique("bytopic")
+    client_id = unique("c")
+    async with poller(broker, [f"{prefix}/#"], client_id, puback_order="topic") as p:
+        publisher.publish(f"{prefix}/a", [b"a0"])
+        publisher.publish(f"{prefix}/b", [b"b0"])
+        records: list[Any] = []
+        with anyio.fail_after(10):
+            while len(records) < 2:
+                records += await p.poll(10)
+        await p.ack(records[1:])
+    async with poller(broker, [f"{prefix}/#"], client_id, puback_order="topic") as p:
+        again = await drain(p)
+    assert [payload_of(e) for e in again] == ["a0"]
+
+
 async def test_mqtt_released_messages_come_back_on_the_next_connection(
     broker: Mosquitto, publisher: Publisher
 ) -> None:
@@ -132,8 +152,7 @@ async def test_mqtt_poison_goes_to_on_failure_after_retries(
         ledger.add(records)
 
     try:
-        with anyio.fail_after(10):
-            await subscribed.wait()
+        assert await anyio.to_thread.run_sync(subscribed.wait, 10)
         async with (
             sink(broker, dlq_topic) as out,
             poller(broker, [f"{prefix}/+"], unique("c")) as p,
