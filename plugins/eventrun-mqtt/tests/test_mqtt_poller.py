@@ -185,9 +185,10 @@ async def test_mqtt_broker_restart_loses_nothing(broker: Mosquitto, publisher: P
     def slow(records: list[dict[str, Any]]) -> None:
         ledger.add(records)
 
-    handler = Handler(slow, delay_s=0.01)
-    async with poller(broker, [f"{prefix}/+"], unique("c")) as p:
-        async with running(p, handler, batch_size=20):
+    handler = Handler(slow, delay_s=0.02)
+    # a window of 200: at most that many are handled while the broker restarts
+    async with poller(broker, [f"{prefix}/+"], unique("c"), receive_maximum=200) as p:
+        async with running(p, handler, batch_size=10):
             await anyio.to_thread.run_sync(publisher.publish_interleaved, topics, 500)
             await ledger.wait(lambda: ledger.count >= 300)
             await anyio.to_thread.run_sync(broker.restart)
