@@ -44,7 +44,7 @@ log_type notice
 class Mosquitto:
     """One ``mosquitto -c CONFIG`` process with its own data directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, anonymous: bool = True) -> None:
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -52,6 +52,7 @@ class Mosquitto:
             pytest.fail(MISSING, pytrace=False)
         self.binary = binary
         self.root = root
+        self.anonymous = anonymous
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -75,6 +76,8 @@ class Mosquitto:
         # ``user``: run as whoever runs the tests (as root Mosquitto would otherwise switch to
         # user mosquitto, who cannot write the temporary data directory)
         text = CONFIG.format(user=getpass.getuser(), port=port, data=self.root)
+        if not self.anonymous:  # and no password file: every client is refused
+            text = text.replace("allow_anonymous true", "allow_anonymous false")
         conf.write_text(text)
         self._proc = subprocess.Popen(
             [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from eventrun.abc import Record, SourceSpec
+from eventrun.exceptions import SourceAuthError
 
 
 async def _take(p: MqttPoller, count: int) -> list[Record]:
@@ -114,6 +116,28 @@ async def test_mqtt_shared_subscription_splits_between_replicas(
     assert seen["a"], "replica b got everything"
     assert seen["b"], "replica a got everything"
     assert sorted(seen["a"] + seen["b"]) == sorted(f"m{n}" for n in range(400))
+
+
+async def test_mqtt_qos0_messages_need_no_puback(broker: Mosquitto, publisher: Publisher) -> None:
+    topic = f"{unique('qos0')}/t"
+    async with poller(broker, [topic], unique("c")) as p:
+        publisher.client.publish(topic, b"fire-and-forget", qos=0)
+        [record] = await _take(p, 1)
+        event = record.plain_event()
+        assert (event["qos"], event["messageId"], record.token) == (0, 0, None)
+        await p.ack([record])
+        assert p.statistics()["unacknowledged"] == 0
+
+
+async def test_mqtt_refused_credentials_are_an_auth_error(tmp_path: Path) -> None:
+    closed = Mosquitto(tmp_path / "closed", anonymous=False)
+    closed.start()
+    try:
+        with pytest.raises(SourceAuthError, match="Not authorized"):
+            async with poller(closed, ["t"], unique("c")):
+                pass
+    finally:
+        closed.stop()
 
 
 def test_mqtt_trigger_model() -> None:
