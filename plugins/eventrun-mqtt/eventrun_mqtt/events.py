@@ -35,11 +35,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as mqtt
 
 from eventrun.abc import Record
 
-__all__ = ["EVENT_SOURCE", "batch_info", "build_record", "properties_of"]
+__all__ = ["EVENT_SOURCE", "MqttEvent", "batch_info", "build_record", "properties_of"]
 
 EVENT_SOURCE = "eventrun:mqtt"
 _NAMES = {
@@ -50,11 +51,33 @@ _NAMES = {
 }
 
 
+_PRIVATE = 4  # a paho Properties' own attributes: packetType, types, names, properties
+
+
+class MqttEvent(msgspec.Struct, gc=False):
+    """One record of the event (msgspec encodes ``payload`` as base64). Building a struct
+    costs a fraction of a dict; a batch for a process worker is encoded straight from it.
+    Not tracked by the cyclic GC: its fields never lead back to it."""
+
+    eventSource: str
+    broker: str
+    clientId: str
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    messageId: int
+    receiptId: str
+    receivedTimestamp: int
+    properties: dict[str, Any]
+
+
 def properties_of(message: mqtt.MQTTMessage) -> dict[str, Any]:
     """The MQTT 5 properties a publisher set, under the event's names."""
     props = getattr(message, "properties", None)
     out: dict[str, Any] = {}
-    if props is None:
+    if props is None or len(vars(props)) <= _PRIVATE:  # none set (the usual case)
         return out
     for attr, name in _NAMES.items():
         if hasattr(props, attr):
@@ -76,22 +99,24 @@ def build_record(
 ) -> Record:
     """One polled message as a dispatcher record: shard = topic (order per topic)."""
     now = time.time()
-    payload = bytes(message.payload)
+    payload = message.payload
+    if not isinstance(payload, bytes):
+        payload = bytes(payload)
     topic = message.topic
-    event = {
-        "eventSource": EVENT_SOURCE,
-        "broker": broker,
-        "clientId": client_id,
-        "topic": topic,
-        "payload": base64.b64encode(payload).decode(),
-        "qos": message.qos,
-        "retain": bool(message.retain),
-        "dup": bool(message.dup),
-        "messageId": message.mid,
-        "receiptId": receipt,
-        "receivedTimestamp": int(now * 1000),
-        "properties": properties_of(message),
-    }
+    event = MqttEvent(
+        EVENT_SOURCE,
+        broker,
+        client_id,
+        topic,
+        payload,
+        message.qos,
+        bool(message.retain),
+        bool(message.dup),
+        message.mid,
+        receipt,
+        int(now * 1000),
+        properties_of(message),
+    )
     return Record(
         shard=topic,
         item_id=receipt,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from eventrun_mqtt.config import MqttConnection, MqttTrigger
 from eventrun_mqtt.source import MqttPoller, default_client_id
@@ -44,7 +45,7 @@ async def test_mqtt_event_shape(broker: Mosquitto, publisher: Publisher) -> None
         [retained] = await _take(p, 1)
         publisher.publish(topic, [b'{"c": 21.5}'], properties=props)
         [record] = await _take(p, 1)
-        event = p.batch_event([retained, record])
+        event = msgspec.to_builtins(p.batch_event([retained, record]))  # as a handler sees it
         info = p.batch_info([retained, record])
         await p.ack([retained, record])
     first, second = event["Records"]
