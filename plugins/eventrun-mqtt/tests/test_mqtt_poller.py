@@ -257,3 +257,26 @@ async def test_mqtt_unreachable_broker_is_source_unavailable() -> None:
     with pytest.raises(SourceUnavailable, match="cannot connect"):
         async with poller(Nowhere(), ["t"], unique("c")):  # type: ignore[arg-type]
             pass
+
+
+async def test_mqtt_filter_criteria_match_the_json_payload(
+    broker: Mosquitto, publisher: Publisher
+) -> None:
+    """Filters see the payload decoded under ``payload``; filtered-out messages are
+    acknowledged all the same (nothing is resent)."""
+    from eventrun.dispatch._filters import RecordFilter
+
+    topic = f"{unique('filter')}/t"
+    client_id = unique("c")
+    ledger = Ledger()
+    keep = RecordFilter([{"payload": {"kind": ["order"]}, "topic": [{"prefix": "filter-"}]}])
+    docs = [json.dumps({"kind": "order" if n % 3 == 0 else "ping", "n": n}) for n in range(60)]
+    async with (
+        poller(broker, [topic], client_id) as p,
+        running(p, Handler(ledger.add), filter=keep),
+    ):
+        await anyio.to_thread.run_sync(publisher.publish, topic, [d.encode() for d in docs])
+        await ledger.wait(lambda: ledger.count >= 20)
+    assert ledger.by_topic[topic] == [d for d in docs if '"order"' in d]
+    async with poller(broker, [topic], client_id) as p:
+        assert await drain(p) == []
