@@ -130,6 +130,7 @@ def prepare(port: int, client_id: str, messages: int, value_bytes: int) -> None:
         raise SystemExit("could not subscribe")
     sub.disconnect()
     sub.loop_stop()
+    sub.reinitialise()  # closes the socket pair loop_start opened
     pub = _client(f"{client_id}-pub")
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(0)
@@ -141,6 +142,7 @@ def prepare(port: int, client_id: str, messages: int, value_bytes: int) -> None:
         info.wait_for_publish(60)
     pub.disconnect()
     pub.loop_stop()
+    pub.reinitialise()
 
 
 def plain_loop(port: int, client_id: str, messages: int) -> float:

@@ -126,6 +126,10 @@ class MqttPoller:
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # the runtime enters a poller again after a failed start: begin afresh
+        self._order.clear()
+        self._buffer.clear()
+        self._link = self._receiving = None
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:

@@ -144,5 +144,12 @@ class Publisher:
                 raise RuntimeError("a message was not acknowledged by the broker")
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close_client(self.client)
+
+
+def close_client(client: mqtt.Client) -> None:
+    """Disconnect a threaded paho client and close everything it opened: ``loop_stop``
+    leaves its wake-up socket pair open; ``reinitialise`` closes it."""
+    client.disconnect()
+    client.loop_stop()
+    client.reinitialise()

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import paho.mqtt.client as mqtt
-from mqtt_broker import Mosquitto, Publisher
+from mqtt_broker import Mosquitto, Publisher, close_client
 from mqtt_kit import drain, first_occurrences_in_order, payload_of, poller, unique
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -181,11 +181,32 @@ def test_mqtt_daemon_poison_to_mqtt_destination(
         daemon.wait_for(lambda e: set(lines(ledger)) >= expected and got.is_set(), 90)
     finally:
         daemon.stop()
-        watcher.loop_stop()
-        watcher.disconnect()
+        close_client(watcher)
     handled = lines(ledger)
     assert Counter(handled).most_common(1)[0][1] == 1  # each other message once
     assert set(handled) == expected
     [failure] = failures
     assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert [payload_of(r) for r in failure["payload"]["Records"]] == [poison]
+
+
+def test_mqtt_daemon_waits_for_a_broker_that_is_down_at_start(tmp_path: Path) -> None:
+    late = Mosquitto(tmp_path / "late")  # its port chosen, nothing listening yet
+    ledger = tmp_path / "ledger.txt"
+    trigger = {"topics": ["late/t"], "client_id": unique("c"), "batch_size": 10}
+    config = write_app(tmp_path, late, trigger, {"LEDGER": str(ledger)})
+    daemon = Daemon(config).start(wait_ready=False)  # not ready while its source is down
+    try:
+        daemon.wait_for(lambda e: e.get("event") == "source.connect_failed")
+        late.start()
+        daemon.wait_for(lambda e: e.get("event") == "mqtt.connected", 60)
+        pub = Publisher(late.port)
+        try:
+            pub.publish("late/t", [f"late/t:{n}".encode() for n in range(20)])
+        finally:
+            pub.close()
+        daemon.wait_for(lambda e: len(lines(ledger)) >= 20)
+    finally:
+        daemon.stop()
+        late.stop()
+    assert lines(ledger) == [f"late/t:{n}" for n in range(20)]

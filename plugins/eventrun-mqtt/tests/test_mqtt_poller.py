@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_broker import Mosquitto, Publisher
+from mqtt_broker import Mosquitto, Publisher, close_client
 from mqtt_kit import (
     Ledger,
     SinkPublisher,
@@ -163,8 +163,7 @@ async def test_mqtt_poison_goes_to_on_failure_after_retries(
                 await ledger.wait(lambda: ledger.count >= 899)
                 assert await anyio.to_thread.run_sync(arrived.wait, 20)
     finally:
-        watcher.loop_stop()
-        watcher.disconnect()
+        close_client(watcher)
     for topic in topics:
         expected = [f"{topic}:{n}" for n in range(300) if f"{topic}:{n}" != poison]
         assert ledger.by_topic[topic] == expected  # each other message once, in order

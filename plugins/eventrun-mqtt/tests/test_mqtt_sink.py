@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from eventrun_mqtt.config import MqttConnection
 from eventrun_mqtt.sink import MqttSink
-from mqtt_broker import Mosquitto
+from mqtt_broker import Mosquitto, close_client
 from mqtt_kit import sink, unique
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -43,8 +43,7 @@ class Subscriber:
             return list(self.messages)
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        close_client(self.client)
 
 
 async def test_mqtt_sink_publishes_with_key_and_attributes(broker: Mosquitto) -> None:
