@@ -115,8 +115,8 @@ class MqttPoller:
         self._receiving: Link | None = None
         self._order: deque[_Delivery] = deque()
         self._buffer: deque[Record] = deque()
-        self._arrived = anyio.Event()
-        self._connected = anyio.Event()
+        self._arrived: anyio.Event  # events are made in __aenter__ (they need a loop)
+        self._connected: anyio.Event
         self._last_error: str = ""
         self._receipts = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -130,6 +130,7 @@ class MqttPoller:
         self._order.clear()
         self._buffer.clear()
         self._link = self._receiving = None
+        self._arrived, self._connected = anyio.Event(), anyio.Event()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
