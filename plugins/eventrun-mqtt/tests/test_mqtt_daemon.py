@@ -210,3 +210,40 @@ def test_mqtt_daemon_waits_for_a_broker_that_is_down_at_start(tmp_path: Path) ->
         daemon.stop()
         late.stop()
     assert lines(ledger) == [f"late/t:{n}" for n in range(20)]
+
+
+def test_mqtt_daemon_broker_restart_mid_run_loses_nothing(
+    tmp_path: Path, broker: Mosquitto, publisher: Publisher
+) -> None:
+    prefix = unique("brestart")
+    topics = [f"{prefix}/{i}" for i in range(3)]
+    ledger = tmp_path / "ledger.txt"
+    trigger = {
+        "topics": [f"{prefix}/+"],
+        "client_id": unique("c"),
+        "batch_size": 10,
+        "receive_maximum": 200,
+    }
+    config = write_app(tmp_path, broker, trigger, {"LEDGER": str(ledger), "DELAY": "0.02"})
+    daemon = Daemon(config).start()
+    try:
+        daemon.wait_for(lambda e: e.get("event") == "mqtt.connected")
+        publisher.publish_interleaved(topics, 500)
+        daemon.wait_for(lambda e: len(lines(ledger)) >= 300)
+        broker.restart()  # graceful: Mosquitto saves the session's messages first
+        assert len(set(lines(ledger))) < 1500, "the restart came too late"
+        late = Publisher(broker.port)
+        try:
+            late.publish_interleaved([f"{prefix}/9"], 200)
+        finally:
+            late.close()
+        expected = {f"{t}:{n}" for t in topics for n in range(500)}
+        expected |= {f"{prefix}/9:{n}" for n in range(200)}
+        daemon.wait_for(lambda e: set(lines(ledger)) >= expected, 120)
+        assert daemon.events("mqtt.connection_lost")
+    finally:
+        daemon.stop()
+    handled = lines(ledger)
+    assert set(handled) == expected
+    for topic, values in by_topic(handled).items():
+        assert first_occurrences_in_order(values), topic
