@@ -14,7 +14,7 @@ from eventrun_mqtt.sink import MqttSink
 from eventrun_mqtt.source import MqttPoller
 from mqtt_broker import Mosquitto
 
-from eventrun.abc import OutMessage, SinkSpec, SourceSpec
+from eventrun.abc import OutMessage, Record, SinkSpec, SourceSpec
 
 
 def unique(prefix: str) -> str:
@@ -87,6 +87,23 @@ def first_occurrences_in_order(values: list[str]) -> bool:
         elif n > expected:
             return False
     return True
+
+
+async def collect(poller_: MqttPoller, count: int, quiet_s: float = 1.0) -> list[Record]:
+    """At least ``count`` records, then whatever else arrives until ``quiet_s`` passes
+    without one (QoS 1 may deliver a message twice), none acknowledged."""
+    records: list[Record] = []
+    with anyio.fail_after(20):
+        while len(records) < count:
+            records += await poller_.poll(100)
+    while True:
+        with anyio.move_on_after(quiet_s) as scope:
+            more = await poller_.poll(100)
+            while not more:
+                more = await poller_.poll(100)
+        if scope.cancelled_caught:
+            return records
+        records += more
 
 
 async def drain(poller_: MqttPoller, quiet_s: float = 1.5) -> list[dict[str, Any]]:
