@@ -211,7 +211,23 @@ class MqttPoller:
             if self._link is not None:
                 self._link = None
                 with anyio.CancelScope(shield=True):
+                    await self._settle(link)
                     await link.close()
+
+    async def _settle(self, link: Link) -> None:
+        """Make sure the broker processed our last PUBACKs before we disconnect.
+
+        paho closes the socket as soon as DISCONNECT is written; a restart that
+        reconnects at once may then take the session over before the broker read those
+        PUBACKs, and get their messages again. The broker handles one connection's
+        packets in order, so a SUBACK for the same subscriptions (a no-op for the broker)
+        proves the PUBACKs before it were processed."""
+        if link.lost.is_set():
+            return
+        try:
+            await link.subscribe(self.filters, timeout_s=2.0)
+        except LinkError as exc:
+            log.debug("mqtt.settle_failed", trigger=self.spec.name, error=str(exc))
 
     async def _reconnect(self) -> Link:
         attempt = 0
