@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite talks to (Debian names): a real redis-server, Debian's
+# System packages the test suite talks to (Debian names): a real redis-server,
+# rabbitmq-server (the RabbitMQ plugin) and nats-server (the NATS plugin), Debian's
 # Chromium + ChromeDriver for the status-page browser test, and systemd-analyze (in the
 # `systemd` package) for the deploy test's `systemd-analyze verify` of the unit. Installs
 # what is missing when run as root with apt-get; otherwise says exactly what to install
@@ -10,6 +11,10 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# the plugins' brokers (plugins/*/tests start their own, on free ports)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+  || missing+=(rabbitmq-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # the MQTT plugin's tests start their own Mosquitto (/usr/sbin: not on a user's PATH)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 # `system-deps.sh bench`: the HTTP load generator for make bench
