@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from eventrun_mqtt.config import MqttConnection, MqttTrigger
-from eventrun_mqtt.sink import MqttSink
-from eventrun_mqtt.source import MqttPoller
 from mqtt_broker import Mosquitto
 
 from eventrun.abc import OutMessage, Record, SinkSpec, SourceSpec
+from eventrun_mqtt.config import MqttConnection, MqttTrigger
+from eventrun_mqtt.sink import MqttSink
+from eventrun_mqtt.source import MqttPoller
 
 
 def unique(prefix: str) -> str:

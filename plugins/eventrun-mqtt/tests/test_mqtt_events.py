@@ -10,8 +10,6 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from eventrun_mqtt.config import MqttConnection, MqttTrigger
-from eventrun_mqtt.source import MqttPoller, default_client_id
 from mqtt_broker import Mosquitto, Publisher
 from mqtt_kit import payload_of, poller, unique
 from paho.mqtt.packettypes import PacketTypes
@@ -20,6 +18,8 @@ from pydantic import ValidationError
 
 from eventrun.abc import Record, SourceSpec
 from eventrun.exceptions import SourceAuthError
+from eventrun_mqtt.config import MqttConnection, MqttTrigger
+from eventrun_mqtt.source import MqttPoller, default_client_id
 
 
 async def _take(p: MqttPoller, count: int) -> list[Record]:

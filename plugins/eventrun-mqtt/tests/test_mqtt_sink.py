@@ -9,14 +9,14 @@ from typing import Any
 import anyio
 import paho.mqtt.client as mqtt
 import pytest
-from eventrun_mqtt.config import MqttConnection
-from eventrun_mqtt.sink import MqttSink
 from mqtt_broker import Mosquitto, close_client
 from mqtt_kit import sink, unique
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from eventrun.abc import OutMessage, SinkSpec
 from eventrun.exceptions import SinkError, SinkUnavailable
+from eventrun_mqtt.config import MqttConnection
+from eventrun_mqtt.sink import MqttSink
 
 
 class Subscriber:
