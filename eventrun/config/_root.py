@@ -12,7 +12,7 @@ The models live in ``_config_connections`` (connections, server, store),
 (filters, on_success routes); they are all re-exported here, the public place.
 This module imports nothing of the runtime.
 
-Why this module is about 400 lines: the root models, loading and the plugin-extended model
+Why this module is over 400 lines: the root models, loading and the plugin-extended model
 belong together; reference checks are in ``_references``.
 """
 
@@ -33,13 +33,13 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from eventrun.exceptions import ConfigError
 
+from ._bindings import Binding
 from ._connections import (
     AuthConfig,
     ConnectionModel,
@@ -70,6 +70,7 @@ from ._triggers import (
     TriggerSpec,
 )
 from ._types import (
+    NO_VALUE,
     ConfigModel,
     Destination,
     DestinationRef,
@@ -85,6 +86,7 @@ __all__ = [
     "TRIGGER_KINDS",
     "AuthConfig",
     "BatchControls",
+    "Binding",
     "Config",
     "ConnectionModel",
     "Connections",
@@ -118,8 +120,28 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_destination",
+    "parse_document",
+    "validate_config",
 ]
 
+Runtime = Literal[
+    "process",
+    "inline",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+]
+"""Lambda's runtime identifiers eventrun runs; ``python3.X`` is ``process``."""
+_PROVIDED = ("provided", "provided.al2", "provided.al2023")
 _MODULE_HANDLER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _LAMBDA_HANDLER = re.compile(r"([\w.-]+/)*[A-Za-z_][\w-]*(\.[A-Za-z_]\w*)+")
 
@@ -193,10 +215,29 @@ class FunctionConfig(ConfigModel):
     """One function: its handler, limits, async-invocation behaviour and triggers."""
 
     handler: str = Field(
-        description='"package.module:attr", or Lambda style "dir/file.attr" / "file.attr".'
+        "",
+        description='"package.module:attr", or Lambda style "dir/file.attr" / "file.attr" '
+        '(nodejs*: "file.export"); required except for provided* runtimes and a command.',
     )
-    runtime: Literal["process", "inline"] = Field(
-        "process", description="process: worker processes; inline: async, in the daemon."
+    runtime: Runtime = Field(
+        "process",
+        description="process (python3.X is a synonym): Python worker processes; inline: "
+        "async, in the daemon; nodejs18.x/20.x/22.x: Node with aws-lambda-ric; provided, "
+        "provided.al2, provided.al2023: the executable 'bootstrap' in the code directory "
+        "(docs/runtimes.md).",
+    )
+    code: str | None = Field(
+        None,
+        description="The function's code directory, relative to the config file's "
+        "(default: that directory): LAMBDA_TASK_ROOT, first on sys.path, the working "
+        "directory, where bootstrap and node_modules are found.",
+    )
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Run this Lambda Runtime API client instead (e.g. [python, -m, "
+        "awslambdaric, app.handler]); a first word with a '/' is relative to the code "
+        "directory.",
     )
     timeout: Annotated[Duration, Range(1, 900, duration=True)] = Field(
         3.0, description="Longest an invocation may run."
@@ -240,12 +281,28 @@ class FunctionConfig(ConfigModel):
         default_factory=list, description="Event sources that invoke this function."
     )
 
-    @field_validator("handler")
-    @classmethod
-    def _handler_form(cls, value: str) -> str:
+    @model_validator(mode="after")
+    def _handler_form(self) -> FunctionConfig:
+        value = self.handler
+        if self.runtime == "inline" and self.command:
+            raise problem(
+                "inline functions run in the daemon; drop 'command' or pick another runtime",
+                at="command",
+                got=NO_VALUE,
+            )
+        if self.command or self.runtime in _PROVIDED:
+            return self  # any string: the runtime reads _HANDLER its own way
+        if not value:
+            raise problem("is required", at="handler", got=NO_VALUE)
         if not (_MODULE_HANDLER.fullmatch(value) or _LAMBDA_HANDLER.fullmatch(value)):
-            raise problem('must be "package.module:function" or Lambda style "dir/file.function"')
-        return value
+            raise problem(
+                'must be "package.module:function" or Lambda style "dir/file.function"',
+                at="handler",
+                got=value,
+            )
+        if self.runtime.startswith("nodejs") and not _LAMBDA_HANDLER.fullmatch(value):
+            raise problem('must be Lambda style "dir/file.export"', at="handler", got=value)
+        return self
 
     @model_validator(mode="after")
     def _warm_within_concurrency(self) -> FunctionConfig:
@@ -269,6 +326,11 @@ class Config(ConfigModel):
     )
     shutdown_grace: Annotated[Duration, Range(0, 900, duration=True)] = Field(
         25.0, description="How long shutdown waits for in-flight work before giving up."
+    )
+    bindings: dict[str, Binding] = Field(
+        default_factory=dict,
+        description="With -t template.yaml: template logical IDs or ARNs bound to a queue on "
+        "an SQS connection, a Kafka connection, a directory or a value (docs/sam.md).",
     )
 
     @model_validator(mode="after")
@@ -303,6 +365,10 @@ class LoadedConfig:
         """``path`` resolved against the config directory (absolute paths unchanged)."""
         return self.dir / path
 
+    def code_dir(self, function: FunctionConfig) -> Path:
+        """The function's code directory (task root): its ``code``, else the config's."""
+        return self.dir / function.code if function.code else self.dir
+
 
 def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate YAML text as a config; ``filename`` prefixes every problem line.
@@ -311,13 +377,31 @@ def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None 
     unset variables stop before model validation).
     """
     env = os.environ if environ is None else environ
+    _raw, data = parse_document(text, filename=filename, environ=env)
+    return validate_config(data, filename=filename, environ=env)
+
+
+def parse_document(
+    text: str, *, filename: str, environ: Mapping[str, str] | None = None
+) -> tuple[object, object]:
+    """The YAML document as written and with ``${VAR}`` interpolated, not validated
+    (``eventrun run -t`` merges it with a template's translation). Raises ConfigError."""
+    env = os.environ if environ is None else environ
     try:
-        data = parse_yaml(text, filename)
+        raw = parse_yaml(text, filename)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    data, problems = interpolate(data, env, filename)
+    data, problems = interpolate(raw, env, filename)
     if problems:
         raise ConfigError(problems[0], problems)
+    return raw, data
+
+
+def validate_config(
+    data: object, *, filename: str, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate an (interpolated) document as a config; problems name ``filename``."""
+    env = os.environ if environ is None else environ
     try:
         return config_model().model_validate(data, context={"environ": env})
     except ValidationError as exc:
