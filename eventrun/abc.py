@@ -184,6 +184,10 @@ class Poller(Protocol):
       when the broker takes shards away (a rebalance) to give back what was buffered.
     * ``extend(records, seconds)`` with ``heartbeat_interval_s``: called periodically for
       every held record (SQS visibility extension).
+
+    And one the runtime looks for: a ``state`` attribute that is None is set, before
+    ``__aenter__``, to the trigger's :class:`KeyValueState` in the store (checkpoints and
+    shard leases of the Kinesis and DynamoDB Streams pollers).
     """
 
     ordered: bool

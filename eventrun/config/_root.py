@@ -41,7 +41,9 @@ from ._connections import (
     AuthConfig,
     ConnectionModel,
     Connections,
+    DynamoDBConnection,
     KafkaConnection,
+    KinesisConnection,
     RedisConnection,
     ServerConfig,
     SqsConnection,
@@ -56,9 +58,11 @@ from ._triggers import (
     BatchControls,
     CorsConfig,
     CronTrigger,
+    DynamoDBStreamsTrigger,
     FilewatchTrigger,
     HttpTrigger,
     KafkaTrigger,
+    KinesisTrigger,
     RedisStreamsTrigger,
     SqsTrigger,
     TriggerConfig,
@@ -90,6 +94,8 @@ __all__ = [
     "DestinationRef",
     "DestinationsConfig",
     "Duration",
+    "DynamoDBConnection",
+    "DynamoDBStreamsTrigger",
     "FilewatchTrigger",
     "FilterCriteria",
     "FilterPattern",
@@ -97,6 +103,8 @@ __all__ = [
     "HttpTrigger",
     "KafkaConnection",
     "KafkaTrigger",
+    "KinesisConnection",
+    "KinesisTrigger",
     "LoadedConfig",
     "RedisConnection",
     "RedisStreamsTrigger",
@@ -121,7 +129,14 @@ _MODULE_HANDLER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Z
 _LAMBDA_HANDLER = re.compile(r"([\w.-]+/)*[A-Za-z_][\w-]*(\.[A-Za-z_]\w*)+")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONNECTION_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_CONNECTION_SECTION = {"kafka": "kafka", "redis_streams": "redis", "sqs": "sqs", "redis": "redis"}
+_CONNECTION_SECTION = {
+    "kafka": "kafka",
+    "redis_streams": "redis",
+    "sqs": "sqs",
+    "redis": "redis",
+    "kinesis": "kinesis",
+    "dynamodb_streams": "dynamodb",
+}
 
 
 def connection_section(kind: str) -> str | None:
@@ -302,7 +317,7 @@ Problem = tuple[list[str | int], str, str | None]
 
 
 def _cross_check(config: Config) -> Iterator[Problem]:
-    for section in ("kafka", "redis", "sqs", *plugin_models().connections):
+    for section in ("kafka", "redis", "sqs", "kinesis", "dynamodb", *plugin_models().connections):
         for name in getattr(config.connections, section, {}):
             if not _CONNECTION_NAME.fullmatch(name):
                 yield (

@@ -1,0 +1,174 @@
+"""Shared by the Kinesis / DynamoDB Streams tests: an app writing a ledger, producers,
+ledger readers and waits (bounded polls of the ledger: no event says "all handled")."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from tests._runtime_kit import write_app
+from tests.fixtures.moto import REGION, MotoServer
+
+HANDLERS = '''
+import base64, json, os, time
+
+
+def _append(path, lines):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, "".join(line + "\\n" for line in lines).encode())
+    finally:
+        os.close(fd)
+
+
+def handler(event, context):
+    """One ledger line per record after the batch succeeded; raises on a poison record."""
+    if os.environ.get("EVENTS"):
+        _append(os.environ["EVENTS"], [json.dumps(event)])
+    lines = []
+    for r in event["Records"]:
+        doc = json.loads(base64.b64decode(r["kinesis"]["data"]))
+        if doc.get("poison"):
+            raise ValueError("poison record " + doc["id"])
+        lines.append(json.dumps({
+            "id": doc["id"], "key": r["kinesis"]["partitionKey"], "seq": doc["seq"],
+            "shard": r["eventID"].split(":")[0], "sn": r["kinesis"]["sequenceNumber"],
+            "pid": os.getpid(),
+        }))
+    slow = float(os.environ.get("SLOW") or 0)
+    if slow:
+        time.sleep(slow)
+    _append(os.environ["LEDGER"], lines)
+
+
+def ddb(event, context):
+    _append(os.environ["EVENTS"], [json.dumps(event)])
+'''
+
+
+def app(
+    root: Path,
+    moto: MotoServer,
+    trigger: str,
+    *,
+    kind: str = "kinesis",
+    handler: str = "ledger:handler",
+    store: str = "sqlite:///state.db",
+    environment: dict[str, str] | None = None,
+    concurrency: int = 8,
+    on_failure: str | None = None,
+) -> Path:
+    """An app with one function ``fn`` and one ``kind`` trigger (a YAML flow mapping's
+    inside; ``connection: main`` added); the ledger is ``root/ledger.jsonl``."""
+    env = {"LEDGER": str(root / "ledger.jsonl"), **(environment or {})}
+    section = "kinesis" if kind == "kinesis" else "dynamodb"
+    extra = f", on_failure: '{on_failure}'" if on_failure else ""
+    yaml = f"""
+        connections:
+          {section}:
+            main:
+              region: {REGION}
+              endpoint_url: "{moto.endpoint_url}"
+              aws_access_key_id: testing
+              aws_secret_access_key: testing
+        store: {{url: "{store}"}}
+        shutdown_grace: 5s
+        functions:
+          fn:
+            handler: {handler}
+            concurrency: {concurrency}
+            min_warm: 1
+            timeout: 60s
+            environment: {json.dumps(env)}
+            triggers:
+              - {kind}: {{connection: main, {trigger}{extra}}}
+    """
+    return write_app(root, yaml, {"ledger.py": HANDLERS})
+
+
+def client_kwargs(moto: MotoServer) -> dict[str, Any]:
+    return moto.connection.client_kwargs()
+
+
+async def create_stream(client: Any, shards: int) -> str:
+    name = f"s-{uuid.uuid4().hex[:10]}"
+    await client.create_stream(StreamName=name, ShardCount=shards)
+    return name
+
+
+def docs(n: int, keys: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
+    """``n`` documents over ``keys`` partition keys, ``seq`` counting per key."""
+    out = []
+    for i in range(start, start + n):
+        out.append({"id": f"r{i:06d}", "key": f"k{i % keys}", "seq": i // keys, **extra})
+    return out
+
+
+async def put(client: Any, stream: str, items: Sequence[dict[str, Any]]) -> None:
+    """PutRecords in chunks of 500, one after the other (per key order = put order)."""
+    for i in range(0, len(items), 500):
+        chunk = items[i : i + 500]
+        answer = await client.put_records(
+            StreamName=stream,
+            Records=[{"Data": json.dumps(d).encode(), "PartitionKey": d["key"]} for d in chunk],
+        )
+        assert not answer.get("FailedRecordCount"), answer
+
+
+async def wait_lines(path: Path, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """Poll a JSON-lines file until it has ``count`` lines; return them."""
+    deadline = time.monotonic() + timeout_s
+    lines = read_jsonl(path)
+    while len(lines) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name}: {len(lines)} lines, expected {count}")
+        await anyio.sleep(0.1)
+        lines = read_jsonl(path)
+    return lines
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def wait_ids(path: Path, ids: set[str], timeout_s: float = 90) -> list[dict[str, Any]]:
+    """Poll the ledger until it holds every id in ``ids``; return its lines."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = read_jsonl(path)
+        missing = ids - {line["id"] for line in lines}
+        if not missing:
+            return lines
+        if time.monotonic() > deadline:
+            example = sorted(missing)[:5]
+            raise AssertionError(f"{len(missing)} of {len(ids)} never handled, e.g. {example}")
+        await anyio.sleep(0.2)
+
+
+def order_violations(lines: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(per-shard sequence-number regressions, per-key seq regressions) in ledger order,
+    counting each record's first handling only (a redelivery repeats what came before)."""
+    seen: set[str] = set()
+    last_sn: dict[str, int] = {}
+    last_seq: dict[str, int] = {}
+    shard_bad = key_bad = 0
+    for line in lines:
+        if line["id"] in seen:
+            continue
+        seen.add(line["id"])
+        sn = int(line["sn"])
+        if sn <= last_sn.get(line["shard"], -1):
+            shard_bad += 1
+        last_sn[line["shard"]] = sn
+        if line["seq"] <= last_seq.get(line["key"], -1):
+            key_bad += 1
+        last_seq[line["key"]] = line["seq"]
+    return shard_bad, key_bad

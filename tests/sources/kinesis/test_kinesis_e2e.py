@@ -1,0 +1,142 @@
+"""Kinesis end to end: moto's server, the real runtime in-process, worker processes, and a
+ledger of what the handlers saw (tests/sources/kinesis/_kit.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._runtime_kit import running_app
+from tests.fixtures.moto import MotoServer
+from tests.sources.kinesis._kit import (
+    app,
+    client_kwargs,
+    create_stream,
+    docs,
+    order_violations,
+    put,
+    read_jsonl,
+    wait_ids,
+    wait_lines,
+)
+
+pytestmark = pytest.mark.kinesis
+
+
+@pytest.fixture
+async def kinesis(moto: MotoServer) -> Any:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("kinesis", **client_kwargs(moto)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("factor", [1, 10])
+async def test_every_record_once_in_order_per_shard_and_key(
+    tmp_path: Path, moto: MotoServer, kinesis: Any, factor: int
+) -> None:
+    stream = await create_stream(kinesis, 4)
+    items = docs(3000, keys=40)
+    await put(kinesis, stream, items[:1000])
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {stream}, batch_size: 100, parallelization_factor: {factor}, "
+        "poll_interval: 200ms, shard_lease: 2s",
+        environment={"EVENTS": str(tmp_path / "events.jsonl")},
+    )
+    async with running_app(config) as runtime:
+        await put(kinesis, stream, items[1000:])
+        lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in items})
+        stats = runtime.statistics()["sources"]["fn/kinesis[0]"]
+    counts = Counter(line["id"] for line in lines)
+    assert len(counts) == 3000
+    assert max(counts.values()) == 1, "no failure, no restart: nothing twice"
+    shard_bad, key_bad = order_violations(lines)
+    assert key_bad == 0
+    if factor == 1:
+        assert shard_bad == 0
+    assert len({line["shard"] for line in lines}) == 4
+    assert stats["source"]["shards_held"] == 4
+    assert "iterator_age_s.shardId-000000000000" in stats["source"]
+    events = read_jsonl(tmp_path / "events.jsonl")
+    assert all(len({r["eventID"].split(":")[0] for r in e["Records"]}) == 1 for e in events)
+    _check_event_shape(events[0], stream)
+
+
+def _check_event_shape(event: dict[str, Any], stream: str) -> None:
+    from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
+    from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamModel
+
+    record = event["Records"][0]
+    assert list(record) == [
+        "kinesis",
+        "eventSource",
+        "eventVersion",
+        "eventID",
+        "eventName",
+        "invokeIdentityArn",
+        "awsRegion",
+        "eventSourceARN",
+    ]
+    assert list(record["kinesis"]) == [
+        "kinesisSchemaVersion",
+        "partitionKey",
+        "sequenceNumber",
+        "data",
+        "approximateArrivalTimestamp",
+    ]
+    assert record["eventSource"] == "aws:kinesis"
+    assert record["eventName"] == "aws:kinesis:record"
+    assert record["eventSourceARN"] == f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+    shard = record["eventID"].split(":")[0]
+    assert record["eventID"] == f"{shard}:{record['kinesis']['sequenceNumber']}"
+    assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
+    doc = json.loads(base64.b64decode(record["kinesis"]["data"]))
+    assert doc["key"] == record["kinesis"]["partitionKey"]
+    parsed = KinesisDataStreamModel.model_validate(event)
+    assert parsed.Records[0].kinesis.data == base64.b64decode(record["kinesis"]["data"])
+    data_class = KinesisStreamEvent(event)
+    first = next(iter(data_class.records))
+    assert first.kinesis.data_as_json() == doc
+
+
+async def test_poison_record_bisected_to_on_failure(
+    tmp_path: Path, moto: MotoServer, kinesis: Any
+) -> None:
+    stream = await create_stream(kinesis, 1)
+    items = docs(40, keys=5)
+    items[17]["poison"] = True
+    await put(kinesis, stream, items)
+    failed = tmp_path / "failed.jsonl"
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {stream}, batch_size: 20, bisect_batch_on_function_error: true, "
+        "maximum_retry_attempts: 1, poll_interval: 200ms",
+        on_failure=f"file:{failed}",
+    )
+    good = {d["id"] for d in items if not d.get("poison")}
+    async with running_app(config):
+        lines = await wait_ids(tmp_path / "ledger.jsonl", good)
+        [record] = await wait_lines(failed, 1)
+    assert {line["id"] for line in lines} == good
+    info = record["KinesisBatchInfo"]
+    poison_sn = json.loads(base64.b64decode(record["payload"]["Records"][0]["kinesis"]["data"]))
+    assert poison_sn["id"] == items[17]["id"]
+    sn = record["payload"]["Records"][0]["kinesis"]["sequenceNumber"]
+    assert info["shardId"] == "shardId-000000000000"
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == sn
+    assert info["batchSize"] == 1
+    assert info["streamArn"].endswith(f":stream/{stream}")
+    assert info["approximateArrivalOfFirstRecord"].endswith("Z")
+    assert len(info["approximateArrivalOfFirstRecord"]) == len("2019-11-14T00:38:04.835Z")
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] >= 2
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert set(record) >= {"requestContext", "responseContext", "version", "timestamp"}
