@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests._runtime_kit import running_app
@@ -140,3 +141,99 @@ async def test_poison_record_bisected_to_on_failure(
     assert record["requestContext"]["approximateInvokeCount"] >= 2
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert set(record) >= {"requestContext", "responseContext", "version", "timestamp"}
+
+
+async def test_reshard_parent_read_before_children(
+    tmp_path: Path, moto: MotoServer, kinesis: Any
+) -> None:
+    """A split mid-run: every key's records in the parent are handled before its records
+    in the children, and the children are read (discovered while running)."""
+    stream = await create_stream(kinesis, 1)
+    before = docs(600, keys=20)
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {stream}, batch_size: 50, poll_interval: 200ms, shard_lease: 2s",
+        environment={"SLOW": "0.05"},
+    )
+    async with running_app(config):
+        await put(kinesis, stream, before)
+        shards = (await kinesis.list_shards(StreamName=stream))["Shards"]
+        parent = shards[0]
+        middle = int(parent["HashKeyRange"]["EndingHashKey"]) // 2
+        await kinesis.split_shard(
+            StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str(middle)
+        )
+        after = docs(600, keys=20, start=600)
+        await put(kinesis, stream, after)
+        lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in before + after})
+    by_shard = Counter(line["shard"] for line in lines)
+    assert by_shard[parent["ShardId"]] == 600
+    assert len(by_shard) == 3, by_shard
+    _shard_bad, key_bad = order_violations(lines)
+    assert key_bad == 0
+    first_child = min(i for i, line in enumerate(lines) if line["shard"] != parent["ShardId"])
+    last_parent = max(i for i, line in enumerate(lines) if line["shard"] == parent["ShardId"])
+    assert last_parent < first_child
+
+
+async def test_dynamodb_stream_events_from_item_writes(tmp_path: Path, moto: MotoServer) -> None:
+    from aiobotocore.session import get_session
+    from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
+    from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel
+
+    table = f"t-{tmp_path.name[-12:]}".replace("_", "-")
+    session = get_session()
+    async with session.create_client("dynamodb", **client_kwargs(moto)) as ddb:
+        await ddb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        events = tmp_path / "events.jsonl"
+        config = app(
+            tmp_path,
+            moto,
+            f"table: {table}, batch_size: 10, poll_interval: 100ms",
+            kind="dynamodb_streams",
+            handler="ledger:ddb",
+            environment={"EVENTS": str(events)},
+        )
+        async with running_app(config):
+            await ddb.put_item(
+                TableName=table, Item={"id": {"S": "a"}, "n": {"N": "1"}, "b": {"B": b"\x00\x01"}}
+            )
+            await ddb.update_item(
+                TableName=table,
+                Key={"id": {"S": "a"}},
+                UpdateExpression="SET n = :n",
+                ExpressionAttributeValues={":n": {"N": "2"}},
+            )
+            await ddb.delete_item(TableName=table, Key={"id": {"S": "a"}})
+            deadline = anyio.current_time() + 30
+            records: list[dict[str, Any]] = []
+            while len(records) < 3:
+                assert anyio.current_time() < deadline, records
+                records = [r for e in read_jsonl(events) for r in e["Records"]]
+                await anyio.sleep(0.1)
+    assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "REMOVE"]
+    insert, modify, remove = (r["dynamodb"] for r in records)
+    assert insert["Keys"] == {"id": {"S": "a"}}
+    assert insert["NewImage"] == {"id": {"S": "a"}, "n": {"N": "1"}, "b": {"B": "AAE="}}
+    assert "OldImage" not in insert
+    assert modify["OldImage"]["n"] == {"N": "1"}
+    assert modify["NewImage"]["n"] == {"N": "2"}
+    assert remove["OldImage"]["n"] == {"N": "2"}
+    assert "NewImage" not in remove
+    assert all(r["eventSource"] == "aws:dynamodb" for r in records)
+    assert all(f":table/{table}/stream/" in r["eventSourceARN"] for r in records)
+    assert all(isinstance(d["ApproximateCreationDateTime"], float) for d in (insert, modify))
+    assert insert["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert int(insert["SequenceNumber"]) < int(modify["SequenceNumber"])
+    event = {"Records": records}
+    DynamoDBStreamModel.model_validate(event)
+    parsed = list(DynamoDBStreamEvent(event).records)
+    assert parsed[1].dynamodb is not None
+    assert parsed[1].dynamodb.new_image["n"] == 2
