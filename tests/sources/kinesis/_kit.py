@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def handler(event, context):
         lines.append(json.dumps({
             "id": doc["id"], "key": r["kinesis"]["partitionKey"], "seq": doc["seq"],
             "shard": r["eventID"].split(":")[0], "sn": r["kinesis"]["sequenceNumber"],
-            "pid": os.getpid(),
+            "pid": os.getpid(), "who": os.environ.get("WHO", ""),
         }))
     slow = float(os.environ.get("SLOW") or 0)
     if slow:
@@ -131,6 +131,17 @@ async def wait_lines(path: Path, count: int, timeout_s: float = 30) -> list[dict
         await anyio.sleep(0.1)
         lines = read_jsonl(path)
     return lines
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` (no event to wait on) until true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await anyio.sleep(0.1)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
