@@ -206,7 +206,10 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 
 
 @main.command("generate-event")
-@click.argument("kind", type=click.Choice(["sqs", "kafka", "s3", "schedule", "http", "redis"]))
+@click.argument(
+    "kind",
+    type=click.Choice(["sqs", "kafka", "kinesis", "dynamodb", "s3", "schedule", "http", "redis"]),
+)
 def generate_event(kind: str) -> None:
     """Print a Lambda-shaped sample event."""
     from eventrun.cli._samples import sample_event

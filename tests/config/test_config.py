@@ -300,12 +300,12 @@ BAD = [
         "functions:\n  f:\n    handler: app:h\n    triggers:\n"
         "      - {cron: {schedule: x}, http: {path: /}}\n",
         E + "functions.f.triggers[0]: must have exactly one trigger kind (sqs, kafka, "
-        "redis_streams, http, cron, filewatch), got cron and http",
+        "redis_streams, kinesis, dynamodb_streams, http, cron, filewatch), got cron and http",
     ),
     (
         "functions:\n  f:\n    handler: app:h\n    triggers: [{}]\n",
         E + "functions.f.triggers[0]: must have one trigger kind (sqs, kafka, redis_streams, "
-        "http, cron, filewatch), got nothing",
+        "kinesis, dynamodb_streams, http, cron, filewatch), got nothing",
     ),
     # per-kind rules
     (
