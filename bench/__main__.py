@@ -54,6 +54,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "kafka": ("bench.kafka", ["--reps", "7"], ["--reps", "1", "--records", "100000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
+    "kinesis": ("bench.kinesis", [], ["--reps", "1", "--records", "2000"]),
     "pipeline": (
         "bench.pipeline",
         ["-n", "10000", "--repeat", "3"],
@@ -224,6 +225,18 @@ def _rows_sqs(d: dict[str, Any] | None) -> list[Row]:
     ]
 
 
+def _rows_kinesis(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "Kinesis (moto) process vs GetRecords loop", _get(res, "process", "ratio_vs_plain"), 0.8
+        ),
+        _ratio_row(
+            "Kinesis (moto) inline vs GetRecords loop", _get(res, "inline", "ratio_vs_plain"), 0.8
+        ),
+    ]
+
+
 def _rows_cron(d: dict[str, Any] | None) -> list[Row]:
     return [_max_row("Cron fire-time jitter p99", _get(d, "p99_ms"), 10, "ms")]
 
@@ -276,6 +289,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "redis_streams": _rows_redis,
     "kafka": _rows_kafka,
     "sqs": _rows_sqs,
+    "kinesis": _rows_kinesis,
     "cron_jitter": _rows_cron,
     "filewatch": _rows_filewatch,
     "memory": _rows_memory,

@@ -13,7 +13,8 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`, ``ordered = True
   lost or gave up, calling the dispatcher's ``on_revoke`` so their buffered records go.
 * ``poll`` calls GetRecords once for each held shard that is due, concurrently: a shard
   that is caught up is read every ``poll_interval`` (Lambda's pace), one that is behind
-  (``MillisBehindLatest`` > 0 or a full answer) again after ``MIN_GAP_S``. Throttling
+  (``MillisBehindLatest`` > 0 or a full answer) again at once, within Kinesis's limit of
+  five reads a second per shard (``READS_PER_S``). Throttling
   (ProvisionedThroughputExceeded...) backs that shard off exponentially and keeps its
   iterator; an expired iterator is renewed after the last record read.
 * ``ack`` gets the contiguous handled prefix of each shard (success, filtered out, or
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -41,15 +43,17 @@ from eventrun.exceptions import SourceAuthError, SourceError, SourceUnavailable,
 from eventrun.sources.kinesis._api import ShardApi, ShardInfo
 from eventrun.sources.kinesis._leases import Leases
 
-__all__ = ["MIN_GAP_S", "SHARD_END", "StreamPoller"]
+__all__ = ["READS_PER_S", "SHARD_END", "StreamPoller"]
 
 log = structlog.get_logger("eventrun.sources.kinesis")
 
 SHARD_END = b"SHARD_END"
-MIN_GAP_S = 0.2
-"""Least time between two GetRecords of one shard (Kinesis allows five a second)."""
+READS_PER_S = 5
+"""GetRecords calls per shard in any one second at most (Kinesis's limit per shard)."""
 THROTTLE_CAP_S = 30.0
 POLL_WAIT_S = 1.0
+MIN_READ = 250
+"""Fewest records one GetRecords asks for when the caller's room allows it."""
 
 
 class _Shard:
@@ -59,6 +63,7 @@ class _Shard:
         "acked",
         "behind_ms",
         "busy",
+        "calls",
         "ended",
         "fetched",
         "info",
@@ -79,6 +84,8 @@ class _Shard:
         self.behind_ms = 0.0
         self.busy = False
         self.revoked = False
+        self.calls: deque[float] = deque(maxlen=READS_PER_S)
+        """When the last GetRecords calls were made (monotonic)."""
 
 
 class StreamPoller:
@@ -321,7 +328,10 @@ class StreamPoller:
             self._wake = anyio.Event()
             with anyio.move_on_after(max(0.0, until - now)):
                 await self._wake.wait()
-        limit = max(1, max_records // len(due))
+        # a read worth its round trip: the shards waiting longest get at least
+        # MIN_READ records each this time, the others their turn on the next poll
+        limit = max(max_records // len(due), min(max_records, MIN_READ))
+        due = sorted(due, key=lambda s: s.next_at)[: max(1, max_records // limit)]
         results: dict[str, list[Record]] = {}
         errors: list[Exception] = []
         async with anyio.create_task_group() as tg:
@@ -341,6 +351,7 @@ class StreamPoller:
         assert self.api is not None
         assert shard.iterator is not None
         shard.busy = True
+        shard.calls.append(anyio.current_time())
         try:
             answer = await self.api.get_records(shard.iterator, limit)
         except Exception as exc:
@@ -363,7 +374,12 @@ class StreamPoller:
             shard.ended = True
             await self._finish_if_done(shard)
         behind = bool(raw) and (shard.behind_ms > 0 or len(raw) >= limit)
-        shard.next_at = now + (MIN_GAP_S if behind else self.poll_interval_s)
+        if not behind:
+            shard.next_at = now + self.poll_interval_s
+        elif len(shard.calls) < READS_PER_S:
+            shard.next_at = now
+        else:  # at once, but within Kinesis's five reads a second per shard
+            shard.next_at = max(now, shard.calls[0] + 1.0)
 
     async def _fetch_failed(self, shard: _Shard, exc: Exception, errors: list[Exception]) -> None:
         assert self.api is not None
