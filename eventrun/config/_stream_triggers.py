@@ -30,8 +30,25 @@ PollInterval = Annotated[Duration, Range(0.05, 60, duration=True)]
 class _AwsStreamTrigger(BatchControls):
     """What the two AWS stream triggers share."""
 
+    @model_validator(mode="after")
+    def _window_alone(self) -> _AwsStreamTrigger:
+        if self.tumbling_window > 0 and self.parallelization_factor != 1:
+            raise problem(
+                "must be 1 with a tumbling_window",
+                at="parallelization_factor",
+                got=self.parallelization_factor,
+            )
+        return self
+
     maximum_batching_window: Window = Field(
         0.0, description="Longest wait to fill a batch after its first record."
+    )
+    tumbling_window: Annotated[Duration, Range(0, 900, duration=True)] = Field(
+        0.0,
+        description="Lambda's TumblingWindowInSeconds: group records into windows of this "
+        "length by arrival time; the handler gets window, state (what it returned last in "
+        'the window, as {"state": ...}) and isFinalInvokeForWindow. 0: no windows. Needs '
+        "parallelization_factor 1.",
     )
     shard_lease: Lease = Field(
         10.0,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from eventrun.abc import JSON, Record
+from eventrun.brokers import kinesis as client_util
+from eventrun.exceptions import SourceAuthError, SourceError, SourceUnavailable
 from eventrun.sources.kinesis._events import (
     ddb_batch_info,
     ddb_records,
@@ -20,7 +22,7 @@ from eventrun.sources.kinesis._events import (
     kinesis_records,
 )
 
-__all__ = ["DynamoDBStreamsApi", "KinesisApi", "ShardApi", "ShardInfo"]
+__all__ = ["DynamoDBStreamsApi", "KinesisApi", "ShardApi", "ShardInfo", "translate"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,6 +50,28 @@ class ShardApi(Protocol):
     async def get_records(self, iterator: str, limit: int) -> dict[str, Any]: ...
     def records(self, raw: list[dict[str, Any]], shard: str, token: object) -> list[Record]: ...
     def batch_info(self, records: Sequence[Record]) -> dict[str, JSON]: ...
+
+
+def translate(exc: Exception, what: str) -> Exception:
+    """The eventrun exception for a client-library exception (``what`` failed)."""
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, LookupError | ValueError):
+        return SourceError(f"{what}: {exc}")
+    kind = client_util.classify(exc)
+    detail = client_util.describe(exc)
+    if kind == "missing":
+        return SourceError(
+            f"{what}: it does not exist (create it, or fix the trigger's stream/table "
+            f"and the connection's region/endpoint): {detail}"
+        )
+    if kind == "auth":
+        return SourceAuthError(f"{what}: access denied, check credentials: {detail}")
+    if kind in ("unavailable", "throttled", "expired"):
+        return SourceUnavailable(f"{what}: {detail}")
+    if kind is not None:
+        return SourceError(f"{what}: {detail}")
+    return exc
 
 
 def _name_from_arn(arn: str) -> str:

@@ -11,8 +11,10 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`, ``ordered = True
   starts the shards it won (from the checkpoint, else ``starting_position``; a child of a
   reshard from its start, and only once every parent is ``SHARD_END``) and drops those it
   lost or gave up, calling the dispatcher's ``on_revoke`` so their buffered records go.
-* ``poll`` calls GetRecords once for each held shard that is due, concurrently: a shard
-  that is caught up is read every ``poll_interval`` (Lambda's pace), one that is behind
+* ``poll`` hands out what was read ahead; when a shard's is used up it calls GetRecords
+  (up to ``READ_LIMIT`` records) for each such shard that is due, concurrently, and keeps
+  the answer. A shard that is caught up is read every ``poll_interval`` (Lambda's pace),
+  one that is behind
   (``MillisBehindLatest`` > 0 or a full answer) again at once, within Kinesis's limit of
   five reads a second per shard (``READS_PER_S``). Throttling
   (ProvisionedThroughputExceeded...) backs that shard off exponentially and keeps its
@@ -21,13 +23,20 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`, ``ordered = True
   delivered to ``on_failure``) and writes the last one's sequence number as the shard's
   checkpoint. ``release`` does nothing: an unhandled record is read again from the
   checkpoint by whoever holds the shard next.
+* With ``tumbling_window``, shards hand out one window at a time (``_windows``) and
+  ``on_result`` keeps the state each invocation returns.
+
+Why this module is over 400 lines: the lease loop, the reads and the checkpoints share one
+piece of state (the shards held, what each read ahead and had handled) whose invariants
+are easiest to keep in one class; shapes, leases, windows and the API live elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import random
-from collections import deque
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -39,53 +48,22 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from eventrun.abc import JSON, KeyValueState, Record, SourceSpec
 from eventrun.brokers import kinesis as client_util
-from eventrun.exceptions import SourceAuthError, SourceError, SourceUnavailable, StoreError
-from eventrun.sources.kinesis._api import ShardApi, ShardInfo
+from eventrun.exceptions import SourceError, SourceUnavailable, StoreError
+from eventrun.sources.kinesis._api import ShardApi, ShardInfo, translate
 from eventrun.sources.kinesis._leases import Leases
+from eventrun.sources.kinesis._shard import READS_PER_S, Shard
+from eventrun.sources.kinesis._windows import is_final
 
 __all__ = ["READS_PER_S", "SHARD_END", "StreamPoller"]
 
 log = structlog.get_logger("eventrun.sources.kinesis")
 
 SHARD_END = b"SHARD_END"
-READS_PER_S = 5
-"""GetRecords calls per shard in any one second at most (Kinesis's limit per shard)."""
 THROTTLE_CAP_S = 30.0
 POLL_WAIT_S = 1.0
-MIN_READ = 250
-"""Fewest records one GetRecords asks for when the caller's room allows it."""
-
-
-class _Shard:
-    """A shard this daemon holds: where it reads and what it has handled."""
-
-    __slots__ = (
-        "acked",
-        "behind_ms",
-        "busy",
-        "calls",
-        "ended",
-        "fetched",
-        "info",
-        "iterator",
-        "next_at",
-        "revoked",
-        "throttles",
-    )
-
-    def __init__(self, info: ShardInfo) -> None:
-        self.info = info
-        self.iterator: str | None = None
-        self.fetched: str | None = None
-        self.acked: str | None = None
-        self.ended = False
-        self.next_at = 0.0
-        self.throttles = 0
-        self.behind_ms = 0.0
-        self.busy = False
-        self.revoked = False
-        self.calls: deque[float] = deque(maxlen=READS_PER_S)
-        """When the last GetRecords calls were made (monotonic)."""
+READ_LIMIT = 10_000
+"""Records one GetRecords asks for (Kinesis's most; the poller keeps the rest of an answer
+and hands it out as the dispatcher has room, as Lambda and the KCL do)."""
 
 
 class StreamPoller:
@@ -108,9 +86,10 @@ class StreamPoller:
         self.poll_interval_s = float(getattr(cfg, "poll_interval", 1.0))
         self.starting_position = str(getattr(cfg, "starting_position", "TRIM_HORIZON"))
         self.starting_ts: float | None = getattr(cfg, "starting_position_timestamp", None)
+        self.window_s = float(getattr(cfg, "tumbling_window", 0.0) or 0.0)
         self._stack = contextlib.AsyncExitStack()
         self._leases: Leases | None = None
-        self._owned: dict[str, _Shard] = {}
+        self._owned: dict[str, Shard] = {}
         self._finished: set[str] = set()
         self._known: dict[str, ShardInfo] = {}
         self._wake = anyio.Event()
@@ -170,29 +149,9 @@ class StreamPoller:
             self._owned.clear()
 
     def _translate(self, exc: Exception, action: str) -> Exception:
-        if isinstance(exc, SourceError):
-            return exc
-        what = f"{self.spec.name}: {action} on stream {self._stream_name()!r} failed"
-        if isinstance(exc, LookupError | ValueError):
-            return SourceError(f"{what}: {exc}")
-        kind = client_util.classify(exc)
-        detail = client_util.describe(exc)
-        if kind == "missing":
-            return SourceError(
-                f"{what}: it does not exist (create it, or fix the trigger's stream/table "
-                f"and the connection's region/endpoint): {detail}"
-            )
-        if kind == "auth":
-            return SourceAuthError(f"{what}: access denied, check credentials: {detail}")
-        if kind in ("unavailable", "throttled", "expired"):
-            return SourceUnavailable(f"{what}: {detail}")
-        if kind is not None:
-            return SourceError(f"{what}: {detail}")
-        return exc
-
-    def _stream_name(self) -> str:
         cfg = self.spec.config
-        return str(getattr(cfg, "stream", None) or getattr(cfg, "table", None) or "")
+        stream = str(getattr(cfg, "stream", None) or getattr(cfg, "table", None) or "")
+        return translate(exc, f"{self.spec.name}: {action} on stream {stream!r} failed")
 
     # -- leases ------------------------------------------------------------------------
 
@@ -229,7 +188,7 @@ class StreamPoller:
         for sid in sorted(want):
             won = await self._leases.acquire(sid)
             if won and sid not in self._owned:
-                self._owned[sid] = _Shard(self._known[sid])
+                self._owned[sid] = Shard(self._known[sid], self.window_s)
                 log.info("stream.lease_acquired", trigger=self.spec.name, shard=sid)
             elif not won and sid in self._owned:
                 await self._drop(sid, "lease_lost")
@@ -262,7 +221,7 @@ class StreamPoller:
         if self.on_revoke is not None:
             await self.on_revoke(frozenset({sid}))
 
-    async def _start(self, shard: _Shard) -> None:
+    async def _start(self, shard: Shard) -> None:
         assert self.api is not None
         assert self.state is not None
         sid = shard.info.id
@@ -272,6 +231,7 @@ class StreamPoller:
             await self._drop(sid, "finished")
             return
         position: dict[str, Any]
+        checkpoint = await self._restore_window(shard, checkpoint)
         if checkpoint:
             seq = checkpoint.decode()
             shard.acked = shard.fetched = seq
@@ -289,10 +249,28 @@ class StreamPoller:
             raise self._translate(exc, f"GetShardIterator({sid})") from exc
         log.info("stream.shard_started", trigger=self.spec.name, shard=sid, position=kind)
 
-    async def _finish_if_done(self, shard: _Shard) -> None:
-        """A closed shard read to its end whose records are all handled: mark it
-        ``SHARD_END`` so its children start (here or on another replica)."""
+    async def _restore_window(self, shard: Shard, checkpoint: bytes | None) -> bytes | None:
+        """Resume a tumbling window saved with its position; the position to start after
+        (the later of the checkpoint and the window's last handled record)."""
+        if shard.gate is None:
+            return checkpoint
+        assert self.state is not None
+        raw = await self.state.get(f"window:{shard.info.id}")
+        doc = json.loads(raw) if raw else {}
+        shard.gate.restore(doc)
+        seq = str(doc.get("seq") or "")
+        if seq.isdigit() and (not checkpoint or int(seq) > int(checkpoint)):
+            return seq.encode()
+        return checkpoint
+
+    async def _finish_if_done(self, shard: Shard) -> None:
+        """A closed shard read to its end whose records are all handled (and whose
+        window had its final invocation): mark it ``SHARD_END`` so its children start
+        (here or on another replica)."""
         if not shard.ended or shard.acked != shard.fetched or shard.revoked:
+            return
+        if shard.held or (shard.gate is not None and shard.gate.open):
+            self._wake.set()  # the window's final invocation is due
             return
         assert self.state is not None
         await self.state.set(f"ckpt:{shard.info.id}", SHARD_END)
@@ -302,7 +280,7 @@ class StreamPoller:
 
     # -- polling -----------------------------------------------------------------------
 
-    def _readable(self) -> list[_Shard]:
+    def _readable(self) -> list[Shard]:
         assert self._leases is not None
         return [
             s
@@ -312,48 +290,65 @@ class StreamPoller:
         ]
 
     async def poll(self, max_records: int) -> Sequence[Record]:
-        """GetRecords on every held shard that is due; waits up to a second for one."""
+        """Records read ahead, else GetRecords on every held shard that is due (with
+        nothing read ahead); waits up to a second for one."""
         if self.api is None:
             raise SourceUnavailable(f"{self.spec.name}: poll() outside 'async with'")
         deadline = anyio.current_time() + POLL_WAIT_S
         while True:
+            out = self._release(max_records)
+            if out:
+                return out
             now = anyio.current_time()
-            readable = self._readable()
+            readable = [s for s in self._readable() if not s.held]
             due = [s for s in readable if s.next_at <= now]
             if due:
-                break
-            until = min([s.next_at for s in readable] + [deadline])
+                errors: list[Exception] = []
+                async with anyio.create_task_group() as tg:
+                    for shard in due:
+                        tg.start_soon(self._fetch, shard, errors)
+                if errors and not any(s.held for s in due):
+                    raise errors[0]
+                continue
             if now >= deadline:
                 return []
+            until = min([s.next_at for s in readable] + [deadline])
             self._wake = anyio.Event()
             with anyio.move_on_after(max(0.0, until - now)):
                 await self._wake.wait()
-        # a read worth its round trip: the shards waiting longest get at least
-        # MIN_READ records each this time, the others their turn on the next poll
-        limit = max(max_records // len(due), min(max_records, MIN_READ))
-        due = sorted(due, key=lambda s: s.next_at)[: max(1, max_records // limit)]
-        results: dict[str, list[Record]] = {}
-        errors: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-            for shard in due:
-                tg.start_soon(self._fetch, shard, limit, results, errors)
-        if errors and not results:
-            raise errors[0]
-        return [r for shard in due for r in results.get(shard.info.id, ())]
 
-    async def _fetch(
-        self,
-        shard: _Shard,
-        limit: int,
-        results: dict[str, list[Record]],
-        errors: list[Exception],
-    ) -> None:
+    def _release(self, limit: int) -> list[Record]:
+        """Up to ``limit`` read-ahead records, shard after shard (each shard's in order)."""
+        out: list[Record] = []
+        for shard in list(self._owned.values()):
+            if len(out) >= limit:
+                break
+            if shard.gate is None:
+                take = min(limit - len(out), len(shard.held))
+                out += [shard.held.popleft() for _ in range(take)]
+                continue
+            caught_up = shard.ended or (
+                shard.gate.open
+                and shard.behind_ms == 0
+                and shard.gate.current is not None
+                and shard.read_at >= shard.gate.current[1]
+            )
+            out += shard.gate.release(
+                shard.held,
+                limit - len(out),
+                acked=shard.acked,
+                caught_up_past_end=caught_up,
+                token=shard,
+            )
+        return out
+
+    async def _fetch(self, shard: Shard, errors: list[Exception]) -> None:
         assert self.api is not None
         assert shard.iterator is not None
         shard.busy = True
         shard.calls.append(anyio.current_time())
         try:
-            answer = await self.api.get_records(shard.iterator, limit)
+            answer = await self.api.get_records(shard.iterator, READ_LIMIT)
         except Exception as exc:
             await self._fetch_failed(shard, exc, errors)
             return
@@ -364,16 +359,17 @@ class StreamPoller:
         now = anyio.current_time()
         raw = answer.get("Records", [])
         shard.throttles = 0
+        shard.read_at = time.time()
         shard.behind_ms = float(answer.get("MillisBehindLatest", 0) or 0)
         records = self.api.records(raw, shard.info.id, shard)
         if records:
             shard.fetched = records[-1].item_id
-            results[shard.info.id] = records
+            shard.held.extend(records)
         shard.iterator = answer.get("NextShardIterator")
         if shard.iterator is None or (shard.info.closed and not raw):
             shard.ended = True
             await self._finish_if_done(shard)
-        behind = bool(raw) and (shard.behind_ms > 0 or len(raw) >= limit)
+        behind = bool(raw) and (shard.behind_ms > 0 or len(raw) >= READ_LIMIT)
         if not behind:
             shard.next_at = now + self.poll_interval_s
         elif len(shard.calls) < READS_PER_S:
@@ -381,7 +377,7 @@ class StreamPoller:
         else:  # at once, but within Kinesis's five reads a second per shard
             shard.next_at = max(now, shard.calls[0] + 1.0)
 
-    async def _fetch_failed(self, shard: _Shard, exc: Exception, errors: list[Exception]) -> None:
+    async def _fetch_failed(self, shard: Shard, exc: Exception, errors: list[Exception]) -> None:
         assert self.api is not None
         kind = client_util.classify(exc)
         sid = shard.info.id
@@ -421,11 +417,15 @@ class StreamPoller:
             last[id(record.token)] = record
         for record in last.values():
             shard = record.token
-            if not isinstance(shard, _Shard) or shard.revoked:
+            if not isinstance(shard, Shard) or shard.revoked:
                 continue  # no longer ours: whoever holds it now reads on from its checkpoint
             try:
                 await self.state.set(f"ckpt:{shard.info.id}", str(record.item_id).encode())
                 shard.acked = str(record.item_id)
+                if shard.gate is not None:
+                    if is_final(record):
+                        shard.gate.close()
+                    self._wake.set()  # the next window, or this one's final invocation
                 await self._finish_if_done(shard)
             except StoreError as exc:
                 raise SourceUnavailable(
@@ -437,8 +437,40 @@ class StreamPoller:
 
     # -- shapes and gauges -------------------------------------------------------------
 
+    async def on_result(self, records: Sequence[Record], payload: bytes) -> None:
+        """A batch succeeded (these records, the handler's JSON result): with tumbling
+        windows, keep the ``state`` it returned, saved with the window's position (a
+        final invocation drops it). Called by the dispatcher before ``ack``."""
+        shard = records[0].token if records else None
+        if not isinstance(shard, Shard) or shard.gate is None or shard.revoked:
+            return
+        assert self.state is not None
+        gate = shard.gate
+        if is_final(records[-1]):
+            gate.close()
+        else:
+            try:
+                result = json.loads(payload) if payload else None
+            except ValueError:
+                result = None
+            state = result.get("state") if isinstance(result, dict) else None
+            gate.state = state if state is not None else {}
+        doc = json.dumps(gate.saved(str(records[-1].item_id))).encode()
+        for attempt in range(1, 6):
+            try:
+                await self.state.set(f"window:{shard.info.id}", doc)
+                return
+            except StoreError as exc:
+                log.warning("stream.window_save_failed", shard=shard.info.id, error=str(exc))
+                await anyio.sleep(0.2 * attempt)
+
     def batch_event(self, records: Sequence[Record]) -> dict[str, JSON]:
-        """Lambda's stream event: ``{"Records": [...]}`` (records of one shard)."""
+        """Lambda's stream event: ``{"Records": [...]}`` (records of one shard); with
+        tumbling windows also the window, its state and ``isFinalInvokeForWindow``."""
+        shard = records[0].token if records else None
+        if isinstance(shard, Shard) and shard.gate is not None:
+            assert self.api is not None
+            return shard.gate.envelope(list(records), shard.info.id, self.api.arn)
         return {"Records": [r.event for r in records]}
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, JSON]:

@@ -47,6 +47,25 @@ def handler(event, context):
     _append(os.environ["LEDGER"], lines)
 
 
+def window(event, context):
+    """Tumbling windows: collect record ids in the state; the final invocation writes them."""
+    state = event.get("state") or {}
+    ids = list(state.get("ids", []))
+    if event["isFinalInvokeForWindow"]:
+        _append(os.environ["WINDOWS"], [json.dumps({
+            "window": event["window"], "ids": ids, "records": len(event["Records"]),
+            "shard": event["shardId"], "arn": event["eventSourceARN"],
+        })])
+        return {"state": {}}
+    for r in event["Records"]:
+        ids.append(json.loads(base64.b64decode(r["kinesis"]["data"]))["id"])
+    _append(os.environ["LEDGER"], [json.dumps({
+        "window": event["window"], "n": len(event["Records"]), "had": len(state.get("ids", [])),
+        "early": event["isWindowTerminatedEarly"],
+    })])
+    return {"state": {"ids": ids}}
+
+
 def ddb(event, context):
     _append(os.environ["EVENTS"], [json.dumps(event)])
 '''

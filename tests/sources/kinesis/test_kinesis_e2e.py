@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.sources.kinesis._kit import (
     order_violations,
     put,
     read_jsonl,
+    until,
     wait_ids,
     wait_lines,
 )
@@ -237,3 +239,51 @@ async def test_dynamodb_stream_events_from_item_writes(tmp_path: Path, moto: Mot
     parsed = list(DynamoDBStreamEvent(event).records)
     assert parsed[1].dynamodb is not None
     assert parsed[1].dynamodb.new_image["n"] == 2
+
+
+async def test_tumbling_windows_carry_state_across_invocations_and_a_restart(
+    tmp_path: Path, moto: MotoServer, kinesis: Any
+) -> None:
+    """Each window's final invocation gets the ids every earlier invocation of the window
+    put in the state, a restart in the middle included: every record in exactly one
+    window, the one of its arrival time."""
+    stream = await create_stream(kinesis, 2)
+    windows = tmp_path / "windows.jsonl"
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {stream}, batch_size: 5, tumbling_window: 3s, poll_interval: 100ms",
+        handler="ledger:window",
+        environment={"WINDOWS": str(windows)},
+    )
+    first, second = docs(40, keys=8), docs(40, keys=8, start=40)
+    async with running_app(config):
+        await put(kinesis, stream, first)
+        await until(lambda: len(read_jsonl(tmp_path / "ledger.jsonl")) >= 4, 30, "invocations")
+    # stopped in the middle of a window (3 s): its state is in the store
+    async with running_app(config):
+        await put(kinesis, stream, second)
+        everything = {d["id"] for d in first + second}
+
+        def all_final() -> bool:
+            return {i for w in read_jsonl(windows) for i in w["ids"]} >= everything
+
+        await until(all_final, 60, "every record in a final window")
+    finals = read_jsonl(windows)
+    seen = [i for w in finals for i in w["ids"]]
+    assert sorted(seen) == sorted(everything), "each record in exactly one window"
+    assert all(w["records"] == 0 for w in finals)
+    assert all(w["arn"].endswith(f":stream/{stream}") for w in finals)
+    per_shard: dict[str, list[str]] = {}
+    for w in finals:
+        per_shard.setdefault(w["shard"], []).append(w["window"]["start"])
+    for starts in per_shard.values():
+        assert starts == sorted(starts)
+        assert len(set(starts)) == len(starts)
+    calls = read_jsonl(tmp_path / "ledger.jsonl")
+    assert any(c["had"] > 0 for c in calls), "state carried to a later invocation"
+    assert all(not c["early"] for c in calls)
+    for w in finals:
+        start = datetime.fromisoformat(w["window"]["start"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(w["window"]["end"].replace("Z", "+00:00"))
+        assert (end - start).total_seconds() == 3

@@ -63,6 +63,8 @@ class MemoryShards:
         self.failures: list[str] = []
         """Error codes the next GetRecords calls raise, in order."""
         self.calls = 0
+        self.page = 100
+        """Most records one answer holds (Kinesis caps an answer at 10 MB too)."""
 
     async def connect(self) -> None:
         pass
@@ -84,7 +86,7 @@ class MemoryShards:
             raise _error(self.failures.pop(0))
         shard, _, pos = iterator.partition("|")
         start = int(pos)
-        items = self.data[shard][start : start + limit]
+        items = self.data[shard][start : start + min(limit, self.page)]
         end = start + len(items)
         return {
             "Records": [
