@@ -12,6 +12,7 @@ those of a dead one).
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -23,6 +24,7 @@ from ._types import NO_VALUE, Duration, Range, Verbatim, problem
 
 __all__ = ["DynamoDBStreamsTrigger", "KinesisTrigger"]
 
+_DDB_STREAM_ARN = re.compile(r"arn:aws[\w-]*:dynamodb:[^:]*:[^:]*:table/[^/]+/stream/.+")
 Lease = Annotated[Duration, Range(1, 300, duration=True)]
 PollInterval = Annotated[Duration, Range(0.05, 60, duration=True)]
 
@@ -125,7 +127,7 @@ class DynamoDBStreamsTrigger(_AwsStreamTrigger):
         if (self.table is None) == (self.stream is None):
             got = "both" if self.table is not None else "neither"
             raise problem("must set exactly one of table, stream", got=Verbatim(got))
-        if self.stream is not None and ":stream/" not in self.stream:
+        if self.stream is not None and not _DDB_STREAM_ARN.fullmatch(self.stream):
             raise problem(
                 "must be a DynamoDB stream ARN "
                 "(arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL)",

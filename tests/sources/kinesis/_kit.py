@@ -47,6 +47,22 @@ def handler(event, context):
     _append(os.environ["LEDGER"], lines)
 
 
+def partial(event, context):
+    """Fails a ``fail_once`` record the first time (batchItemFailures by sequence number)."""
+    _append(os.environ["EVENTS"], [json.dumps(event)])
+    lines, failures = [], []
+    for r in event["Records"]:
+        doc = json.loads(base64.b64decode(r["kinesis"]["data"]))
+        marker = os.path.join(os.environ["MARKS"], doc["id"])
+        if doc.get("fail_once") and not os.path.exists(marker):
+            open(marker, "w").close()
+            failures.append({"itemIdentifier": r["kinesis"]["sequenceNumber"]})
+            continue
+        lines.append(json.dumps({"id": doc["id"], "sn": r["kinesis"]["sequenceNumber"]}))
+    _append(os.environ["LEDGER"], lines)
+    return {"batchItemFailures": failures}
+
+
 def window(event, context):
     """Tumbling windows: collect record ids in the state; the final invocation writes them."""
     state = event.get("state") or {}

@@ -287,3 +287,38 @@ async def test_tumbling_windows_carry_state_across_invocations_and_a_restart(
         start = datetime.fromisoformat(w["window"]["start"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(w["window"]["end"].replace("Z", "+00:00"))
         assert (end - start).total_seconds() == 3
+
+
+async def test_partial_batch_failure_resumes_from_the_failed_sequence_number(
+    tmp_path: Path, moto: MotoServer, kinesis: Any
+) -> None:
+    """Lambda: checkpoint before the lowest reported sequence number and retry from it,
+    so later records of that batch come again; nothing before it does."""
+    stream = await create_stream(kinesis, 1)
+    items = docs(30, keys=3)
+    items[15]["fail_once"] = True
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    events = tmp_path / "events.jsonl"
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {stream}, batch_size: 10, report_batch_item_failures: true, poll_interval: 100ms",
+        handler="ledger:partial",
+        environment={"EVENTS": str(events), "MARKS": str(marks)},
+    )
+    async with running_app(config):
+        await put(kinesis, stream, items)
+        lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in items})
+    counts = Counter(line["id"] for line in lines)
+    assert counts[items[15]["id"]] == 1
+    again = {i for i, n in counts.items() if n > 1}
+    assert again <= {d["id"] for d in items[16:25]}
+    batches = [
+        [json.loads(base64.b64decode(r["kinesis"]["data"]))["id"] for r in e["Records"]]
+        for e in read_jsonl(events)
+    ]
+    failed_in = next(b for b in batches if items[15]["id"] in b)
+    retry = batches[batches.index(failed_in) + 1]
+    assert retry[0] == items[15]["id"], "retried from the failed record on"
+    assert again == set(failed_in[failed_in.index(items[15]["id"]) + 1 :])
