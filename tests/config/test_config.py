@@ -251,7 +251,8 @@ BAD = [
     (
         fn("destinations: {on_failure: orders-failed}"),
         E + "functions.f.destinations.on_failure: must be a destination (local:NAME, file:PATH, "
-        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, http(s)://URL, "
+        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, "
+        "kinesis:CONNECTION/STREAM, http(s)://URL, "
         "function:NAME, or PLUGIN:TARGET), got 'orders-failed'",
     ),
     (
@@ -441,7 +442,8 @@ BAD = [
     (
         trig("kafka", "connection: main, topics: [t], on_success: {route: {field: t, a: nowhere}}"),
         E + KT + "on_success.route.a: must be a destination (local:NAME, file:PATH, "
-        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, http(s)://URL, "
+        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, "
+        "kinesis:CONNECTION/STREAM, http(s)://URL, "
         "function:NAME, or PLUGIN:TARGET), got 'nowhere'",
     ),
     # AT_TIMESTAMP

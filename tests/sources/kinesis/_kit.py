@@ -63,6 +63,13 @@ def partial(event, context):
     return {"batchItemFailures": failures}
 
 
+def echo(event, context):
+    """A pipeline stage: one output per record (published to on_success, keyed like it)."""
+    return {"records": [
+        {"id": json.loads(base64.b64decode(r["kinesis"]["data"]))["id"]} for r in event["Records"]
+    ]}
+
+
 def window(event, context):
     """Tumbling windows: collect record ids in the state; the final invocation writes them."""
     state = event.get("state") or {}
@@ -98,12 +105,14 @@ def app(
     environment: dict[str, str] | None = None,
     concurrency: int = 8,
     on_failure: str | None = None,
+    on_success: str | None = None,
 ) -> Path:
     """An app with one function ``fn`` and one ``kind`` trigger (a YAML flow mapping's
     inside; ``connection: main`` added); the ledger is ``root/ledger.jsonl``."""
     env = {"LEDGER": str(root / "ledger.jsonl"), **(environment or {})}
     section = "kinesis" if kind == "kinesis" else "dynamodb"
     extra = f", on_failure: '{on_failure}'" if on_failure else ""
+    extra += f", on_success: '{on_success}'" if on_success else ""
     yaml = f"""
         connections:
           {section}:

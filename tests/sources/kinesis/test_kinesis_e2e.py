@@ -322,3 +322,37 @@ async def test_partial_batch_failure_resumes_from_the_failed_sequence_number(
     retry = batches[batches.index(failed_in) + 1]
     assert retry[0] == items[15]["id"], "retried from the failed record on"
     assert again == set(failed_in[failed_in.index(items[15]["id"]) + 1 :])
+
+
+async def test_pipeline_from_stream_to_stream(
+    tmp_path: Path, moto: MotoServer, kinesis: Any
+) -> None:
+    """on_success: kinesis:main/OUT publishes each output keyed like its input."""
+    source, target = await create_stream(kinesis, 2), await create_stream(kinesis, 1)
+    items = docs(60, keys=6)
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {source}, poll_interval: 100ms",
+        handler="ledger:echo",
+        on_success=f"kinesis:main/{target}",
+    )
+    async with running_app(config):
+        await put(kinesis, source, items)
+        shard = (await kinesis.list_shards(StreamName=target))["Shards"][0]["ShardId"]
+        it = (
+            await kinesis.get_shard_iterator(
+                StreamName=target, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+            )
+        )["ShardIterator"]
+        out: list[dict[str, Any]] = []
+        deadline = anyio.current_time() + 30
+        while len(out) < 60:
+            assert anyio.current_time() < deadline, len(out)
+            answer = await kinesis.get_records(ShardIterator=it)
+            out += answer["Records"]
+            it = answer["NextShardIterator"]
+            await anyio.sleep(0.1)
+    keys = {d["id"]: d["key"] for d in items}
+    assert sorted(json.loads(r["Data"])["id"] for r in out) == sorted(keys)
+    assert all(r["PartitionKey"] == keys[json.loads(r["Data"])["id"]] for r in out)
