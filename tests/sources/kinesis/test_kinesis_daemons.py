@@ -139,3 +139,60 @@ def _held(daemon: Daemon) -> int:
         elif entry.get("event") == "stream.lease_released":
             held.discard(entry["shard"])
     return len(held)
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+async def test_a_third_replica_gets_its_share_and_a_killed_ones_is_taken_over(
+    tmp_path: Path, moto: MotoServer, kinesis: Any, redis_url: str
+) -> None:
+    """Six shards: two replicas hold three each; a third joins and each holds two; one is
+    killed and the other two hold three each again. Every record handled throughout."""
+    stream = await create_stream(kinesis, 6)
+    ledger = tmp_path / "ledger.jsonl"
+    config = app(
+        tmp_path,
+        moto,
+        f"stream: {stream}, batch_size: 20, poll_interval: 200ms, shard_lease: 1s",
+        store=redis_url,
+        environment={"WHO": "${WHO:-}"},
+    )
+    daemons = {who: Daemon(config, env={"WHO": who}) for who in ("a", "b", "c")}
+    sent: list[dict[str, Any]] = []
+
+    async def phase(live: str, start: int) -> dict[str, set[str]]:
+        """Wait for the live replicas to hold an even split, then put and handle a batch;
+        return which replica handled which shards in it."""
+        share = 6 // len(live)
+        await until(
+            lambda: all(_held(daemons[w]) == share for w in live), 40, f"{share} shards each"
+        )
+        items = docs(600, keys=30, start=start)
+        sent.extend(items)
+        await put(kinesis, stream, items)
+        lines = await wait_ids(ledger, {d["id"] for d in sent}, timeout_s=90)
+        ids = {d["id"] for d in items}
+        return _shards_by_who([line for line in lines if line["id"] in ids])
+
+    try:
+        for who in ("a", "b"):
+            await anyio.to_thread.run_sync(daemons[who].start)
+        two = await phase("ab", 0)
+        await anyio.to_thread.run_sync(daemons["c"].start)
+        three = await phase("abc", 600)
+        await anyio.to_thread.run_sync(daemons["a"].kill)
+        after = await phase("bc", 1200)
+    finally:
+        for d in daemons.values():
+            if d.proc is not None:
+                await anyio.to_thread.run_sync(d.stop)
+    assert sorted(len(v) for v in two.values()) == [3, 3]
+    assert sorted(len(v) for v in three.values()) == [2, 2, 2]
+    assert set(after) == {"b", "c"}
+    assert sorted(len(v) for v in after.values()) == [3, 3]
+    for split in (two, three, after):
+        shards = [s for v in split.values() for s in v]
+        assert len(shards) == len(set(shards)) == 6, split
+    lines = read_jsonl(ledger)
+    assert {line["id"] for line in lines} == {d["id"] for d in sent}
+    assert order_violations(lines)[1] == 0
