@@ -96,7 +96,7 @@ def ddb(event, context):
 
 def app(
     root: Path,
-    moto: MotoServer,
+    moto: MotoServer | Any,
     trigger: str,
     *,
     kind: str = "kinesis",
@@ -136,14 +136,21 @@ def app(
     return write_app(root, yaml, {"ledger.py": HANDLERS})
 
 
-def client_kwargs(moto: MotoServer) -> dict[str, Any]:
+def client_kwargs(moto: MotoServer | Any) -> dict[str, Any]:
     return moto.connection.client_kwargs()
 
 
 async def create_stream(client: Any, shards: int) -> str:
+    """A new stream, once ACTIVE (kinesalite creates asynchronously)."""
     name = f"s-{uuid.uuid4().hex[:10]}"
     await client.create_stream(StreamName=name, ShardCount=shards)
-    return name
+    deadline = time.monotonic() + 10
+    while True:
+        summary = await client.describe_stream_summary(StreamName=name)
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            return name
+        assert time.monotonic() < deadline, f"stream {name} not ACTIVE"
+        await anyio.sleep(0.02)
 
 
 def docs(n: int, keys: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
@@ -189,9 +196,11 @@ async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> N
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON-lines file (a line being appended is left out)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    complete = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 async def wait_ids(path: Path, ids: set[str], timeout_s: float = 90) -> list[dict[str, Any]]:

@@ -31,6 +31,13 @@ from tests.sources.kinesis._kit import (
 pytestmark = pytest.mark.kinesis
 
 
+@pytest.fixture(params=["moto", "kinesalite"])
+def server(request: pytest.FixtureRequest) -> Any:
+    """The Kinesis implementation a test runs against: each test that takes ``server``
+    runs on moto's server and on kinesalite."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture
 async def kinesis(moto: MotoServer) -> Any:
     from aiobotocore.session import get_session
@@ -39,10 +46,19 @@ async def kinesis(moto: MotoServer) -> Any:
         yield client
 
 
+@pytest.fixture
+async def server_kinesis(server: Any) -> Any:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("kinesis", **client_kwargs(server)) as client:
+        yield client
+
+
 @pytest.mark.parametrize("factor", [1, 10])
 async def test_every_record_once_in_order_per_shard_and_key(
-    tmp_path: Path, moto: MotoServer, kinesis: Any, factor: int
+    tmp_path: Path, server: Any, server_kinesis: Any, factor: int
 ) -> None:
+    kinesis, moto = server_kinesis, server
     stream = await create_stream(kinesis, 4)
     items = docs(3000, keys=40)
     await put(kinesis, stream, items[:1000])
@@ -96,7 +112,8 @@ def _check_event_shape(event: dict[str, Any], stream: str) -> None:
     ]
     assert record["eventSource"] == "aws:kinesis"
     assert record["eventName"] == "aws:kinesis:record"
-    assert record["eventSourceARN"] == f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+    assert record["eventSourceARN"].startswith("arn:aws:kinesis:us-east-1:")
+    assert record["eventSourceARN"].endswith(f":stream/{stream}")
     shard = record["eventID"].split(":")[0]
     assert record["eventID"] == f"{shard}:{record['kinesis']['sequenceNumber']}"
     assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
@@ -110,8 +127,9 @@ def _check_event_shape(event: dict[str, Any], stream: str) -> None:
 
 
 async def test_poison_record_bisected_to_on_failure(
-    tmp_path: Path, moto: MotoServer, kinesis: Any
+    tmp_path: Path, server: Any, server_kinesis: Any
 ) -> None:
+    kinesis, moto = server_kinesis, server
     stream = await create_stream(kinesis, 1)
     items = docs(40, keys=5)
     items[17]["poison"] = True
@@ -146,10 +164,11 @@ async def test_poison_record_bisected_to_on_failure(
 
 
 async def test_reshard_parent_read_before_children(
-    tmp_path: Path, moto: MotoServer, kinesis: Any
+    tmp_path: Path, server: Any, server_kinesis: Any
 ) -> None:
     """A split mid-run: every key's records in the parent are handled before its records
     in the children, and the children are read (discovered while running)."""
+    kinesis, moto = server_kinesis, server
     stream = await create_stream(kinesis, 1)
     before = docs(600, keys=20)
     config = app(
