@@ -148,7 +148,7 @@ directory of the config file, not the working directory.
 | `local:NAME` | a queue in the embedded store (inspect with `eventrun dlq`) |
 | `file:PATH` | append JSON lines to a file |
 | `sqs:CONNECTION/QUEUE` | send to an SQS queue (name or URL) |
-| `kinesis:CONNECTION/STREAM` | put into a Kinesis stream (name or ARN; partition key = the record's key) |
+| `kinesis:CONNECTION/STREAM` | put into a Kinesis stream (name or ARN), keyed like the record |
 | `kafka:CONNECTION/TOPIC` | produce to a Kafka topic |
 | `redis:CONNECTION/STREAM` | XADD to a Redis stream |
 | `http://...`, `https://...` | POST to a webhook |

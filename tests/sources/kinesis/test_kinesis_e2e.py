@@ -54,13 +54,14 @@ async def server_kinesis(server: Any) -> Any:
         yield client
 
 
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("factor", [1, 10])
 async def test_every_record_once_in_order_per_shard_and_key(
     tmp_path: Path, server: Any, server_kinesis: Any, factor: int
 ) -> None:
     kinesis, moto = server_kinesis, server
     stream = await create_stream(kinesis, 4)
-    items = docs(3000, keys=40)
+    items = docs(10_000, keys=40)
     await put(kinesis, stream, items[:1000])
     config = app(
         tmp_path,
@@ -71,10 +72,10 @@ async def test_every_record_once_in_order_per_shard_and_key(
     )
     async with running_app(config) as runtime:
         await put(kinesis, stream, items[1000:])
-        lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in items})
+        lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in items}, 180)
         stats = runtime.statistics()["sources"]["fn/kinesis[0]"]
     counts = Counter(line["id"] for line in lines)
-    assert len(counts) == 3000
+    assert len(counts) == 10_000
     assert max(counts.values()) == 1, "no failure, no restart: nothing twice"
     shard_bad, key_bad = order_violations(lines)
     assert key_bad == 0
