@@ -56,7 +56,8 @@ class _AwsStreamTrigger(BatchControls):
         10.0,
         description="eventrun: how long this daemon's claim on a shard lasts in the store "
         "without renewal; replicas sharing a Redis store split the shards, and a dead "
-        "replica's shards are taken over within twice this.",
+        "replica's shards are taken over within twice this (a restarted daemon, too, waits "
+        "up to twice this for its own old claims to run out).",
     )
 
 

@@ -16,7 +16,8 @@ upsert guarded by expiry; Redis: SET NX PX). Leases are built from it with time
 
 Each replica prefers the shards whose index (in shard-id order, finished shards left
 out) modulo the number of live replicas is its rank; it claims only those, and stops
-renewing (gives up) the others, which then fall to their preferred replica. Wall clocks
+renewing the others: it reads them on until their lease runs out, and then their
+preferred replica wins them (no gap, no overlap, up to clock skew). Wall clocks
 of replicas should agree to well under ``lease_s``; a skew makes a handover overlap, which
 at-least-once delivery tolerates (the new holder starts from the last checkpoint).
 """

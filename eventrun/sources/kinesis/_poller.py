@@ -182,9 +182,12 @@ class StreamPoller:
         await self._leases.refresh_members()
         want = set(self._leases.preferred(active))
         for sid in list(self._owned):
-            if sid not in want:
-                why = "finished" if sid in self._finished else "rebalanced"
-                await self._drop(sid, why if sid in self._known else "gone")
+            if sid in want:
+                continue
+            if sid in self._known and sid not in self._finished and self._leases.holds(sid):
+                continue  # rebalanced away: read on, unrenewed, until the lease runs out
+            why = "finished" if sid in self._finished else "rebalanced"
+            await self._drop(sid, why if sid in self._known else "gone")
         for sid in sorted(want):
             won = await self._leases.acquire(sid)
             if won and sid not in self._owned:
