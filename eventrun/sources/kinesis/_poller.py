@@ -109,7 +109,8 @@ class StreamPoller:
             if isinstance(exc, Exception):
                 raise self._translate(exc, "connect") from exc
             raise
-        self._leases = Leases(self.state, self.lease_s)
+        if self._leases is None:  # kept across reconnects: the claims won are still ours
+            self._leases = Leases(self.state, self.lease_s)
         log.info(
             "stream.connected",
             trigger=self.spec.name,
@@ -162,6 +163,8 @@ class StreamPoller:
                 await self._tick()
             except (SourceError, StoreError) as exc:
                 log.warning("stream.lease_tick_failed", trigger=self.spec.name, error=str(exc))
+            except Exception as exc:  # a supervisor: the next tick tries again
+                log.exception("stream.lease_tick_crashed", trigger=self.spec.name, error=str(exc))
             if first:
                 first = False
                 task_status.started()
