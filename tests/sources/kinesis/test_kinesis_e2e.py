@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -376,3 +377,27 @@ async def test_pipeline_from_stream_to_stream(
     keys = {d["id"]: d["key"] for d in items}
     assert sorted(json.loads(r["Data"])["id"] for r in out) == sorted(keys)
     assert all(r["PartitionKey"] == keys[json.loads(r["Data"])["id"]] for r in out)
+
+
+@pytest.mark.parametrize("position", ["LATEST", "AT_TIMESTAMP"])
+async def test_starting_position_skips_what_came_before(
+    tmp_path: Path, server: Any, server_kinesis: Any, position: str
+) -> None:
+    kinesis = server_kinesis
+    stream = await create_stream(kinesis, 2)
+    before, after = docs(40, keys=4), docs(40, keys=4, start=40)
+    await put(kinesis, stream, before)
+    await anyio.sleep(1.1)  # a gap in arrival times (not a wait for something to happen)
+    cut = time.time()
+    await anyio.sleep(1.1)
+    extra = f", starting_position_timestamp: {cut}" if position == "AT_TIMESTAMP" else ""
+    config = app(
+        tmp_path,
+        server,
+        f"stream: {stream}, starting_position: {position}{extra}, poll_interval: 100ms",
+    )
+    async with running_app(config) as runtime:
+        await runtime.ready.wait()  # the shards' iterators are got: LATEST is now
+        await put(kinesis, stream, after)
+        lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in after})
+    assert {line["id"] for line in lines} == {d["id"] for d in after}
