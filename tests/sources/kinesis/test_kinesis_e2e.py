@@ -379,11 +379,21 @@ async def test_pipeline_from_stream_to_stream(
     assert all(r["PartitionKey"] == keys[json.loads(r["Data"])["id"]] for r in out)
 
 
-@pytest.mark.parametrize("position", ["LATEST", "AT_TIMESTAMP"])
-async def test_starting_position_skips_what_came_before(
-    tmp_path: Path, server: Any, server_kinesis: Any, position: str
+async def test_latest_skips_what_came_before(
+    tmp_path: Path, server: Any, server_kinesis: Any
 ) -> None:
-    kinesis = server_kinesis
+    await _starting_position(tmp_path, server, server_kinesis, "LATEST")
+
+
+async def test_at_timestamp_skips_what_came_before(
+    tmp_path: Path, moto: MotoServer, kinesis: Any
+) -> None:
+    """moto only: kinesalite 3.3.3 answers GetShardIterator(AT_TIMESTAMP) after a read
+    timeout at first (the poller retries it on its next lease tick, a minute later)."""
+    await _starting_position(tmp_path, moto, kinesis, "AT_TIMESTAMP")
+
+
+async def _starting_position(tmp_path: Path, server: Any, kinesis: Any, position: str) -> None:
     stream = await create_stream(kinesis, 2)
     before, after = docs(40, keys=4), docs(40, keys=4, start=40)
     await put(kinesis, stream, before)
