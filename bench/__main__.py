@@ -36,6 +36,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--warm", "3000", "--cold", "40"],
         ["--warm", "500", "--cold", "10"],
     ),
+    "runtime_api": (
+        "bench.runtime_api",
+        ["--warm", "3000", "--cold", "20"],
+        ["--warm", "500", "--cold", "5"],
+    ),
     # process HTTP and Kafka sit nearest their targets: more repetitions, a steadier median
     "http-process": (
         "bench.http",
@@ -53,8 +58,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--reps", "1", "--entries", "20000"],
     ),
     "kafka": ("bench.kafka", ["--reps", "7"], ["--reps", "1", "--records", "100000"]),
+    "rabbitmq": ("bench.rabbitmq", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
+    "nats": ("bench.nats", ["--reps", "5"], ["--reps", "1", "--messages", "20000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
     "kinesis": ("bench.kinesis", [], ["--reps", "1", "--records", "2000"]),
+    "mqtt": ("bench.mqtt", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
     "pipeline": (
         "bench.pipeline",
         ["-n", "10000", "--repeat", "3"],
@@ -72,6 +80,9 @@ VERSIONS = [
     "aiobotocore",
     "moto",
     "faststream",
+    "aio-pika",
+    "nats-py",
+    "aiormq",
     "uvicorn",
     "starlette",
     "msgspec",
@@ -157,6 +168,31 @@ def _rows_workers(d: dict[str, Any] | None) -> list[Row]:
     ]
 
 
+def _rows_runtime_api(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    node = "nodejs20.x (aws-lambda-ric)"
+    return [
+        _max_row(
+            "Runtime API warm round trip p50 (Node)",
+            _get(res, f"warm round trip, {node}", "p50_ms"),
+            1,
+            "ms",
+        ),
+        _max_row(
+            "Runtime API warm round trip p50 (awslambdaric)",
+            _get(res, "warm round trip, awslambdaric (command)", "p50_ms"),
+            1,
+            "ms",
+        ),
+        _max_row(
+            "Node cold start p50 (spawn to first /next)",
+            _get(res, f"cold start, {node}", "p50_ms"),
+            300,
+            "ms",
+        ),
+    ]
+
+
 def _rows_http(d: dict[str, Any] | None, runtime: str) -> list[Row]:
     return [
         _ratio_row(f"HTTP Invoke API req/s vs bare ({runtime})", _get(d, "invoke", "ratio"), 0.5),
@@ -188,6 +224,32 @@ def _rows_redis(d: dict[str, Any] | None) -> list[Row]:
         )
     )
     return rows
+
+
+def _rows_rabbitmq(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "RabbitMQ process vs plain aio-pika loop", _get(res, "process", "ratio_vs_plain"), 0.7
+        ),
+        _ratio_row(
+            "RabbitMQ process vs FastStream", _get(d, "ratios", "process_vs_faststream"), 1.5
+        ),
+    ]
+
+
+def _rows_nats(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "NATS JetStream process vs plain nats-py loop",
+            _get(res, "process", "ratio_vs_plain"),
+            0.7,
+        ),
+        _ratio_row(
+            "NATS JetStream process vs FastStream", _get(d, "ratios", "process_vs_faststream"), 1.5
+        ),
+    ]
 
 
 def _rows_kafka(d: dict[str, Any] | None) -> list[Row]:
@@ -234,6 +296,14 @@ def _rows_kinesis(d: dict[str, Any] | None) -> list[Row]:
         _ratio_row(
             "Kinesis (moto) inline vs GetRecords loop", _get(res, "inline", "ratio_vs_plain"), 0.8
         ),
+    ]
+
+
+def _rows_mqtt(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row("MQTT process vs plain paho loop", _get(res, "process", "ratio_vs_plain"), 0.7),
+        _ratio_row("MQTT inline vs plain paho loop", _get(res, "inline", "ratio_vs_plain"), 0.7),
     ]
 
 
@@ -284,12 +354,16 @@ def _rows_pipeline(d: dict[str, Any] | None) -> list[Row]:
 HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "pipeline": _rows_pipeline,
     "workers": _rows_workers,
+    "runtime_api": _rows_runtime_api,
     "http-process": lambda d: _rows_http(d, "process"),
     "http-inline": lambda d: _rows_http(d, "inline"),
     "redis_streams": _rows_redis,
     "kafka": _rows_kafka,
+    "rabbitmq": _rows_rabbitmq,
+    "nats": _rows_nats,
     "sqs": _rows_sqs,
     "kinesis": _rows_kinesis,
+    "mqtt": _rows_mqtt,
     "cron_jitter": _rows_cron,
     "filewatch": _rows_filewatch,
     "memory": _rows_memory,

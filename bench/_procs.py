@@ -138,3 +138,30 @@ def paired_ratio(samples: Sequence[float], base: Sequence[float]) -> tuple[float
     if not ratios:
         return float("nan"), float("nan"), float("nan")
     return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def throughput_row(
+    mode: str,
+    samples: Sequence[float],
+    cpu_us: Sequence[float],
+    baselines: dict[str, Sequence[float]],
+) -> tuple[str, dict[str, Any]]:
+    """One mode's line of a throughput table and its results.json entry: the median and
+    spread of its rates, then for each baseline (``plain``, ``faststream``...) the paired
+    ratio with its min..max, then the dispatcher CPU per record."""
+    median = statistics.median(samples)
+    cpu = statistics.median(cpu_us)
+    line = f"{mode:<12}{median:>14,.0f}{f'{min(samples):,.0f}..{max(samples):,.0f}':>22}"
+    entry: dict[str, Any] = {
+        "median_rps": round(median),
+        "min_rps": round(min(samples)),
+        "max_rps": round(max(samples)),
+    }
+    for name, base in baselines.items():
+        ratio, low, high = paired_ratio(samples, base) if base else (float("nan"),) * 3
+        line += f"{ratio:>9.2f}x{f'{low:.2f}..{high:.2f}':>14}"
+        entry[f"ratio_vs_{name}"] = round(ratio, 3)
+        entry[f"ratio_vs_{name}_min"] = round(low, 3)
+        entry[f"ratio_vs_{name}_max"] = round(high, 3)
+    entry["cpu_us_per_record"] = round(cpu, 3)
+    return line + f"{cpu:>12.2f}", entry

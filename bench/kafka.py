@@ -50,14 +50,12 @@ import json
 import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +63,7 @@ import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench._procs import paired_ratio, quiet_json_logs
+from bench._procs import free_port, quiet_json_logs, throughput_row
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
 
@@ -117,13 +115,6 @@ functions:
 
 
 # -- the broker ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -443,28 +434,10 @@ def report(
     )
     results: dict[str, Any] = {}
     for mode, samples in rates.items():
-        median = statistics.median(samples)
-        spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
-        vs_plain, plain_lo, plain_hi = paired_ratio(samples, plain) if plain else (nan,) * 3
-        vs_fast, fast_lo, fast_hi = paired_ratio(samples, fast) if fast else (nan,) * 3
-        cpu_us = statistics.median(cpu[mode])
-        print(
-            f"{mode:<12}{median:>14,.0f}{spread:>22}"
-            f"{vs_plain:>9.2f}x{f'{plain_lo:.2f}..{plain_hi:.2f}':>14}"
-            f"{vs_fast:>8.2f}x{f'{fast_lo:.2f}..{fast_hi:.2f}':>14}{cpu_us:>12.2f}"
+        line, results[mode] = throughput_row(
+            mode, samples, cpu[mode], {"plain": plain, "faststream": fast}
         )
-        results[mode] = {
-            "median_rps": round(median),
-            "min_rps": round(min(samples)),
-            "max_rps": round(max(samples)),
-            "ratio_vs_plain": round(vs_plain, 3),
-            "ratio_vs_plain_min": round(plain_lo, 3),
-            "ratio_vs_plain_max": round(plain_hi, 3),
-            "ratio_vs_faststream": round(vs_fast, 3),
-            "ratio_vs_faststream_min": round(fast_lo, 3),
-            "ratio_vs_faststream_max": round(fast_hi, 3),
-            "cpu_us_per_record": round(cpu_us, 3),
-        }
+        print(line)
     key_results: dict[str, Any] = {}
     if keys:
         base = keys[1][0]

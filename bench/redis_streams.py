@@ -33,20 +33,18 @@ import logging
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from math import nan
 from pathlib import Path
 
 import anyio
 import redis.asyncio as aioredis
 
-from bench._procs import paired_ratio, quiet_json_logs
+from bench._procs import free_port, paired_ratio, quiet_json_logs, throughput_row
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
 
@@ -81,13 +79,6 @@ functions:
 
 
 # -- the redis server ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -292,23 +283,8 @@ def report(
     )
     results = {}
     for mode, samples in rates.items():
-        median = statistics.median(samples)
-        spread = f"{min(samples):,.0f}..{max(samples):,.0f}"
-        cpu_us = statistics.median(cpu[mode])
-        ratio, low, high = paired_ratio(samples, plain) if plain else (nan, nan, nan)
-        print(
-            f"{mode:<12}{median:>14,.0f}{spread:>22}{ratio:>9.2f}x{f'{low:.2f}..{high:.2f}':>14}"
-            f"{cpu_us:>12.2f}"
-        )
-        results[mode] = {
-            "median_rps": round(median),
-            "min_rps": round(min(samples)),
-            "max_rps": round(max(samples)),
-            "ratio_vs_plain": round(ratio, 3),
-            "ratio_vs_plain_min": round(low, 3),
-            "ratio_vs_plain_max": round(high, 3),
-            "cpu_us_per_record": round(cpu_us, 3),
-        }
+        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": plain})
+        print(line)
     versus_fast = {
         mode: paired_ratio(rates[mode], fast)
         for mode in ("inline", "process")

@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,14 +41,14 @@ from typing import Any
 
 import anyio
 
-from bench._procs import quiet_json_logs
+from bench._procs import free_port, quiet_json_logs
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
+from tests.fixtures.moto import MotoServer
 
 MODES = ("plain", "inline", "process")
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-SAFE_MOTO = Path(__file__).parents[1] / "tests" / "fixtures" / "safe_moto.py"
 HANDLERS = """
 def handler(event, context):
     return None
@@ -85,40 +83,16 @@ functions:
 # -- the moto server -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """A throw-away moto server; yields its endpoint URL."""
-    port = free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    proc = subprocess.Popen(
-        [sys.executable, "-P", str(SAFE_MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(
-                        "moto.server did not start: pip install 'moto[server]'"
-                    ) from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """A throw-away moto server (the test harness's launcher); yields its endpoint URL."""
+    with tempfile.TemporaryDirectory(prefix="bench-moto-") as tmp:
+        server = MotoServer(free_port(), Path(tmp) / "moto.log")
+        server.start()
+        try:
+            yield server.endpoint_url
+        finally:
+            server.stop()
 
 
 @asynccontextmanager

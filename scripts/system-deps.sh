@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite talks to (Debian names): a real redis-server, Debian's
+# System packages the test suite talks to (Debian names): a real redis-server,
+# rabbitmq-server (the RabbitMQ plugin) and nats-server (the NATS plugin), Debian's
 # Chromium + ChromeDriver for the status-page browser test, and systemd-analyze (in the
 # `systemd` package) for the deploy test's `systemd-analyze verify` of the unit. Installs
 # what is missing when run as root with apt-get; otherwise says exactly what to install
@@ -10,6 +11,23 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The Runtime API tests (docs/runtimes.md): curl for the shell `bootstrap`, Node.js and npm
+# for aws-lambda-ric, whose native addon builds with cmake, g++, make and autotools.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v autoreconf >/dev/null 2>&1 || missing+=(autoconf)
+command -v automake >/dev/null 2>&1 || missing+=(automake)
+command -v libtoolize >/dev/null 2>&1 || missing+=(libtool)
+# the plugins' brokers (plugins/*/tests start their own, on free ports)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+  || missing+=(rabbitmq-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+# the MQTT plugin's tests start their own Mosquitto (/usr/sbin: not on a user's PATH)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 # `system-deps.sh bench`: the HTTP load generator for make bench
 if [ "${1:-}" = bench ]; then command -v wrk >/dev/null 2>&1 || missing+=(wrk); fi
 # kinesalite (npm), the second Kinesis implementation the stream tests run against,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,21 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         new_session: bool = False,
+        args: Sequence[str] = (),
+        command_prefix: list[str] | None = None,
     ) -> None:
         """``new_session``: run the daemon as the leader of its own session and process
         group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
-        SIGINT to the whole group as a terminal does."""
+        SIGINT to the whole group as a terminal does. ``args`` go to ``eventrun run``
+        as they are; a ``config`` ending in ``template.yaml`` is passed with ``-t``.
+        ``command_prefix`` runs it through another command that execs it, such as
+        ``ip netns exec NAME`` (its HTTP port is then inside that namespace)."""
         self.config = config
+        self.command_prefix = list(command_prefix or [])
         self._own_port = port is None  # chosen here: may move if another process took it
         self.port = port or free_port()
         self.new_session = new_session
+        self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -84,12 +91,14 @@ class Daemon:
             self.raw.clear()
         self.proc = subprocess.Popen(
             [
+                *self.command_prefix,
                 sys.executable,
                 "-m",
                 "eventrun",
                 "run",
-                "-c",
+                "-t" if self.config.name.endswith("template.yaml") else "-c",
                 str(self.config),
+                *self.args,
                 "--port",
                 str(self.port),
                 "--log-format",

@@ -18,6 +18,8 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.moto",
     "tests.fixtures.kinesalite",
+    "tests.fixtures.netns",
+    "tests.fixtures.faultproxy",
 ]
 
 

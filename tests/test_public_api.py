@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import ast
+import importlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import eventrun
 from eventrun import plugins as _plugins
 
 PACKAGE = Path(eventrun.__file__).parent
-SEAM = {"eventrun.abc", "eventrun.asgi", "eventrun.exceptions", "eventrun.runtime._clock"}
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return found
+ROOT = PACKAGE.parent
 
 
 # where each public name is defined: ``eventrun.NAME`` must be that very object
@@ -84,25 +77,60 @@ def test_import_eventrun_does_not_import_broker_clients() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_core_never_imports_sources_or_sinks() -> None:
-    for path in PACKAGE.rglob("*.py"):
-        rel = path.relative_to(PACKAGE)
-        if rel.parts[0] in ("sources", "sinks"):
-            continue
-        bad = {m for m in _imports(path) if m.startswith(("eventrun.sources", "eventrun.sinks"))}
-        assert not bad, f"{rel} imports {bad}: the core must go through the plugin registry"
+def _lint_imports(cwd: Path, env_path: Path) -> subprocess.CompletedProcess[str]:
+    binary = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run(
+        [str(binary), "--no-cache"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(env_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
-def test_sources_and_sinks_use_only_the_seam() -> None:
-    for folder in ("sources", "sinks"):
-        for path in (PACKAGE / folder).glob("*.py"):
-            plugin_layer = ("eventrun.sources", "eventrun.sinks")
-            bad = {
-                m
-                for m in _imports(path)
-                if m.startswith("eventrun.") and m not in SEAM and not m.startswith(plugin_layer)
-            }
-            assert not bad, f"{folder}/{path.name} imports {bad}: plugins import only the seam"
+def test_the_layering_contracts_hold() -> None:
+    """pyproject.toml's import-linter contracts (also run by ``make lint``)."""
+    result = _lint_imports(ROOT, ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "message"),
+    [
+        (
+            "server/_openapi.py",
+            "from eventrun.runtime import Runtime",
+            "eventrun.server is not allowed to import eventrun.runtime",
+        ),
+        (
+            "sources/cron/_fields.py",
+            "from eventrun.dispatch import Backoff",
+            "eventrun.sources is not allowed to import eventrun.dispatch",
+        ),
+        (
+            "dispatch/_lanes.py",
+            "import eventrun.sinks.local",
+            "eventrun.dispatch is not allowed to import eventrun.sinks",
+        ),
+        (
+            "store/_dlq.py",
+            "from eventrun.dispatch import Backoff",
+            "eventrun.store is not allowed to import eventrun.dispatch",
+        ),
+    ],
+)
+def test_a_wrong_import_breaks_the_contracts(
+    tmp_path: Path, module: str, line: str, message: str
+) -> None:
+    shutil.copytree(PACKAGE, tmp_path / "eventrun", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with (tmp_path / "eventrun" / module).open("a") as f:
+        f.write(f"\n{line}  # noqa\n")
+    result = _lint_imports(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout
 
 
 def test_builtin_kinds_are_registered_as_entry_points() -> None:
@@ -115,12 +143,10 @@ def test_builtin_kinds_are_registered_as_entry_points() -> None:
 
 
 def test_unknown_plugin_kind_is_an_actionable_error() -> None:
-    import pytest
-
     from eventrun.exceptions import PluginNotFound
 
-    with pytest.raises(PluginNotFound, match="no sink plugin is registered for kind 'nats'"):
-        _plugins.sink_factory("nats")
+    with pytest.raises(PluginNotFound, match="no sink plugin is registered for kind 'carrier'"):
+        _plugins.sink_factory("carrier")
 
 
 def test_py_typed_is_shipped() -> None:
@@ -148,3 +174,29 @@ def test_record_builds_like_a_dataclass_and_compares_by_identity() -> None:
     assert len({positional, keywords, positional}) == 2
     positional.attempt = 3  # the dispatcher and pollers update records in place
     assert positional.attempt == 3
+
+
+def test_the_old_api_module_still_works_and_warns() -> None:
+    code = "import warnings; warnings.simplefilter('error');import eventrun.api"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "eventrun.api is deprecated" in out.stderr
+    assert "import build_app and serve_api from eventrun.server" in out.stderr
+    sys.modules.pop("eventrun.api", None)
+    with pytest.warns(DeprecationWarning, match="eventrun.api is deprecated"):
+        old = importlib.import_module("eventrun.api")
+    from eventrun.server import build_app, serve_api
+
+    assert old.build_app is build_app
+    assert old.serve_api is serve_api
+
+
+def test_the_seam_hands_out_the_config_base_models() -> None:
+    from eventrun import abc, config
+
+    assert abc.BatchControls is config.BatchControls
+    assert abc.TriggerModel is config.TriggerModel
+    assert abc.ConnectionModel is config.ConnectionModel
+    assert issubclass(abc.BatchControls, abc.TriggerModel)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        abc.Nope  # noqa: B018

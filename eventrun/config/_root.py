@@ -11,6 +11,9 @@ The models live in ``_config_connections`` (connections, server, store),
 ``_config_triggers`` (one model per trigger kind) and ``_config_routing``
 (filters, on_success routes); they are all re-exported here, the public place.
 This module imports nothing of the runtime.
+
+Why this module is over 400 lines: the root models, loading and the plugin-extended model
+belong together; reference checks are in ``_references``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,13 +33,13 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from eventrun.exceptions import ConfigError
 
+from ._bindings import Binding
 from ._connections import (
     AuthConfig,
     ConnectionModel,
@@ -49,9 +52,10 @@ from ._connections import (
     SqsConnection,
     StoreConfig,
 )
-from ._errors import format_path, translate_errors
+from ._errors import translate_errors
 from ._load import interpolate, parse_yaml, read_text
 from ._plugins import plugin_models
+from ._references import connection_section, cross_check
 from ._routing import FilterCriteria, FilterPattern, RouteRule
 from ._triggers import (
     TRIGGER_KINDS,
@@ -70,6 +74,7 @@ from ._triggers import (
     TriggerSpec,
 )
 from ._types import (
+    NO_VALUE,
     ConfigModel,
     Destination,
     DestinationRef,
@@ -78,7 +83,6 @@ from ._types import (
     Range,
     parse_destination,
     problem,
-    render_value,
 )
 
 __all__ = [
@@ -86,6 +90,7 @@ __all__ = [
     "TRIGGER_KINDS",
     "AuthConfig",
     "BatchControls",
+    "Binding",
     "Config",
     "ConnectionModel",
     "Connections",
@@ -123,29 +128,30 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_destination",
+    "parse_document",
+    "validate_config",
 ]
 
+Runtime = Literal[
+    "process",
+    "inline",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+]
+"""Lambda's runtime identifiers eventrun runs; ``python3.X`` is ``process``."""
+_PROVIDED = ("provided", "provided.al2", "provided.al2023")
 _MODULE_HANDLER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _LAMBDA_HANDLER = re.compile(r"([\w.-]+/)*[A-Za-z_][\w-]*(\.[A-Za-z_]\w*)+")
-_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_CONNECTION_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_CONNECTION_SECTION = {
-    "kafka": "kafka",
-    "redis_streams": "redis",
-    "sqs": "sqs",
-    "redis": "redis",
-    "kinesis": "kinesis",
-    "dynamodb_streams": "dynamodb",
-}
-
-
-def connection_section(kind: str) -> str | None:
-    """The ``connections`` section a trigger or destination kind names connections in
-    (a plugin kind's own section, when the plugin has a connection model)."""
-    section = _CONNECTION_SECTION.get(kind)
-    if section is None and kind in plugin_models().connections:
-        return kind
-    return section
 
 
 class DestinationsConfig(ConfigModel):
@@ -217,10 +223,29 @@ class FunctionConfig(ConfigModel):
     """One function: its handler, limits, async-invocation behaviour and triggers."""
 
     handler: str = Field(
-        description='"package.module:attr", or Lambda style "dir/file.attr" / "file.attr".'
+        "",
+        description='"package.module:attr", or Lambda style "dir/file.attr" / "file.attr" '
+        '(nodejs*: "file.export"); required except for provided* runtimes and a command.',
     )
-    runtime: Literal["process", "inline"] = Field(
-        "process", description="process: worker processes; inline: async, in the daemon."
+    runtime: Runtime = Field(
+        "process",
+        description="process (python3.X is a synonym): Python worker processes; inline: "
+        "async, in the daemon; nodejs18.x/20.x/22.x: Node with aws-lambda-ric; provided, "
+        "provided.al2, provided.al2023: the executable 'bootstrap' in the code directory "
+        "(docs/runtimes.md).",
+    )
+    code: str | None = Field(
+        None,
+        description="The function's code directory, relative to the config file's "
+        "(default: that directory): LAMBDA_TASK_ROOT, first on sys.path, the working "
+        "directory, where bootstrap and node_modules are found.",
+    )
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Run this Lambda Runtime API client instead (e.g. [python, -m, "
+        "awslambdaric, app.handler]); a first word with a '/' is relative to the code "
+        "directory.",
     )
     timeout: Annotated[Duration, Range(1, 900, duration=True)] = Field(
         3.0, description="Longest an invocation may run."
@@ -264,12 +289,28 @@ class FunctionConfig(ConfigModel):
         default_factory=list, description="Event sources that invoke this function."
     )
 
-    @field_validator("handler")
-    @classmethod
-    def _handler_form(cls, value: str) -> str:
+    @model_validator(mode="after")
+    def _handler_form(self) -> FunctionConfig:
+        value = self.handler
+        if self.runtime == "inline" and self.command:
+            raise problem(
+                "inline functions run in the daemon; drop 'command' or pick another runtime",
+                at="command",
+                got=NO_VALUE,
+            )
+        if self.command or self.runtime in _PROVIDED:
+            return self  # any string: the runtime reads _HANDLER its own way
+        if not value:
+            raise problem("is required", at="handler", got=NO_VALUE)
         if not (_MODULE_HANDLER.fullmatch(value) or _LAMBDA_HANDLER.fullmatch(value)):
-            raise problem('must be "package.module:function" or Lambda style "dir/file.function"')
-        return value
+            raise problem(
+                'must be "package.module:function" or Lambda style "dir/file.function"',
+                at="handler",
+                got=value,
+            )
+        if self.runtime.startswith("nodejs") and not _LAMBDA_HANDLER.fullmatch(value):
+            raise problem('must be Lambda style "dir/file.export"', at="handler", got=value)
+        return self
 
     @model_validator(mode="after")
     def _warm_within_concurrency(self) -> FunctionConfig:
@@ -294,10 +335,15 @@ class Config(ConfigModel):
     shutdown_grace: Annotated[Duration, Range(0, 900, duration=True)] = Field(
         25.0, description="How long shutdown waits for in-flight work before giving up."
     )
+    bindings: dict[str, Binding] = Field(
+        default_factory=dict,
+        description="With -t template.yaml: template logical IDs or ARNs bound to a queue on "
+        "an SQS connection, a Kafka connection, a directory or a value (docs/sam.md).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        problems = list(_cross_check(self))
+        problems = list(cross_check(self))
         if problems:
             raise PydanticCustomError(
                 "er_many", "{count} reference problems", {"problems": problems}
@@ -311,92 +357,6 @@ class Config(ConfigModel):
             return None
         found: object | None = getattr(self.connections, section, {}).get(name)
         return found
-
-
-Problem = tuple[list[str | int], str, str | None]
-
-
-def _cross_check(config: Config) -> Iterator[Problem]:
-    for section in ("kafka", "redis", "sqs", "kinesis", "dynamodb", *plugin_models().connections):
-        for name in getattr(config.connections, section, {}):
-            if not _CONNECTION_NAME.fullmatch(name):
-                yield (
-                    ["connections", section, name],
-                    "connection names must be letters, digits, '.', '-' and '_'",
-                    render_value(name),
-                )
-    http_routes: dict[str, tuple[frozenset[str], list[str | int]]] = {}
-    for fname, fn in config.functions.items():
-        base: list[str | int] = ["functions", fname]
-        if not _FUNCTION_NAME.fullmatch(fname):
-            yield (base, "function names must be 1-64 letters, digits, - and _", None)
-        for key in ("on_success", "on_failure"):
-            dest = getattr(fn.destinations, key)
-            if dest is not None:
-                yield from _check_ref(config, [*base, "destinations", key], dest)
-        for i, trigger in enumerate(fn.triggers):
-            loc = [*base, "triggers", i, trigger.kind]
-            yield from _check_trigger(config, loc, trigger)
-            if isinstance(trigger.spec, HttpTrigger):
-                yield from _check_route(http_routes, loc, trigger.spec)
-
-
-def _check_route(
-    seen: dict[str, tuple[frozenset[str], list[str | int]]],
-    loc: list[str | int],
-    spec: HttpTrigger,
-) -> Iterator[Problem]:
-    methods = frozenset(spec.methods)
-    if spec.path in seen:
-        other_methods, other_loc = seen[spec.path]
-        if "*" in methods or "*" in other_methods or methods & other_methods:
-            yield (
-                [*loc, "path"],
-                f"must be unique among http triggers (same path and method as "
-                f"{format_path(other_loc)})",
-                render_value(spec.path),
-            )
-            return
-    seen[spec.path] = (methods | seen.get(spec.path, (frozenset(), []))[0], loc)
-
-
-def _check_trigger(
-    config: Config, loc: list[str | int], trigger: TriggerConfig
-) -> Iterator[Problem]:
-    spec = trigger.spec
-    conn = getattr(spec, "connection", None)
-    if conn is not None and config.connection_for(trigger.kind, conn) is None:
-        section = connection_section(trigger.kind) or trigger.kind
-        yield ([*loc, "connection"], _must_name(config, section), render_value(conn))
-    on_failure = getattr(spec, "on_failure", None)
-    if on_failure is not None:
-        yield from _check_ref(config, [*loc, "on_failure"], on_failure)
-    on_success = getattr(spec, "on_success", None)
-    if isinstance(on_success, RouteRule):
-        for value, dest in on_success.routes.items():
-            yield from _check_ref(config, [*loc, "on_success", "route", value], dest)
-        if on_success.default is not None:
-            yield from _check_ref(config, [*loc, "on_success", "default"], on_success.default)
-    elif isinstance(on_success, list):
-        for j, dest in enumerate(on_success):
-            yield from _check_ref(config, [*loc, "on_success", j], dest)
-    elif on_success is not None:
-        yield from _check_ref(config, [*loc, "on_success"], on_success)
-
-
-def _must_name(config: Config, section: str) -> str:
-    names = ", ".join(getattr(config.connections, section, {})) or "none defined"
-    return f"must name a connection in connections.{section} ({names})"
-
-
-def _check_ref(config: Config, loc: list[str | int], dest: str) -> Iterator[Problem]:
-    ref = parse_destination(dest)
-    if ref.kind == "function" and ref.name not in config.functions:
-        names = ", ".join(config.functions)
-        yield (loc, f"must name a function in functions ({names})", render_value(dest))
-    elif ref.connection is not None and config.connection_for(ref.kind, ref.connection) is None:
-        section = connection_section(ref.kind) or ref.kind
-        yield (loc, _must_name(config, section), render_value(dest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +373,10 @@ class LoadedConfig:
         """``path`` resolved against the config directory (absolute paths unchanged)."""
         return self.dir / path
 
+    def code_dir(self, function: FunctionConfig) -> Path:
+        """The function's code directory (task root): its ``code``, else the config's."""
+        return self.dir / function.code if function.code else self.dir
+
 
 def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate YAML text as a config; ``filename`` prefixes every problem line.
@@ -421,13 +385,31 @@ def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None 
     unset variables stop before model validation).
     """
     env = os.environ if environ is None else environ
+    _raw, data = parse_document(text, filename=filename, environ=env)
+    return validate_config(data, filename=filename, environ=env)
+
+
+def parse_document(
+    text: str, *, filename: str, environ: Mapping[str, str] | None = None
+) -> tuple[object, object]:
+    """The YAML document as written and with ``${VAR}`` interpolated, not validated
+    (``eventrun run -t`` merges it with a template's translation). Raises ConfigError."""
+    env = os.environ if environ is None else environ
     try:
-        data = parse_yaml(text, filename)
+        raw = parse_yaml(text, filename)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    data, problems = interpolate(data, env, filename)
+    data, problems = interpolate(raw, env, filename)
     if problems:
         raise ConfigError(problems[0], problems)
+    return raw, data
+
+
+def validate_config(
+    data: object, *, filename: str, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate an (interpolated) document as a config; problems name ``filename``."""
+    env = os.environ if environ is None else environ
     try:
         return config_model().model_validate(data, context={"environ": env})
     except ValidationError as exc:
@@ -484,20 +466,29 @@ def config_model() -> type[Config]:
         for kind, model in plugins.triggers.items()
     }
     trigger = create_model(
-        "TriggerConfig", __base__=TriggerConfig, __module__=__name__, **trigger_fields
+        "TriggerConfig",
+        __base__=TriggerConfig,
+        __module__=__name__,
+        __doc__=TriggerConfig.__doc__,
+        **trigger_fields,
     )
     connection_fields: dict[str, Any] = {
         kind: (dict[str, model], Field(default_factory=dict, description=_summary(model)))  # type: ignore[valid-type]
         for kind, model in plugins.connections.items()
     }
     connections = create_model(
-        "Connections", __base__=Connections, __module__=__name__, **connection_fields
+        "Connections",
+        __base__=Connections,
+        __module__=__name__,
+        __doc__=Connections.__doc__,
+        **connection_fields,
     )
     base_fn = FunctionConfig.model_fields
     function = create_model(
         "FunctionConfig",
         __base__=FunctionConfig,
         __module__=__name__,
+        __doc__=FunctionConfig.__doc__,
         triggers=(list[trigger], base_fn["triggers"]),
     )
     base = Config.model_fields
@@ -505,6 +496,7 @@ def config_model() -> type[Config]:
         "Config",
         __base__=Config,
         __module__=__name__,
+        __doc__=Config.__doc__,
         connections=(
             connections,
             Field(default_factory=connections, description=base["connections"].description),

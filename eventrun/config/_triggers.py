@@ -5,6 +5,9 @@ Ranges and defaults are Lambda's event-source-mapping ones (see
 at most 10; streams 100), batching window 0..300 s (Kafka default 500 ms),
 parallelization 1..10, retries -1..10000, record age -1 or 60 s..7 d. Values that
 the runtime derives from the function (group ids, consumer names) stay None here.
+
+Why this module is over 400 lines: one declarative model per trigger kind, each a list of
+fields with Lambda's ranges and defaults; splitting them would scatter the shared controls.
 """
 
 from __future__ import annotations
@@ -195,6 +198,11 @@ class KafkaTrigger(BatchControls):
     starting_position_timestamp: Timestamp | None = Field(
         None, description="Epoch seconds or ISO 8601; required with AT_TIMESTAMP."
     )
+    event_source_arn: str | None = Field(
+        None,
+        description="An Amazon MSK cluster ARN: events are Lambda's MSK events "
+        '(eventSource "aws:kafka", eventSourceArn) instead of self-managed Kafka ones.',
+    )
 
     @field_validator("topic_pattern")
     @classmethod
@@ -261,6 +269,7 @@ class RedisStreamsTrigger(BatchControls):
         return value
 
 
+_GREEDY = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\+\}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*")
 
 
@@ -288,7 +297,10 @@ class CorsConfig(ConfigModel):
 class HttpTrigger(ConfigModel):
     """A function URL on the daemon's HTTP server (payload format 2.0)."""
 
-    path: str = Field(description="URL path, starting with /; {name} segments are parameters.")
+    path: str = Field(
+        description="URL path, starting with /; {name} segments are parameters, a last "
+        "{name+} takes the rest of the path (API Gateway's {proxy+})."
+    )
     methods: Annotated[list[str], BeforeValidator(_methods), Field(min_length=1)] = Field(
         default_factory=lambda: ["GET", "POST"], description='HTTP methods, or ["*"].'
     )
@@ -296,12 +308,21 @@ class HttpTrigger(ConfigModel):
         "token", description="token: require a bearer token; none: public."
     )
     cors: CorsConfig | None = Field(None, description="CORS headers; unset: none.")
+    payload_format: Literal["2.0", "1.0"] = Field(
+        "2.0",
+        description='"2.0": HTTP API / function URL event; "1.0": REST API proxy event '
+        "(API Gateway's payload format 1.0) and its response mapping.",
+    )
+    stage: str = Field("$default", description="requestContext.stage of the events.")
 
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise problem("must start with /")
+        greedy = _GREEDY.search(value)
+        if greedy is not None and greedy.end() != len(value):
+            raise problem("may have a greedy {name+} parameter only as its last segment")
         return value
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from eventrun.observe._depths import QueueDepths
 from eventrun.observe._logging import configure_logging, quiet_logging
-from eventrun.observe._metrics import MetricsView, RuntimeMetrics, render_metrics, source_gauges
+from eventrun.observe._metrics import RuntimeMetrics, render_metrics, source_gauges
+from eventrun.observe._view import MetricsView
 
 __all__ = [
     "MetricsView",

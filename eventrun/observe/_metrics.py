@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -30,82 +30,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventrun.common import public_destination
+from eventrun.observe._view import MetricsView
 
-if TYPE_CHECKING:
-    from eventrun.observe._depths import QueueDepths
-    from eventrun.store import DlqRetention, FullQueues
-
-__all__ = ["Buckets", "MetricsView", "RuntimeMetrics", "render_metrics", "source_gauges"]
-
-
-class _Stats(Protocol):
-    def statistics(self) -> Mapping[str, Any]: ...
-
-
-class _FunctionView(Protocol):
-    """A function as the collector reads it: config, worker pool and async queue."""
-
-    @property
-    def config(self) -> Any: ...  # FunctionConfig: .concurrency
-
-    @property
-    def runner(self) -> _Stats: ...
-
-    @property
-    def async_invoker(self) -> Any: ...  # .stats counters (_ASYNC_EVENTS)
-
-
-class _SourceView(Protocol):
-    """A trigger's source state: its function, dispatcher and poller (when it has them)."""
-
-    @property
-    def function(self) -> str: ...
-
-    @property
-    def dispatcher(self) -> _Stats | None: ...
-
-    @property
-    def poller(self) -> _Stats | None: ...
-
-
-class _Delivered(Protocol):
-    @property
-    def sent(self) -> Mapping[str, int]: ...
-
-    @property
-    def failures(self) -> Mapping[str, int]: ...
-
-
-class _StoreView(Protocol):
-    @property
-    def full(self) -> FullQueues: ...
-
-
-class MetricsView(Protocol):
-    """What the ``/metrics`` collector reads at scrape time: a read-only view of the
-    daemon (the runtime is one), so metrics never depend on the runtime class."""
-
-    @property
-    def metrics(self) -> RuntimeMetrics: ...
-
-    @property
-    def functions(self) -> Mapping[str, _FunctionView]: ...
-
-    @property
-    def sources(self) -> Mapping[str, _SourceView]: ...
-
-    @property
-    def depths(self) -> QueueDepths: ...
-
-    @property
-    def store(self) -> _StoreView: ...
-
-    @property
-    def retention(self) -> DlqRetention: ...
-
-    @property
-    def router(self) -> _Delivered | None: ...
-
+__all__ = ["Buckets", "RuntimeMetrics", "render_metrics", "source_gauges"]
 
 _DISPATCH_COUNTERS = {
     "polled": ("eventrun_records_polled", "Records taken from the source."),

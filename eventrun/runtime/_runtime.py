@@ -343,7 +343,7 @@ class Runtime:
         hidden = hidden_env(self.config)
         for name, cfg in self.config.functions.items():
             runner = await stack.enter_async_context(
-                create_runner(name, cfg, config_dir=self.loaded.dir, hidden_env=hidden)
+                create_runner(name, cfg, config_dir=self.loaded.code_dir(cfg), hidden_env=hidden)
             )
             retry_delay = self._retry_delay
             if retry_delay is None:

@@ -23,6 +23,9 @@ Times are the callers' epoch seconds except claims, whose TTL runs on the Redis 
 clock.
 
 ``redis`` is imported when the store is entered, so importing this module stays light.
+
+Why this module is over 400 lines: it is one whole backend of the :class:`Store` interface,
+mostly Lua scripts that must stay next to the methods that call them.
 """
 
 from __future__ import annotations

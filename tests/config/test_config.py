@@ -36,6 +36,7 @@ from eventrun.config import (
 )
 from eventrun.config._docgen import EXAMPLE
 from eventrun.config._duration import format_duration, parse_duration
+from eventrun.config._plugins import plugin_models
 from eventrun.config._types import Range, render_value
 from eventrun.exceptions import ConfigError
 from tests._hypothesis import examples
@@ -106,6 +107,20 @@ def trig(kind: str, body: str) -> str:
 
 
 E = "eventrun.yaml: "
+# the built-in kinds, then those of installed plugins (`make setup` installs plugins/*)
+KINDS = ", ".join(
+    [
+        "sqs",
+        "kafka",
+        "redis_streams",
+        "kinesis",
+        "dynamodb_streams",
+        "http",
+        "cron",
+        "filewatch",
+        *plugin_models().triggers,
+    ]
+)
 KT = "functions.f.triggers[0].kafka."
 BAD = [
     # unknown keys, at several depths
@@ -113,7 +128,7 @@ BAD = [
     (
         "colour: 3\n",
         E + "colour: unknown key (expected one of: connections, server, store, functions, "
-        "shutdown_grace)",
+        "shutdown_grace, bindings)",
     ),
     (fn("tiemout: 3"), E + "functions.f.tiemout: unknown key (did you mean 'timeout'?)"),
     (
@@ -130,12 +145,12 @@ BAD = [
     (
         '" \\x85": null\n',
         E + '[" \\u0085"]: unknown key (expected one of: connections, server, store, functions, '
-        "shutdown_grace)",
+        "shutdown_grace, bindings)",
     ),
     (
         '"bad\\Lkey": 1\n',
         E + '["bad\\u2028key"]: unknown key (expected one of: connections, server, store, '
-        "functions, shutdown_grace)",
+        "functions, shutdown_grace, bindings)",
     ),
     (
         'functions: {"f\\rg": {handler: "app:h"}}\n',
@@ -158,7 +173,10 @@ BAD = [
     ("- a\n", E + 'must be a mapping, got ["a"]'),
     (
         fn("runtime: lambda"),
-        E + "functions.f.runtime: must be one of 'process' or 'inline', got 'lambda'",
+        E + "functions.f.runtime: must be one of 'process', 'inline', 'python3.9', "
+        "'python3.10', 'python3.11', 'python3.12', 'python3.13', 'python3.14', 'nodejs18.x', "
+        "'nodejs20.x', 'nodejs22.x', 'provided', 'provided.al2' or 'provided.al2023', "
+        "got 'lambda'",
     ),
     (fn("environment: {A: [1]}"), E + "functions.f.environment.A: must be a string, got [1]"),
     (
@@ -300,13 +318,12 @@ BAD = [
     (
         "functions:\n  f:\n    handler: app:h\n    triggers:\n"
         "      - {cron: {schedule: x}, http: {path: /}}\n",
-        E + "functions.f.triggers[0]: must have exactly one trigger kind (sqs, kafka, "
-        "redis_streams, kinesis, dynamodb_streams, http, cron, filewatch), got cron and http",
+        E + f"functions.f.triggers[0]: must have exactly one trigger kind ({KINDS}), "
+        "got cron and http",
     ),
     (
         "functions:\n  f:\n    handler: app:h\n    triggers: [{}]\n",
-        E + "functions.f.triggers[0]: must have one trigger kind (sqs, kafka, redis_streams, "
-        "kinesis, dynamodb_streams, http, cron, filewatch), got nothing",
+        E + f"functions.f.triggers[0]: must have one trigger kind ({KINDS}), got nothing",
     ),
     # per-kind rules
     (
@@ -534,9 +551,9 @@ def test_every_problem_is_reported() -> None:
         E + "server.port: must be 0..65535, got -1",
         E + "functions.f.timeout: must be 1s..15m, got 0",
         E + "functions.f.memory_mb: must be 128..10240, got 1",
-        E + "functions.f.colour: unknown key (expected one of: handler, runtime, timeout, "
-        "memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, destinations, "
-        "maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
+        E + "functions.f.colour: unknown key (expected one of: handler, runtime, code, command, "
+        "timeout, memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, "
+        "destinations, maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
     ]
     assert str(info.value) == info.value.problems[0]
 

@@ -33,6 +33,10 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
 * ``statistics()`` (no I/O): ``offset_lag`` (sum) and ``offset_lag.SHARD`` (high
   watermark minus the acked position), ``iterator_age_s`` (Lambda's IteratorAge: age of
   the last record of the latest ack), ``partitions`` (assigned count).
+
+Why this module is over 400 lines: the consumer's positions, commits and rebalances share
+one state (the partitions held and their in-flight records); fetching and the Lambda record
+shape are in ``_fetch`` and ``_records``.
 """
 
 from __future__ import annotations
@@ -434,7 +438,9 @@ class KafkaPoller:
     # -- shapes and gauges -----------------------------------------------------------
 
     def batch_event(self, records: Sequence[Record]) -> dict[str, JSON]:
-        return batch_event(records, self.bootstrap_servers)
+        return batch_event(
+            records, self.bootstrap_servers, getattr(self.spec.config, "event_source_arn", None)
+        )
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, JSON]:
         return batch_info(records, self.bootstrap_servers)
