@@ -4,7 +4,8 @@ The only atomic primitive a source gets is :meth:`KeyValueState.claim` (SQLite: 
 upsert guarded by expiry; Redis: SET NX PX). Leases are built from it with time
 **epochs** of ``lease_s`` seconds (``epoch = floor(wall time / lease_s)``):
 
-* holding shard S in epoch e means having won the claim of ``lease:S:e``;
+* holding shard S in epoch e means having won the claim of ``lease:S:e`` (stored as
+  ``lease:S:{e % 4}``: a key is used again once its last claim expired);
 * a holder renews by claiming ``lease:S:e+1`` during epoch e, before anyone else may try
   (others only ever claim the *current* epoch), so a live holder keeps its shard;
 * a holder that dies claims nothing more: from the epoch after its last claim, the key of
@@ -36,6 +37,8 @@ __all__ = ["MAX_MEMBERS", "Leases"]
 
 MAX_MEMBERS = 32
 """Replicas one trigger can be split over (member slots scanned per renewal)."""
+KEY_CYCLE = 4
+"""Epochs after which a claim key is used again (claims expire two epochs on)."""
 
 
 class Leases:
@@ -65,8 +68,15 @@ class Leases:
         """Keep the key of ``epoch`` until one epoch after it ends."""
         return max(1.0, (epoch + 2) * self.lease_s - self.now())
 
+    @staticmethod
+    def _key(key: str, epoch: int) -> str:
+        """The store key of ``key`` in ``epoch``: keys are reused every ``KEY_CYCLE``
+        epochs (a claim lasts at most two), so a store whose expired keys stay (SQLite)
+        holds a bounded number of them."""
+        return f"{key}:{epoch % KEY_CYCLE}"
+
     async def _claim(self, key: str, epoch: int) -> bool:
-        return await self.state.claim(f"{key}:{epoch}", self._ttl(epoch))
+        return await self.state.claim(self._key(key, epoch), self._ttl(epoch))
 
     # -- membership -------------------------------------------------------------------
 
@@ -87,7 +97,7 @@ class Leases:
         live: list[int] = []
         misses = 0
         for slot in range(MAX_MEMBERS):
-            if slot == self._slot or await self.state.get(f"member:{slot}:{e}") is not None:
+            if slot == self._slot or await self.state.get(self._key(f"member:{slot}", e)):
                 live.append(slot)
                 misses = 0
             else:

@@ -194,6 +194,9 @@ async def test_leases_split_between_members_and_pass_on_when_one_stops() -> None
     assert b.members == 1
     assert taken_at is not None
     assert taken_at * 2.5 <= 2 * 10.0 + 2.5
+    # 20 epochs of claims, a bounded set of keys (a SQLite store keeps expired ones)
+    assert len([k for k in state.values if k.startswith("lease:")]) <= 4 * 4
+    assert len([k for k in state.values if k.startswith("member:")]) <= 2 * 4
 
 
 def test_shard_end_marker_is_not_a_sequence_number() -> None:
