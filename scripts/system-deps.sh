@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite talks to (Debian names): a real redis-server,
 # rabbitmq-server (the RabbitMQ plugin) and nats-server (the NATS plugin), Debian's
-# Chromium + ChromeDriver for the status-page browser test, and systemd-analyze (in the
-# `systemd` package) for the deploy test's `systemd-analyze verify` of the unit. Installs
+# Chromium + ChromeDriver for the status-page browser test, systemd-analyze (in the
+# `systemd` package) for the deploy test's `systemd-analyze verify` of the unit, and
+# Prometheus, which the KEDA test runs on a free port to evaluate the ScaledObject's query
+# (Debian enables its own service on 9090 when installed: that one is disabled). Installs
 # what is missing when run as root with apt-get; otherwise says exactly what to install
 # and fails.
 set -euo pipefail
@@ -11,6 +13,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # The Runtime API tests (docs/runtimes.md): curl for the shell `bootstrap`, Node.js and npm
 # for aws-lambda-ric, whose native addon builds with cmake, g++, make and autotools.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -45,6 +48,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 else
   echo "error: missing system packages: ${missing[*]}" >&2
   echo "       install them with: sudo apt-get install ${missing[*]}" >&2
