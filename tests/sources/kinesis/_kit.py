@@ -89,6 +89,10 @@ def window(event, context):
     return {"state": {"ids": ids}}
 
 
+def ddb_fail(event, context):
+    raise ValueError("always")
+
+
 def ddb(event, context):
     _append(os.environ["EVENTS"], [json.dumps(event)])
 '''

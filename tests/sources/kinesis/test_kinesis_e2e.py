@@ -411,3 +411,43 @@ async def _starting_position(tmp_path: Path, server: Any, kinesis: Any, position
         await put(kinesis, stream, after)
         lines = await wait_ids(tmp_path / "ledger.jsonl", {d["id"] for d in after})
     assert {line["id"] for line in lines} == {d["id"] for d in after}
+
+
+async def test_dynamodb_failure_record(tmp_path: Path, moto: MotoServer) -> None:
+    """A failing DynamoDB batch goes to on_failure with DDBStreamBatchInfo."""
+    from aiobotocore.session import get_session
+
+    table = f"f-{tmp_path.name[-12:]}".replace("_", "-")
+    failed = tmp_path / "failed.jsonl"
+    async with get_session().create_client("dynamodb", **client_kwargs(moto)) as ddb:
+        described = await ddb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+        )
+        arn = described["TableDescription"]["LatestStreamArn"]
+        config = app(
+            tmp_path,
+            moto,
+            f"stream: '{arn}', batch_size: 10, maximum_retry_attempts: 0, poll_interval: 100ms",
+            kind="dynamodb_streams",
+            handler="ledger:ddb_fail",
+            on_failure=f"file:{failed}",
+        )
+        async with running_app(config) as runtime:
+            await runtime.ready.wait()
+            for i in range(3):
+                await ddb.put_item(TableName=table, Item={"id": {"S": f"k{i}"}})
+            records = await wait_lines(failed, 1)
+    info = records[0]["DDBStreamBatchInfo"]
+    assert info["streamArn"] == arn
+    assert info["shardId"].startswith("shardId-")
+    assert int(info["startSequenceNumber"]) <= int(info["endSequenceNumber"])
+    assert info["approximateArrivalOfFirstRecord"].endswith("Z")
+    assert len(info["approximateArrivalOfFirstRecord"]) == len("2019-11-14T00:13:19Z")
+    assert records[0]["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert records[0]["requestContext"]["approximateInvokeCount"] == 1
+    handled = sum(r["DDBStreamBatchInfo"]["batchSize"] for r in records)
+    assert handled <= 3
