@@ -33,6 +33,16 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missin
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 # `system-deps.sh bench`: the HTTP load generator for make bench
 if [ "${1:-}" = bench ]; then command -v wrk >/dev/null 2>&1 || missing+=(wrk); fi
+# kinesalite (npm), the second Kinesis implementation the stream tests run against,
+# into .node/ of the repository (tests/fixtures/kinesalite.py looks there)
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/.node/node_modules/.bin/kinesalite" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    npm install --silent --no-audit --no-fund --prefix "$root/.node" kinesalite@3.3.3 >/dev/null
+  else
+    missing+=(npm)
+  fi
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${missing[*]}"

@@ -374,8 +374,9 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 def generate_event(
     kind: str, template: str | None, parameter_overrides: tuple[str, ...], stack_name: str | None
 ) -> None:
-    """Print a Lambda-shaped sample event: KIND is sqs, kafka, s3, schedule, http or redis;
-    with -t, FUNCTION.EVENT of the template (the event that event delivers)."""
+    """Print a Lambda-shaped sample event: KIND is sqs, kafka, kinesis, dynamodb, s3,
+    schedule, http or redis; with -t, FUNCTION.EVENT of the template (the event that event
+    delivers)."""
     from eventrun.cli._samples import SAMPLES, sample_event
 
     quiet_logging()
