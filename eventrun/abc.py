@@ -317,8 +317,18 @@ class SourceContext(Protocol):
     clock: Clock
     state: KeyValueState
 
-    async def invoke(self, event: JSON, *, log_tail: bool = False) -> InvokeOutcome:
+    async def invoke(
+        self, event: JSON, *, log_tail: bool = False, stream: Callable[[bytes], None] | None = None
+    ) -> InvokeOutcome:
         """Invoke the trigger's function synchronously (RequestResponse).
+
+        ``stream``, when given, takes a response the function streams (Lambda's
+        ``RESPONSE_STREAM``: a Runtime API function posting in streaming mode) chunk by
+        chunk as it arrives, before this returns, in Lambda's HTTP-integration form: a
+        JSON prelude (``statusCode``, ``headers``, ``cookies``), 8 NUL bytes, then the
+        body. The outcome's payload is then empty when ok; not ok, the stream ended
+        early (an error the function reported, a timeout, over 20 MB). A function that
+        answers whole (every Python one) never calls it.
 
         Raises FunctionSaturated when every concurrency slot is busy.
         """

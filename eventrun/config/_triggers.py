@@ -314,6 +314,12 @@ class HttpTrigger(ConfigModel):
         "(API Gateway's payload format 1.0) and its response mapping.",
     )
     stage: str = Field("$default", description="requestContext.stage of the events.")
+    invoke_mode: Literal["BUFFERED", "RESPONSE_STREAM"] = Field(
+        "BUFFERED",
+        description="BUFFERED: the response is sent once the function returns (6 MB); "
+        "RESPONSE_STREAM: a streaming (Node streamifyResponse) function's body is sent as "
+        "it is written (20 MB), as a function URL's InvokeMode.",
+    )
 
     @field_validator("path")
     @classmethod

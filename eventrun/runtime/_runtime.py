@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,11 +119,19 @@ class _PushContext:
         self._runtime = runtime
         self._fn = fn
 
-    async def invoke(self, event: Any, *, log_tail: bool = False) -> InvokeOutcome:
+    async def invoke(
+        self, event: Any, *, log_tail: bool = False, stream: Callable[[bytes], None] | None = None
+    ) -> InvokeOutcome:
         result = await self._runtime.invoke(
-            self._fn.name, _ENCODER.encode(event), wait=False, trigger=self.spec.name
+            self._fn.name,
+            _ENCODER.encode(event),
+            wait=False,
+            trigger=self.spec.name,
+            stream=stream,
         )
-        if result.ok:  # a trigger's on_success gets the outputs of synchronous runs too
+        # a trigger's on_success gets the outputs of synchronous runs too (a streamed
+        # response, passed on already, has none)
+        if result.ok and result.payload:
             await self._fn.async_invoker.publish_outputs(self.spec.name, result.payload)
         return InvokeOutcome(
             request_id=result.request_id,
@@ -190,6 +198,7 @@ class Runtime:
         trigger: str = "api",
         log_done: bool = True,
         event: Any = None,
+        stream: Callable[[bytes], None] | None = None,
     ) -> InvokeResult:
         """Synchronous invocation; raises FunctionSaturated when ``wait`` is False and
         every concurrency slot is busy. ``trigger`` labels the invocation in metrics (a
@@ -204,6 +213,7 @@ class Runtime:
                 client_context=client_context,
                 log_done=log_done,
                 event=event,
+                stream=stream,
             )
         except FunctionSaturated:
             self.metrics.throttled(function)

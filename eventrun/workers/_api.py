@@ -109,8 +109,14 @@ class FunctionRunner(Protocol):
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
         event: Any = None,
+        stream: Callable[[bytes], None] | None = None,
     ) -> InvokeResult:
         """Run the handler once on ``payload`` (the event as JSON bytes).
+
+        ``stream``, when given, takes a response the function streams (a Runtime API
+        function posting in ``streaming`` mode) as it arrives, in Lambda's
+        HTTP-integration form (a JSON prelude, 8 NUL bytes, then the body); the result's
+        payload is then empty. A function that answers whole never calls it.
 
         ``event``, when given, is the object ``payload`` encodes, handed over by its
         caller (the dispatcher of an ``inline`` function): a runner that calls the

@@ -194,6 +194,7 @@ class InlineRunner:
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
         event: Any = None,
+        stream: Callable[[bytes], None] | None = None,  # Python handlers never stream
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or new_request_id()

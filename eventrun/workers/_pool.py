@@ -26,7 +26,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -284,6 +284,7 @@ class ProcessRunner:
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
         event: Any = None,  # unused: a worker decodes its own copy of payload
+        stream: Callable[[bytes], None] | None = None,  # Python handlers never stream
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or new_request_id()

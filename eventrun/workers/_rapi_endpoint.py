@@ -17,6 +17,10 @@ Answers, as the emulator gives them:
   413 ``RequestEntityTooLarge`` for a response over 6 MB, whose caller then gets
   ``Function.ResponseSizeTooLarge``;
 * ``POST /2018-06-01/runtime/init/error``: 202 in ``started``, 403 otherwise.
+
+A streamed response (``Lambda-Runtime-Function-Response-Mode: streaming``) to an
+invocation whose caller passed a ``stream`` is not collected: its body chunks go to that
+callable as they arrive (:class:`_Relay`), up to Lambda's 20 MB streaming limit.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from ._rapi_http import Request, Response
+from ._rapi_http import Request, Response, Sink
 
-__all__ = ["MAX_PAYLOAD", "Endpoint", "Invocation"]
+__all__ = ["MAX_PAYLOAD", "MAX_STREAM", "Endpoint", "Invocation"]
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous response quota (6 MB)
+MAX_STREAM = 20 * 1024 * 1024  # Lambda's streamed response quota (20 MB)
 _PREFIX = "/2018-06-01/runtime/"
 _INVOCATION = re.compile(r"/2018-06-01/runtime/invocation/([^/]+)/(response|error)")
 _ACCEPTED = Response(202, b'{"status":"OK"}')
@@ -60,6 +65,31 @@ class Invocation:
     answered: bool = False
     taken: bool = False
     """A ``/next`` handed it to the runtime."""
+    stream: Sink | None = None
+    """Takes a streamed response as it arrives, in Lambda's HTTP-integration form (a
+    JSON prelude, 8 NUL bytes, the body); None: streamed responses are read whole."""
+    relay: _Relay | None = None
+
+
+class _Relay:
+    """Passes a streamed response's body to ``Invocation.stream`` chunk by chunk. A body
+    without the HTTP-integration prelude gets one (status 200, its content type), so the
+    caller always reads the same form; past 20 MB the rest is dropped and the invocation
+    fails with ``Function.ResponseSizeTooLarge`` (ending the stream, as Lambda does)."""
+
+    __slots__ = ("sink", "size")
+
+    def __init__(self, sink: Sink, headers: dict[str, str]) -> None:
+        self.sink, self.size = sink, 0
+        content_type = headers.get("content-type") or "application/octet-stream"
+        if not content_type.startswith(_HTTP_PRELUDE):
+            prelude = {"statusCode": 200, "headers": {"content-type": content_type}}
+            sink(json.dumps(prelude).encode() + _DELIMITER)
+
+    def __call__(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= MAX_STREAM:
+            self.sink(chunk)
 
 
 def _error(status: int, error_type: str, message: str) -> Response:
@@ -128,6 +158,26 @@ def streamed(invocation: Invocation, request: Request) -> None:
             invocation.body = json.dumps(result).encode()
 
 
+def relayed(invocation: Invocation, request: Request, relay: _Relay) -> None:
+    """The end of a response relayed as it arrived: an error in its trailers or over
+    20 MB fails the invocation; otherwise it succeeded (its payload, already passed on,
+    is left empty)."""
+    if relay.size > MAX_STREAM:
+        invocation.ok, invocation.error_type = False, "Function.ResponseSizeTooLarge"
+        invocation.body = json.dumps(
+            {
+                "errorMessage": "Response payload size exceeded maximum allowed payload "
+                f"size ({MAX_STREAM} bytes).",
+                "errorType": "Function.ResponseSizeTooLarge",
+            }
+        ).encode()
+        return
+    if request.headers.get("lambda-runtime-function-error-type"):
+        streamed(invocation, request)  # the trailers' error
+        return
+    invocation.ok, invocation.body = True, b""
+
+
 class Endpoint:
     """The Runtime API of one runtime process (one invocation at a time, like Lambda)."""
 
@@ -157,6 +207,22 @@ class Endpoint:
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
         self._receive.close()
+
+    def stream_for(self, method: str, path: str, headers: dict[str, str]) -> Sink | None:
+        """The relay for a streamed response to the invocation in flight, when its
+        caller takes one (see :data:`._rapi_http.StreamFor`)."""
+        current = self.current
+        if (
+            current is None
+            or current.stream is None
+            or current.answered
+            or method != "POST"
+            or headers.get(_MODE) != "streaming"
+            or path != f"{_PREFIX}invocation/{current.request_id}/response"
+        ):
+            return None
+        current.relay = _Relay(current.stream, headers)
+        return current.relay
 
     async def route(self, request: Request) -> Response:
         path, method = request.path, request.method
@@ -220,7 +286,9 @@ class Endpoint:
                 "RequestEntityTooLarge",
                 f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).",
             )
-        if success and request.headers.get(_MODE) == "streaming":
+        if success and current.relay is not None:
+            relayed(current, request, current.relay)
+        elif success and request.headers.get(_MODE) == "streaming":
             streamed(current, request)
         elif success:
             current.ok, current.body = True, request.body

@@ -21,7 +21,7 @@ import anyio
 import httptools
 from anyio.abc import SocketStream
 
-__all__ = ["Request", "Response", "serve_connection"]
+__all__ = ["Request", "Response", "Sink", "StreamFor", "serve_connection"]
 
 _READ = 65536
 _MAX_HEAD = 64 * 1024
@@ -48,13 +48,18 @@ class Response:
 
 
 Route = Callable[[Request], Awaitable[Response]]
+Sink = Callable[[bytes], None]
+StreamFor = Callable[[str, str, dict[str, str]], Sink | None]
+"""Asked once a request's head is read (method, path, headers): a sink that takes its
+body chunks as they arrive (a streamed response), or None to collect the body whole."""
 
 
 class _Parser:
     """httptools callbacks collecting whole requests (several, if a client pipelines)."""
 
-    def __init__(self, body_limit: int) -> None:
+    def __init__(self, body_limit: int, stream_for: StreamFor | None = None) -> None:
         self.limit = body_limit
+        self.stream_for = stream_for
         self.done: deque[Request] = deque()
         self.parser = httptools.HttpRequestParser(self)
         self._reset()
@@ -65,6 +70,7 @@ class _Parser:
         self.chunks: list[bytes] = []
         self.size = 0
         self.head = 0
+        self.sink: Sink | None = None
 
     def on_message_begin(self) -> None:
         self._reset()
@@ -80,7 +86,16 @@ class _Parser:
         # trailers come through here too, after the body: a header of the same name wins
         self.headers.setdefault(key, value.decode("latin-1"))
 
+    def on_headers_complete(self) -> None:
+        if self.stream_for is not None:
+            method = self.parser.get_method().decode("ascii")
+            path = self.url.decode("latin-1").split("?", 1)[0]
+            self.sink = self.stream_for(method, path, self.headers)
+
     def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink(body)
+            return
         self.size += len(body)
         if self.size <= self.limit:
             self.chunks.append(body)
@@ -99,9 +114,12 @@ class _Parser:
         )
 
 
-async def serve_connection(stream: SocketStream, route: Route, *, body_limit: int) -> None:
-    """Answer the requests of one connection, in order, until the client closes it."""
-    state = _Parser(body_limit)
+async def serve_connection(
+    stream: SocketStream, route: Route, *, body_limit: int, stream_for: StreamFor | None = None
+) -> None:
+    """Answer the requests of one connection, in order, until the client closes it.
+    ``stream_for`` may take a request's body chunk by chunk (see :data:`StreamFor`)."""
+    state = _Parser(body_limit, stream_for)
     async with stream:
         try:
             while True:

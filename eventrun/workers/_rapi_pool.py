@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -273,6 +273,7 @@ class RuntimeApiRunner:
         identity: dict[str, Any] | None = None,
         log_done: bool = True,
         event: Any = None,  # unused: the runtime decodes its own copy of payload
+        stream: Callable[[bytes], None] | None = None,
     ) -> InvokeResult:
         """See :meth:`FunctionRunner.invoke`."""
         rid = request_id or new_request_id()
@@ -281,7 +282,7 @@ class RuntimeApiRunner:
         )
         try:
             self._busy += 1
-            result, outcome = await self._invoke(rid, payload, client_context, identity)
+            result, outcome = await self._invoke(rid, payload, client_context, identity, stream)
         finally:
             self._busy -= 1
             self._slots.release()
@@ -299,6 +300,7 @@ class RuntimeApiRunner:
         payload: bytes,
         client_context: dict[str, Any] | None,
         identity: dict[str, Any] | None,
+        stream: Callable[[bytes], None] | None = None,
     ) -> tuple[InvokeResult, str]:
         """Run on a warm process, or a new one; a warm process that died before its
         ``/next`` took the event (awslambdaric exits when a response is refused) is
@@ -314,6 +316,7 @@ class RuntimeApiRunner:
                 worker = started
                 init_duration = worker.init_duration_s
             invocation = self._invocation(rid, payload, client_context, identity)
+            invocation.stream = stream
             reusable = False
             try:
                 result, outcome, reusable = await invoke_once(

@@ -164,7 +164,13 @@ def _drop_capabilities() -> list[str]:
 async def _run(worker: RapiWorker, listener: Any) -> None:
     """Serve the endpoint until the process exits; then wake whoever waits on it."""
     assert worker.proc is not None
-    route = partial(serve_connection, route=worker.endpoint.route, body_limit=MAX_PAYLOAD)
+    endpoint = worker.endpoint
+    route = partial(
+        serve_connection,
+        route=endpoint.route,
+        body_limit=MAX_PAYLOAD,
+        stream_for=endpoint.stream_for,
+    )
     try:
         with worker.scope:
             async with listener, anyio.create_task_group() as tg:

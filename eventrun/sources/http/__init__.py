@@ -39,9 +39,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope
 
-from eventrun.abc import Route, SourceContext, SourceSpec
+from eventrun.abc import InvokeOutcome, Route, SourceContext, SourceSpec
 from eventrun.asgi import SESSION_COOKIE, JSONBytesResponse, header, new_request_id, read_body
 from eventrun.exceptions import FunctionSaturated
+from eventrun.sources.http._stream import StreamedResponse
 from eventrun.sources.http._v1 import bad_gateway_v1, event_v1, map_response_v1
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
@@ -240,6 +241,7 @@ class HttpSource:
         self.cors = getattr(cfg, "cors", None)
         self.v1 = getattr(cfg, "payload_format", "2.0") == "1.0"
         self.stage: str = getattr(cfg, "stage", "$default")
+        self.streamed = getattr(cfg, "invoke_mode", "BUFFERED") == "RESPONSE_STREAM"
 
     async def serve(
         self, ctx: SourceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -260,10 +262,21 @@ class HttpSource:
                 )
             else:
                 event = _event(scope, body, self.auth)
+            origin = header(scope, b"origin")
+            if self.streamed:
+                return StreamedResponse(
+                    ctx,
+                    event,
+                    lambda outcome: mapped(outcome, origin),
+                    lambda headers: headers.extend(self._cors_raw(origin)),
+                )
             try:
                 outcome = await ctx.invoke(event)
             except FunctionSaturated:
                 return JSONResponse({"Message": "Too Many Requests"}, status_code=429)
+            return mapped(outcome, origin)
+
+        def mapped(outcome: InvokeOutcome, origin: str | None) -> Response:
             if not outcome.ok:
                 response: Response = (
                     bad_gateway_v1()
@@ -275,7 +288,7 @@ class HttpSource:
             else:
                 response = map_response(outcome.payload)
             _set_request_id(response, outcome.request_id)
-            self._cors_headers(header(scope, b"origin"), response)
+            self._cors_headers(origin, response)
             return response
 
         async def endpoint(request: Request) -> Response:
@@ -311,6 +324,14 @@ class HttpSource:
             response.headers["access-control-allow-credentials"] = "true"
         if self.cors.expose_headers:
             response.headers["access-control-expose-headers"] = ",".join(self.cors.expose_headers)
+
+    def _cors_raw(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of a streamed response (raw, for its ``http.response.start``)."""
+        if self.cors is None:
+            return []
+        response = Response()
+        self._cors_headers(origin, response)
+        return [(n, v) for n, v in response.raw_headers if n.startswith(b"access-") or n == b"vary"]
 
     def _preflight(self, request: Request) -> Response:
         response = Response(status_code=200)

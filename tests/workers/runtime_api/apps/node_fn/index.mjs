@@ -1,5 +1,6 @@
 // A Node.js function run by the official aws-lambda-ric (runtime: nodejs20.x).
 import { appendFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 
 console.log("node init", process.pid);
 let calls = 0;
@@ -69,4 +70,18 @@ export const stream = awslambda.streamifyResponse(async (event, responseStream) 
 export const streamfail = awslambda.streamifyResponse(async (event, responseStream) => {
   responseStream.write("partial");
   throw new TypeError("stream broke");
+});
+
+// Streams "one;", waits until the test opens the FIFO named by GATE and writes to it
+// (after it has read "one;"), then streams "two".
+export const live = awslambda.streamifyResponse(async (event, responseStream) => {
+  const out = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 207,
+    headers: { "content-type": "text/plain", "x-live": "yes" },
+    cookies: ["a=1"],
+  });
+  out.write("one;");
+  const go = await readFile(process.env.GATE, "utf8");
+  out.write(`two:${go}`);
+  out.end();
 });
