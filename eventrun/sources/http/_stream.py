@@ -14,6 +14,7 @@ arrives. As a function URL does:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -67,10 +68,15 @@ class StreamedResponse(Response):
         chunks_in, chunks = anyio.create_memory_object_stream[bytes](math.inf)
         result: list[InvokeOutcome | None] = []
 
+        def relay(chunk: bytes) -> None:
+            # the client gone, the invocation is being cancelled: the rest is dropped
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                chunks_in.send_nowait(chunk)
+
         async def run() -> None:
             with chunks_in:
                 try:
-                    result.append(await self.ctx.invoke(self.event, stream=chunks_in.send_nowait))
+                    result.append(await self.ctx.invoke(self.event, stream=relay))
                 except FunctionSaturated:
                     result.append(None)
 

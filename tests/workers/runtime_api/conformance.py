@@ -85,6 +85,23 @@ ROWS = [
         "the caller gets the decoded error body; the error type is the trailer's",
     ),
     Row(
+        "response_streaming_relayed",
+        RESPONSE,
+        "streaming, the caller takes a stream (a RESPONSE_STREAM function URL)",
+        202,
+        '{"status": "OK"}',
+        "each chunk is passed on as it arrives (a prelude with status 200 and the "
+        "Content-Type is put first when there is none); error trailers fail the invocation",
+    ),
+    Row(
+        "response_streaming_too_large",
+        RESPONSE,
+        "streaming to a caller taking a stream, over 20 MB (20971520 bytes)",
+        202,
+        '{"status": "OK"}',
+        "the rest is dropped; the caller gets Function.ResponseSizeTooLarge",
+    ),
+    Row(
         "response_wrong_id",
         RESPONSE,
         "another id",

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from anyio.abc import SocketAttribute
 
-from eventrun.workers._rapi_endpoint import MAX_PAYLOAD, Endpoint, Invocation
+from eventrun.workers._rapi_endpoint import MAX_PAYLOAD, MAX_STREAM, Endpoint, Invocation
 from eventrun.workers._rapi_http import serve_connection
 
 from .conformance import ROWS, Row, markdown
@@ -29,7 +29,12 @@ async def served() -> AsyncIterator[tuple[Endpoint, httpx.AsyncClient, int]]:
     endpoint = Endpoint(lambda: None)
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(SocketAttribute.local_port)
-    route = partial(serve_connection, route=endpoint.route, body_limit=MAX_PAYLOAD)
+    route = partial(
+        serve_connection,
+        route=endpoint.route,
+        body_limit=MAX_PAYLOAD,
+        stream_for=endpoint.stream_for,
+    )
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, route, tg)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}{BASE}") as http:
@@ -148,6 +153,71 @@ async def test_streamed_response_with_http_prelude() -> None:
         "body": base64.b64encode(b"hello world").decode(),
         "isBase64Encoded": True,
     }
+
+
+_STREAMING = (
+    f"POST {BASE}/invocation/rid-1/response HTTP/1.1\r\nHost: x\r\n"
+    "Transfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n"
+)
+
+
+async def test_streamed_response_relayed_as_it_arrives() -> None:
+    received: list[bytes] = []
+    arrived = anyio.Event()
+
+    def sink(chunk: bytes) -> None:
+        received.append(chunk)
+        arrived.set()
+
+    async with served() as (endpoint, http, port):
+        inv = invocation()
+        inv.stream = sink
+        await running(endpoint, http, inv)
+        prelude = b'{"statusCode": 201, "headers": {"a": "b"}}' + b"\x00" * 8
+        head = _STREAMING + "Content-Type: application/vnd.awslambda.http-integration-response\r\n"
+        async with await anyio.connect_tcp("127.0.0.1", port) as sock:
+            await sock.send(head.encode() + b"\r\n" + b"%x\r\n%s\r\n" % (len(prelude), prelude))
+            with anyio.fail_after(5):
+                await arrived.wait()  # before the body is complete
+            assert received == [prelude]
+            assert not inv.answered
+            await sock.send(b"5\r\nhello\r\n0\r\n\r\n")
+            reply = await sock.receive()
+        assert int(reply.split(b" ", 2)[1]) == ROW["response_streaming_relayed"].status
+    assert b"".join(received) == prelude + b"hello"
+    assert (inv.ok, inv.body) == (True, b"")
+
+
+async def test_streamed_response_relayed_gets_a_prelude_and_its_error() -> None:
+    received: list[bytes] = []
+    async with served() as (endpoint, http, port):
+        inv = invocation()
+        inv.stream = received.append
+        await running(endpoint, http, inv)
+        error = base64.b64encode(b'{"errorType": "TypeError", "errorMessage": "x"}').decode()
+        trailers = (
+            "Lambda-Runtime-Function-Error-Type: TypeError\r\n"
+            f"Lambda-Runtime-Function-Error-Body: {error}\r\n"
+        )
+        head = _STREAMING + "Content-Type: text/plain\r\n"
+        reply = await _post_chunked(port, head, [b"partial"], trailers)
+        assert int(reply.split(b" ", 2)[1]) == ROW["response_streaming_relayed"].status
+    prelude = json.dumps({"statusCode": 200, "headers": {"content-type": "text/plain"}})
+    assert b"".join(received) == prelude.encode() + b"\x00" * 8 + b"partial"
+    assert (inv.ok, inv.error_type) == (False, "TypeError")
+
+
+async def test_streamed_response_relayed_stops_at_20_mb() -> None:
+    received: list[bytes] = []
+    async with served() as (endpoint, http, port):
+        inv = invocation()
+        inv.stream = received.append
+        await running(endpoint, http, inv)
+        mib = b"x" * (1024 * 1024)
+        reply = await _post_chunked(port, _STREAMING, [mib] * 21, "")
+        assert int(reply.split(b" ", 2)[1]) == ROW["response_streaming_too_large"].status
+    assert sum(map(len, received)) <= MAX_STREAM + 100  # + the prelude put first
+    assert (inv.ok, inv.error_type) == (False, "Function.ResponseSizeTooLarge")
 
 
 async def test_streamed_response_error_trailers() -> None:

@@ -14,12 +14,14 @@ import httpx
 import pytest
 
 from eventrun.runtime import Runtime
+from eventrun.workers._rapi_endpoint import MAX_STREAM
 from tests._runtime_kit import running_app, write_app
 from tests.fixtures.node_ric import node_function
 
 from .conftest import APPS
 
 pytestmark = pytest.mark.timeout(600)  # the first test may install aws-lambda-ric
+MIB = 1024 * 1024
 
 
 @asynccontextmanager
@@ -38,6 +40,7 @@ async def _app(tmp_path: Path, gate: Path) -> AsyncIterator[Runtime]:
             ("live", "live", ", invoke_mode: RESPONSE_STREAM"),
             ("fail", "streamfail", ", invoke_mode: RESPONSE_STREAM"),
             ("whole", "http", ", invoke_mode: RESPONSE_STREAM"),
+            ("huge", "huge", ", invoke_mode: RESPONSE_STREAM"),
             ("buffered", "stream", ""),
         )
     )
@@ -85,6 +88,21 @@ async def test_an_error_mid_stream_ends_the_response_early(tmp_path: Path) -> No
         with pytest.raises(httpx.RemoteProtocolError):  # no last chunk: truncated
             await _read_into(response, received)
     assert b"".join(received) == b"partial"
+
+
+async def test_a_stream_ends_at_lambdas_20_mib_limit(tmp_path: Path) -> None:
+    async with (
+        _app(tmp_path, tmp_path / "unused") as runtime,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.bound_port}", timeout=30) as http,
+        http.stream("GET", "/huge") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/octet-stream"
+        received: list[bytes] = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            await _read_into(response, received)
+    size = sum(map(len, received))
+    assert 19 * MIB < size <= MAX_STREAM == 20 * MIB  # the 21st MiB never arrives
 
 
 async def _read_into(response: httpx.Response, into: list[bytes]) -> None:

@@ -85,3 +85,12 @@ export const live = awslambda.streamifyResponse(async (event, responseStream) =>
   out.write(`two:${go}`);
   out.end();
 });
+
+// Streams 21 MiB, over Lambda's 20 MiB streaming limit.
+export const huge = awslambda.streamifyResponse(async (event, responseStream) => {
+  const mib = Buffer.alloc(1024 * 1024, 120);
+  for (let i = 0; i < 21; i += 1) {
+    if (!responseStream.write(mib)) await new Promise((resolve) => responseStream.once("drain", resolve));
+  }
+  responseStream.end();
+});
