@@ -61,8 +61,8 @@ class StreamedResponse(Response):
         buffered: Callable[[InvokeOutcome], Response],
         finish: Callable[[list[tuple[bytes, bytes]]], None],
     ) -> None:
+        super().__init__()  # (its status and headers are the prelude's, sent in __call__)
         self.ctx, self.event, self.buffered, self.finish = ctx, event, buffered, finish
-        self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks_in, chunks = anyio.create_memory_object_stream[bytes](math.inf)
