@@ -10,7 +10,7 @@ rejects outright is kept in the store's ``local:eventrun-undeliverable`` queue i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -51,7 +51,10 @@ class SinkRouter:
         config_dir: Path,
         store: Any,
         backoff: Backoff | None = None,
+        factory: Callable[[SinkSpec], Sink] | None = None,
     ) -> None:
+        """``factory`` replaces the plugin registry's sink factories (tests)."""
+        self._factory = factory
         self._connections = connections
         self._config_dir = config_dir
         self._store = store
@@ -97,7 +100,8 @@ class SinkRouter:
         async with self._lock:
             if url not in self._sinks:
                 spec = self.spec(url)
-                created = _plugins.sink_factory(spec.kind)(spec)
+                make = self._factory or _plugins.sink_factory(spec.kind)
+                created = make(spec)
                 self._sinks[url] = await self._stack.enter_async_context(created)
             return self._sinks[url]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from eventrun.abc import (
     Poller,
     PushSource,
     Route,
+    SinkSpec,
     SourceSpec,
 )
 from eventrun.config import FunctionConfig, LoadedConfig, TriggerConfig, hidden_env
@@ -152,8 +153,14 @@ class Runtime:
         port: int | None = None,
         serve_http: bool = True,
         async_retry_delay_s: float | None = None,
+        source_factory: Callable[[SourceSpec], Any] | None = None,
+        sink_factory: Callable[[SinkSpec], Any] | None = None,
     ) -> None:
+        """``source_factory`` / ``sink_factory`` replace the plugin registry's factories
+        (the pytest plugin swaps brokers for in-memory sources and sinks with them)."""
         self.loaded = loaded
+        self._source_factory = source_factory
+        self._sink_factory = sink_factory
         self.config = loaded.config
         self.clock: Clock = clock or SystemClock()
         self.port = self.config.server.port if port is None else port
@@ -281,6 +288,7 @@ class Runtime:
                     connections=self.config.connections,
                     config_dir=self.loaded.dir,
                     store=self.store,
+                    factory=self._sink_factory,
                 )
             )
             await self._start_functions(stack)
@@ -414,7 +422,8 @@ class Runtime:
         for fname, spec, _trig in self.trigger_specs():
             fn = self.functions[fname]
             fn.triggers.append(spec.name)
-            source = _plugins.source_factory(spec.kind)(spec)
+            make = self._source_factory or _plugins.source_factory(spec.kind)
+            source = make(spec)
             state = SourceState(spec.name, spec.kind, fname)
             self.sources[spec.name] = state
             if isinstance(source, PushSource):
