@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         new_session: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         """``new_session``: run the daemon as the leader of its own session and process
         group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
@@ -40,6 +41,7 @@ class Daemon:
         self._own_port = port is None  # chosen here: may move if another process took it
         self.port = port or free_port()
         self.new_session = new_session
+        self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -94,6 +96,7 @@ class Daemon:
                 str(self.port),
                 "--log-format",
                 "json",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

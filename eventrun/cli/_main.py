@@ -73,14 +73,22 @@ def main() -> None:
     default="auto",
     show_default=True,
 )
-def run(config: str, port: int | None, log_level: str, log_format: str) -> None:
-    """Run the daemon until SIGTERM/SIGINT (a second signal exits at once)."""
+@click.option(
+    "--reload",
+    is_flag=True,
+    help="Development: reload when the config or a handler's .py file changes.",
+)
+def run(config: str, port: int | None, log_level: str, log_format: str, reload: bool) -> None:
+    """Run the daemon until SIGTERM/SIGINT (a second signal exits at once).
+
+    SIGHUP reloads the config and the handlers' code: new workers for changed
+    functions, sources and their positions untouched (README, Operating it)."""
     from eventrun.observe import configure_logging
 
     configure_logging(log_level, log_format)  # type: ignore[arg-type]
     loaded = _load(config)
     try:
-        anyio.run(_run_daemon, loaded, port, backend_options={"use_uvloop": True})
+        anyio.run(_run_daemon, loaded, port, reload, backend_options={"use_uvloop": True})
     except EventrunError as exc:
         _fail(exc)
     except BaseExceptionGroup as group:
@@ -91,8 +99,8 @@ def run(config: str, port: int | None, log_level: str, log_format: str) -> None:
         _fail(error)
 
 
-async def _run_daemon(loaded: Any, port: int | None) -> None:
-    from eventrun.runtime import Runtime
+async def _run_daemon(loaded: Any, port: int | None, reload: bool = False) -> None:
+    from eventrun.runtime import Runtime, serve_reloads
 
     runtime = Runtime(loaded, port=port)
     stop = anyio.Event()
@@ -105,9 +113,13 @@ async def _run_daemon(loaded: Any, port: int | None) -> None:
                         os._exit(1)
                     stop.set()
 
+        async def _serve(*, task_status: Any) -> None:
+            await runtime.serve(stop, task_status=task_status)
+            tg.cancel_scope.cancel()  # stopped: the signal and reload tasks end too
+
         tg.start_soon(_signals)
-        await runtime.serve(stop)
-        tg.cancel_scope.cancel()
+        await tg.start(_serve)
+        tg.start_soon(lambda: serve_reloads(runtime, watch=reload))
 
 
 @main.command()

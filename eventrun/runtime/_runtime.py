@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import msgspec
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from eventrun import plugins as _plugins
 from eventrun.abc import (
@@ -53,8 +53,9 @@ from eventrun.exceptions import FunctionSaturated, SourceError
 from eventrun.observe import QueueDepths, RuntimeMetrics, source_gauges
 from eventrun.runtime._clock import SystemClock
 from eventrun.runtime._gc import tuned_gc
+from eventrun.runtime._reload import host_runner, reload_runtime
 from eventrun.store import DlqRetention, Store, open_configured_store
-from eventrun.workers import FunctionRunner, InvokeResult, create_runner
+from eventrun.workers import FunctionRunner, InvokeResult
 
 __all__ = ["FunctionHandle", "Runtime"]
 
@@ -183,6 +184,8 @@ class Runtime:
             max_depth=self.config.store.dlq_max_depth,
         )
         self._serving = False
+        self._runners: TaskGroup | None = None
+        self._retire: dict[str, anyio.Event] = {}
 
     # -- invocation ---------------------------------------------------------------
 
@@ -346,13 +349,43 @@ class Runtime:
             self.ready.set()
             log.info("runtime.ready", sources=sorted(self.sources))
 
+    async def start_runner(
+        self, name: str, cfg: FunctionConfig, retire: anyio.Event
+    ) -> FunctionRunner:
+        """Start a runner for ``name`` in a task of its own, closed once ``retire`` is set
+        and its in-flight invocations finished (see ``eventrun.runtime._reload``)."""
+        assert self._runners is not None
+        hidden = hidden_env(self.config)
+        runner: FunctionRunner = await self._runners.start(
+            host_runner, name, cfg, self.loaded.dir, hidden, retire
+        )
+        return runner
+
+    def swap_runner(
+        self, name: str, cfg: FunctionConfig, runner: FunctionRunner, retire: anyio.Event
+    ) -> anyio.Event:
+        """Route ``name``'s new invocations to ``runner``; return the old one's retire
+        event (set it to retire the old runner)."""
+        fn = self.functions[name]
+        fn.runner, fn.config = runner, cfg
+        old, self._retire[name] = self._retire[name], retire
+        return old
+
+    async def reload(self, loaded: LoadedConfig, *, code_changed: bool = False) -> list[str]:
+        """Apply a new, validated config to the running daemon; see ``_reload``."""
+        return await reload_runtime(self, loaded, code_changed=code_changed)
+
+    def _retire_all(self) -> None:
+        for event in self._retire.values():
+            event.set()
+
     async def _start_functions(self, stack: contextlib.AsyncExitStack) -> None:
         assert self.router is not None
-        hidden = hidden_env(self.config)
+        self._runners = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(self._retire_all)
         for name, cfg in self.config.functions.items():
-            runner = await stack.enter_async_context(
-                create_runner(name, cfg, config_dir=self.loaded.dir, hidden_env=hidden)
-            )
+            self._retire[name] = anyio.Event()
+            runner = await self.start_runner(name, cfg, self._retire[name])
             retry_delay = self._retry_delay
             if retry_delay is None:
                 retry_delay = cfg.retry_delay

@@ -1,0 +1,197 @@
+"""Reloading a real daemon: ``eventrun run --reload`` on file edits, and SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests._daemon import Daemon, daemon
+
+HTTP_CONFIG = """
+functions:
+  hello:
+    handler: app.handler
+    min_warm: 1
+    environment: {GREETING: "${GREETING_FROM_CONFIG:-hello}"}
+    triggers:
+      - http: {path: /hello, methods: [GET], auth: none}
+"""
+
+APP = """
+import os
+VERSION = {version!r}
+
+def handler(event, context):
+    return {{"statusCode": 200, "body": VERSION + " " + os.environ["GREETING"]}}
+"""
+
+
+def write(path: Path, text: str) -> None:
+    """Replace a file's content in one step, as an editor's save does."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(textwrap.dedent(text))
+    os.replace(tmp, path)
+
+
+def get(d: Daemon) -> str:
+    return httpx.get(f"{d.url}/hello", timeout=10).text
+
+
+def nth_event(d: Daemon, name: str, n: int, timeout_s: float = 60) -> dict[str, object]:
+    """Wait for the ``n``-th log event called ``name`` (1-based)."""
+    d.wait_for(lambda _e: len(d.events(name)) >= n, timeout_s)
+    return d.events(name)[n - 1]
+
+
+@pytest.fixture
+def http_app(tmp_path: Path) -> Path:
+    write(tmp_path / "app.py", APP.format(version="v1"))
+    config = tmp_path / "eventrun.yaml"
+    write(config, HTTP_CONFIG)
+    return config
+
+
+def test_reload_picks_up_an_edited_handler_and_keeps_the_old_one_on_a_broken_edit(
+    http_app: Path,
+) -> None:
+    app = http_app.parent / "app.py"
+    with daemon(http_app, args=["--reload"]) as d:
+        d.wait_for(lambda e: e.get("event") == "reload.ready")
+        assert get(d) == "v1 hello"
+        pid = d.proc.pid if d.proc else None
+
+        write(app, APP.format(version="v2"))
+        done = nth_event(d, "reload.done", 1)
+        assert done["functions"] == ["hello"]
+        assert get(d) == "v2 hello"
+
+        write(app, "def handler(event, context):\n    return (\n")  # a syntax error
+        failed = nth_event(d, "reload.failed", 1)
+        assert "SyntaxError" in str(failed["error"]) or "app" in str(failed["error"])
+        assert get(d) == "v2 hello"  # the old version keeps serving
+
+        write(app, APP.format(version="v3"))
+        nth_event(d, "reload.done", 2)
+        assert get(d) == "v3 hello"
+        assert d.proc is not None
+        assert d.proc.pid == pid
+        assert len(d.events("runtime.ready")) == 1  # never restarted
+
+
+def test_reload_applies_a_config_edit_and_refuses_an_invalid_one(http_app: Path) -> None:
+    with daemon(http_app, args=["--reload"]) as d:
+        d.wait_for(lambda e: e.get("event") == "reload.ready")
+        write(http_app, HTTP_CONFIG.replace("hello}", "bonjour}"))
+        done = nth_event(d, "reload.done", 1)
+        assert done["code_changed"] is False
+        assert get(d) == "v1 bonjour"
+
+        write(http_app, HTTP_CONFIG + "    no_such_key: 1\n")
+        failed = nth_event(d, "reload.failed", 1)
+        assert "no_such_key" in str(failed["error"])
+        assert get(d) == "v1 bonjour"
+
+
+def test_sighup_reloads_a_daemon_without_watching(http_app: Path) -> None:
+    with daemon(http_app) as d:
+        ready = d.wait_for(lambda e: e.get("event") == "reload.ready")
+        assert ready["watching"] == []
+        assert d.proc is not None
+        write(http_app.parent / "app.py", APP.format(version="v2"))
+        time.sleep(0.5)  # nothing watches the files: no reload happens by itself
+        assert get(d) == "v1 hello"
+        assert d.events("reload.begin") == []
+
+        d.proc.send_signal(signal.SIGHUP)
+        nth_event(d, "reload.done", 1)
+        assert get(d) == "v2 hello"
+
+        write(http_app, "functions: [")
+        d.proc.send_signal(signal.SIGHUP)
+        nth_event(d, "reload.failed", 1)
+        assert get(d) == "v2 hello"
+        assert d.proc.poll() is None
+
+
+STREAM_CONFIG = """
+connections:
+  redis: {{main: {{url: "{url}"}}}}
+functions:
+  sink:
+    handler: ledger.handler
+    environment: {{LEDGER: "{ledger}"}}
+    triggers:
+      - redis_streams:
+          connection: main
+          streams: [{stream}]
+          group: g
+          starting_position: "0"
+          batch_size: 10
+"""
+
+LEDGER = """
+import base64, json, os, time
+VERSION = {version!r}
+
+def handler(event, context):
+    time.sleep(0.02)  # a batch is in flight most of the time
+    with open(os.environ["LEDGER"], "a") as f:
+        for r in event["Records"]:
+            doc = json.loads(base64.b64decode(r["redis"]["data"]))
+            f.write(f"{{doc['n']}} {{VERSION}}\\n")
+"""
+
+
+@pytest.mark.redis
+def test_a_reload_keeps_the_stream_position_and_loses_no_in_flight_record(
+    tmp_path: Path, redis_url: str
+) -> None:
+    stream = f"reload-{os.getpid()}-{time.monotonic_ns()}"
+    ledger = tmp_path / "ledger.txt"
+    write(tmp_path / "ledger.py", LEDGER.format(version="v1"))
+    config = tmp_path / "eventrun.yaml"
+    write(config, STREAM_CONFIG.format(url=redis_url, ledger=ledger, stream=stream))
+    client = redis.Redis.from_url(redis_url)
+    reloaded = threading.Event()
+    produced: list[int] = []
+
+    def produce() -> None:
+        """Entries every 5 ms until the reload is done, then 100 more."""
+        after = 0
+        while after < 100:
+            client.xadd(stream, {"data": f'{{"n": {len(produced)}}}'})
+            produced.append(len(produced))
+            after += reloaded.is_set()
+            time.sleep(0.005)
+
+    with daemon(config, args=["--reload"]) as d:
+        d.wait_for(lambda e: e.get("event") == "reload.ready")
+        producer = threading.Thread(target=produce)
+        producer.start()
+        try:
+            d.wait_for(lambda _e: ledger.exists() and len(ledger.read_text().splitlines()) >= 50)
+            write(tmp_path / "ledger.py", LEDGER.format(version="v2"))
+            nth_event(d, "reload.done", 1)
+        finally:
+            reloaded.set()
+            producer.join()
+        total = len(produced)
+        deadline = time.monotonic() + 60
+        while len(ledger.read_text().splitlines()) < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [line.split() for line in ledger.read_text().splitlines()]
+        assert sorted(int(n) for n, _ in lines) == list(range(total))  # each once, none lost
+        versions = [v for _, v in lines]
+        assert versions[0] == "v1"
+        assert versions[-1] == "v2"
+        assert versions == sorted(versions)  # v2 only after the switch
+        assert len(d.events("runtime.ready")) == 1
+        assert client.xpending(stream, "g")["pending"] == 0
