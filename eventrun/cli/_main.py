@@ -83,9 +83,10 @@ def run(config: str, port: int | None, log_level: str, log_format: str, reload: 
 
     SIGHUP reloads the config and the handlers' code: new workers for changed
     functions, sources and their positions untouched (README, Operating it)."""
-    from eventrun.observe import configure_logging
+    from eventrun.observe import configure_logging, configure_tracing, shutdown_tracing
 
     configure_logging(log_level, log_format)  # type: ignore[arg-type]
+    configure_tracing()
     loaded = _load(config)
     try:
         anyio.run(_run_daemon, loaded, port, reload, backend_options={"use_uvloop": True})
@@ -97,6 +98,8 @@ def run(config: str, port: int | None, log_level: str, log_format: str, reload: 
         if error is None:
             raise
         _fail(error)
+    finally:
+        shutdown_tracing()  # flush the spans still buffered
 
 
 async def _run_daemon(loaded: Any, port: int | None, reload: bool = False) -> None:

@@ -24,6 +24,7 @@ from eventrun.abc import OutMessage, Sink, SinkSpec
 from eventrun.common import public_destination
 from eventrun.dispatch._backoff import Backoff
 from eventrun.exceptions import SinkError, SinkRejected, StoreError
+from eventrun.observe import with_trace
 
 __all__ = ["Publisher", "SinkRouter", "split_url"]
 
@@ -168,6 +169,7 @@ class Publisher:
         self._destination = destination
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
+        messages = with_trace(messages)  # the current trace context, as traceparent
         dest = self._destination
         if isinstance(dest, str):
             await self._router.send(dest, messages)

@@ -59,6 +59,7 @@ from eventrun.dispatch._outputs import output_key, pipeline_outputs
 from eventrun.dispatch._records import stream_failure_record
 from eventrun.dispatch._shared_events import plain_events, restore_events, shared_event
 from eventrun.exceptions import SourceError, WorkerError
+from eventrun.observe import batch_span
 
 __all__ = ["DispatchSettings", "InvokeResultLike", "Publisher", "TriggerDispatcher"]
 
@@ -350,10 +351,11 @@ class TriggerDispatcher:
             self._busy += 1
             self.stats.in_flight += len(batch)
             try:
-                if self._ordered:
-                    await self._run_stream_batch(batch)
-                else:
-                    await self._run_queue_batch(batch)
+                with batch_span(self._s.function, self._s.trigger, [p.record for p in batch]):
+                    if self._ordered:
+                        await self._run_stream_batch(batch)
+                    else:
+                        await self._run_queue_batch(batch)
             finally:
                 lane.finished(batch)
                 self._busy -= 1

@@ -50,7 +50,14 @@ from eventrun.dispatch import (
     default_dlq,
 )
 from eventrun.exceptions import FunctionSaturated, SourceError
-from eventrun.observe import QueueDepths, RuntimeMetrics, source_gauges
+from eventrun.observe import (
+    QueueDepths,
+    RuntimeMetrics,
+    invoke_span,
+    record_carrier,
+    source_gauges,
+    tracing_enabled,
+)
 from eventrun.runtime._clock import SystemClock
 from eventrun.runtime._gc import tuned_gc
 from eventrun.runtime._reload import host_runner, reload_runtime
@@ -123,7 +130,11 @@ class _PushContext:
 
     async def invoke(self, event: Any, *, log_tail: bool = False) -> InvokeOutcome:
         result = await self._runtime.invoke(
-            self._fn.name, _ENCODER.encode(event), wait=False, trigger=self.spec.name
+            self._fn.name,
+            _ENCODER.encode(event),
+            wait=False,
+            trigger=self.spec.name,
+            trace_carrier=record_carrier(event) if tracing_enabled() else None,
         )
         if result.ok:  # a trigger's on_success gets the outputs of synchronous runs too
             await self._fn.async_invoker.publish_outputs(self.spec.name, result.payload)
@@ -200,24 +211,31 @@ class Runtime:
         trigger: str = "api",
         log_done: bool = True,
         event: Any = None,
+        trace_carrier: Mapping[str, str] | None = None,
     ) -> InvokeResult:
         """Synchronous invocation; raises FunctionSaturated when ``wait`` is False and
         every concurrency slot is busy. ``trigger`` labels the invocation in metrics (a
         trigger name, ``api`` or ``async``); ``log_done=False`` logs the runner's
-        ``invoke.done`` at debug level (for callers that log the outcome themselves)."""
+        ``invoke.done`` at debug level (for callers that log the outcome themselves).
+        ``trace_carrier``: the caller's propagation headers (an HTTP request's)."""
         fn = self.functions[function]
-        try:
-            result = await fn.runner.invoke(
-                payload,
-                request_id=request_id,
-                wait=wait,
-                client_context=client_context,
-                log_done=log_done,
-                event=event,
-            )
-        except FunctionSaturated:
-            self.metrics.throttled(function)
-            raise
+        with invoke_span(function, trigger, trace_carrier) as span:
+            try:
+                result = await fn.runner.invoke(
+                    payload,
+                    request_id=request_id,
+                    wait=wait,
+                    client_context=client_context,
+                    log_done=log_done,
+                    event=event,
+                )
+            except FunctionSaturated:
+                self.metrics.throttled(function)
+                raise
+            if span is not None:
+                span.set_attribute("faas.invocation_id", result.request_id)
+                if not result.ok:
+                    span.set_attribute("error.type", result.error_type or "Unhandled")
         self.metrics.observe_duration(function, result.duration_s)
         self.metrics.count(function, trigger, result.ok)
         if not result.ok:
