@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite talks to (Debian names): a real redis-server, Debian's
 # Chromium + ChromeDriver for the status-page browser test, and systemd-analyze (in the
-# `systemd` package) for the deploy test's `systemd-analyze verify` of the unit. Installs
+# `systemd` package) for the deploy test's `systemd-analyze verify` of the unit, and
+# Prometheus (with promtool) for the tests of deploy/prometheus and /metrics. Installs
 # what is missing when run as root with apt-get; otherwise says exactly what to install
 # and fails.
 set -euo pipefail
@@ -10,6 +11,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # + promtool: deploy rules tests
 # `system-deps.sh bench`: the HTTP load generator for make bench
 if [ "${1:-}" = bench ]; then command -v wrk >/dev/null 2>&1 || missing+=(wrk); fi
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.moto",
     "tests.fixtures.otlp",
+    "tests.fixtures.prometheus",
 ]
 
 
