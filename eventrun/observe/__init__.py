@@ -10,13 +10,15 @@ May import: ``eventrun.store``, ``eventrun.abc``, ``eventrun.exceptions``,
 (:class:`~eventrun.observe.MetricsView`), never the runtime itself.
 
 Exports: ``configure_logging``, ``quiet_logging``, ``RuntimeMetrics``, ``MetricsView``,
-``render_metrics``, ``source_gauges``, ``QueueDepths``, and the tracing helpers
+``render_metrics``, ``source_gauges``, ``QueueDepths``, ``History`` and ``sparkline``
+(the status page's 15-minute charts), and the tracing helpers
 (``configure_tracing``, ``batch_span``, ``invoke_span``, ``with_trace``...).
 """
 
 from __future__ import annotations
 
 from eventrun.observe._depths import QueueDepths
+from eventrun.observe._history import History, sparkline
 from eventrun.observe._logging import configure_logging, quiet_logging
 from eventrun.observe._metrics import RuntimeMetrics, render_metrics, source_gauges
 from eventrun.observe._tracing import (
@@ -31,6 +33,7 @@ from eventrun.observe._tracing import (
 from eventrun.observe._view import MetricsView
 
 __all__ = [
+    "History",
     "MetricsView",
     "QueueDepths",
     "RuntimeMetrics",
@@ -43,6 +46,7 @@ __all__ = [
     "render_metrics",
     "shutdown_tracing",
     "source_gauges",
+    "sparkline",
     "tracing_enabled",
     "with_trace",
 ]

@@ -51,6 +51,7 @@ from eventrun.dispatch import (
 )
 from eventrun.exceptions import FunctionSaturated, SourceError
 from eventrun.observe import (
+    History,
     QueueDepths,
     RuntimeMetrics,
     invoke_span,
@@ -189,6 +190,7 @@ class Runtime:
         self.metrics = RuntimeMetrics()
         self.metrics.attach(self)
         self.depths = QueueDepths()
+        self.history = History()
         self.retention = DlqRetention(
             self.clock,
             max_age_s=self.config.store.dlq_retention,
@@ -318,6 +320,7 @@ class Runtime:
                     await tg.start(fn.async_invoker.run)
                 self.depths.watch(self.functions, self._local_queues())
                 await tg.start(self.depths.run, self.store)
+                await tg.start(self.history.run, self.statistics, self.clock.time)
                 if self.retention.enabled:
                     await tg.start(self.retention.run, self.store)
                 push_scopes: list[anyio.CancelScope] = []
