@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
+from anyio.from_thread import start_blocking_portal
 
 from tests._daemon import Daemon, daemon
+from tests.fixtures.kafka import create_topic
 
 HTTP_CONFIG = """
 functions:
@@ -121,7 +125,8 @@ def test_sighup_reloads_a_daemon_without_watching(http_app: Path) -> None:
         assert d.proc.poll() is None
 
 
-STREAM_CONFIG = """
+STREAM_TRIGGERS = {
+    "redis": """
 connections:
   redis: {{main: {{url: "{url}"}}}}
 functions:
@@ -135,63 +140,141 @@ functions:
           group: g
           starting_position: "0"
           batch_size: 10
-"""
+""",
+    "kafka": """
+connections:
+  kafka: {{main: {{bootstrap_servers: "{url}"}}}}
+functions:
+  sink:
+    handler: ledger.handler
+    environment: {{LEDGER: "{ledger}"}}
+    triggers:
+      - kafka:
+          connection: main
+          topics: [{stream}]
+          group_id: g
+          starting_position: TRIM_HORIZON
+          batch_size: 10
+""",
+}
 
 LEDGER = """
 import base64, json, os, time
 VERSION = {version!r}
 
+def values(event):
+    if "Records" in event:  # Redis Streams
+        return [base64.b64decode(r["redis"]["data"]) for r in event["Records"]]
+    return [base64.b64decode(r["value"]) for rs in event["records"].values() for r in rs]
+
 def handler(event, context):
     time.sleep(0.02)  # a batch is in flight most of the time
     with open(os.environ["LEDGER"], "a") as f:
-        for r in event["Records"]:
-            doc = json.loads(base64.b64decode(r["redis"]["data"]))
-            f.write(f"{{doc['n']}} {{VERSION}}\\n")
+        for value in values(event):
+            f.write(f"{{json.loads(value)['n']}} {{VERSION}}\\n")
 """
 
 
-@pytest.mark.redis
+class Producer:
+    """Sends ``{"n": N}`` records to a Redis stream or a Kafka topic (one partition)."""
+
+    def __init__(self, kind: str, url: str, stream: str) -> None:
+        self.kind = kind
+        self.stream = stream
+        if kind == "redis":
+            self.client = redis.Redis.from_url(url)
+        else:
+            self._stack = contextlib.ExitStack()
+            self.portal = self._stack.enter_context(start_blocking_portal())
+            try:
+                self.kafka = self.portal.call(self._start_kafka, url, stream)
+            except BaseException:
+                self._stack.close()
+                raise
+
+    @staticmethod
+    async def _start_kafka(url: str, stream: str) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        await create_topic(url, 1, stream)
+        producer = AIOKafkaProducer(bootstrap_servers=url, acks="all")
+        await producer.start()
+        return producer
+
+    def send(self, n: int) -> None:
+        doc = f'{{"n": {n}}}'.encode()
+        if self.kind == "redis":
+            self.client.xadd(self.stream, {"data": doc})
+        else:
+            self.portal.call(self.kafka.send_and_wait, self.stream, doc)
+
+    def close(self) -> None:
+        if self.kind == "kafka":
+            self.portal.call(self.kafka.stop)
+            self._stack.close()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ],
+)
 def test_a_reload_keeps_the_stream_position_and_loses_no_in_flight_record(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
+    url = (
+        request.getfixturevalue("redis_url")
+        if kind == "redis"
+        else request.getfixturevalue("kafka_broker").bootstrap
+    )
     stream = f"reload-{os.getpid()}-{time.monotonic_ns()}"
     ledger = tmp_path / "ledger.txt"
     write(tmp_path / "ledger.py", LEDGER.format(version="v1"))
     config = tmp_path / "eventrun.yaml"
-    write(config, STREAM_CONFIG.format(url=redis_url, ledger=ledger, stream=stream))
-    client = redis.Redis.from_url(redis_url)
+    write(config, STREAM_TRIGGERS[kind].format(url=url, ledger=ledger, stream=stream))
+    producer = Producer(kind, url, stream)
     reloaded = threading.Event()
     produced: list[int] = []
 
     def produce() -> None:
-        """Entries every 5 ms until the reload is done, then 100 more."""
+        """Records every 5 ms until the reload is done, then 100 more."""
         after = 0
         while after < 100:
-            client.xadd(stream, {"data": f'{{"n": {len(produced)}}}'})
+            producer.send(len(produced))
             produced.append(len(produced))
             after += reloaded.is_set()
             time.sleep(0.005)
 
-    with daemon(config, args=["--reload"]) as d:
-        d.wait_for(lambda e: e.get("event") == "reload.ready")
-        producer = threading.Thread(target=produce)
-        producer.start()
-        try:
-            d.wait_for(lambda _e: ledger.exists() and len(ledger.read_text().splitlines()) >= 50)
-            write(tmp_path / "ledger.py", LEDGER.format(version="v2"))
-            nth_event(d, "reload.done", 1)
-        finally:
-            reloaded.set()
-            producer.join()
-        total = len(produced)
-        deadline = time.monotonic() + 60
-        while len(ledger.read_text().splitlines()) < total and time.monotonic() < deadline:
-            time.sleep(0.05)
-        lines = [line.split() for line in ledger.read_text().splitlines()]
-        assert sorted(int(n) for n, _ in lines) == list(range(total))  # each once, none lost
-        versions = [v for _, v in lines]
-        assert versions[0] == "v1"
-        assert versions[-1] == "v2"
-        assert versions == sorted(versions)  # v2 only after the switch
-        assert len(d.events("runtime.ready")) == 1
-        assert client.xpending(stream, "g")["pending"] == 0
+    try:
+        with daemon(config, args=["--reload"]) as d:
+            d.wait_for(lambda e: e.get("event") == "reload.ready")
+            thread = threading.Thread(target=produce)
+            thread.start()
+            try:
+                d.wait_for(
+                    lambda _e: ledger.exists() and len(ledger.read_text().splitlines()) >= 50
+                )
+                write(tmp_path / "ledger.py", LEDGER.format(version="v2"))
+                nth_event(d, "reload.done", 1)
+            finally:
+                reloaded.set()
+                thread.join()
+            total = len(produced)
+            deadline = time.monotonic() + 60
+            while len(ledger.read_text().splitlines()) < total and time.monotonic() < deadline:
+                time.sleep(0.05)
+            lines = [line.split() for line in ledger.read_text().splitlines()]
+            # each record handled once: none lost in flight, none read again from an
+            # older position
+            assert sorted(int(n) for n, _ in lines) == list(range(total))
+            versions = [v for _, v in lines]
+            assert versions[0] == "v1"
+            assert versions[-1] == "v2"
+            assert versions == sorted(versions)  # one lane: v2 only after the switch
+            assert len(d.events("runtime.ready")) == 1
+            if kind == "redis":
+                assert producer.client.xpending(stream, "g")["pending"] == 0
+    finally:
+        producer.close()
