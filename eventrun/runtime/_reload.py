@@ -22,6 +22,7 @@ group, which must be left by the task that entered it.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import sys
 from collections.abc import Collection
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
@@ -135,8 +137,33 @@ async def check_config(path: Path) -> str | None:
     return result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
 
 
+def drop_stale_bytecode(root: Path, *, limit: int = 20_000) -> int:
+    """Delete the cached bytecode of ``.py`` files under ``root`` written less than 2 s
+    after (or before) their source changed; returns how many.
+
+    Python trusts a ``.pyc`` whose recorded source mtime (whole seconds) and size match:
+    an edit saved within the second of the last import that keeps the file's size (``v1``
+    -> ``v2``) would otherwise be imported as the old code by the new workers."""
+    dropped = 0
+    for count, source in enumerate(root.rglob("*.py")):
+        if count >= limit:
+            break
+        if any(part.startswith(".") for part in source.relative_to(root).parts[:-1]):
+            continue
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        try:
+            if cached.stat().st_mtime - source.stat().st_mtime < 2.0:
+                cached.unlink()
+                dropped += 1
+        except OSError:
+            continue
+    return dropped
+
+
 async def _reload_once(runtime: Runtime, path: Path, *, code_changed: bool) -> None:
     log.info("reload.begin", config=str(path), code_changed=code_changed)
+    if code_changed:
+        await anyio.to_thread.run_sync(drop_stale_bytecode, path.parent)
     error = await check_config(path)
     if error is not None:
         log.error("reload.failed", error=one_line(error), kept="the running version")

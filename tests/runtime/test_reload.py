@@ -278,3 +278,25 @@ def test_a_reload_keeps_the_stream_position_and_loses_no_in_flight_record(
                 assert producer.client.xpending(stream, "g")["pending"] == 0
     finally:
         producer.close()
+
+
+def test_bytecode_of_an_edit_within_the_second_is_dropped(tmp_path: Path) -> None:
+    """Python would import a same-size edit saved in the same second as the old code."""
+    import importlib.util
+    import py_compile
+
+    from eventrun.runtime._reload import drop_stale_bytecode
+
+    old, new = tmp_path / "app.py", tmp_path / "lib" / "old.py"
+    new.parent.mkdir()
+    for source in (old, new):
+        source.write_text("VERSION = 'v1'\n")
+        py_compile.compile(str(source))
+    stale = Path(importlib.util.cache_from_source(str(old)))
+    kept = Path(importlib.util.cache_from_source(str(new)))
+    old.write_text("VERSION = 'v2'\n")  # same size, same second as its bytecode
+    long_ago = kept.stat().st_mtime - 60
+    os.utime(new, (long_ago, long_ago))  # unchanged for a minute before its bytecode
+    assert drop_stale_bytecode(tmp_path) == 1
+    assert not stale.exists()
+    assert kept.exists()
