@@ -22,11 +22,14 @@ from eventrun.observe._history import History, sparkline
 from eventrun.observe._logging import configure_logging, quiet_logging
 from eventrun.observe._metrics import RuntimeMetrics, render_metrics, source_gauges
 from eventrun.observe._tracing import (
+    async_span,
+    attached,
     batch_span,
     configure_tracing,
     invoke_span,
     record_carrier,
     shutdown_tracing,
+    trace_attributes,
     tracing_enabled,
     with_trace,
 )
@@ -37,6 +40,8 @@ __all__ = [
     "MetricsView",
     "QueueDepths",
     "RuntimeMetrics",
+    "async_span",
+    "attached",
     "batch_span",
     "configure_logging",
     "configure_tracing",
@@ -47,6 +52,7 @@ __all__ = [
     "shutdown_tracing",
     "source_gauges",
     "sparkline",
+    "trace_attributes",
     "tracing_enabled",
     "with_trace",
 ]

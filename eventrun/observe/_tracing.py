@@ -36,6 +36,8 @@ from eventrun.abc import OutMessage, Record
 from eventrun.common import TRACE_HEADER, traceparent_to_xray, xray_to_traceparent
 
 __all__ = [
+    "async_span",
+    "attached",
     "batch_span",
     "configure_tracing",
     "extract_context",
@@ -231,6 +233,51 @@ def invoke_span(function: str, trigger: str, carrier: Mapping[str, str] | None =
             yield span
         finally:
             TRACE_HEADER.reset(token)
+
+
+@contextlib.contextmanager
+def attached(headers: Any) -> Iterator[None]:
+    """Make the context of an incoming request's ``traceparent`` current (no span of
+    its own); ``headers`` is an ASGI scope's header list."""
+    if not _state["on"]:
+        yield
+        return
+    carrier = {
+        k.decode("latin-1").lower(): v.decode("latin-1")
+        for k, v in headers
+        if k.lower() in (b"traceparent", b"tracestate")
+    }
+    ctx = extract_context(carrier)
+    if ctx is None:
+        yield
+        return
+    from opentelemetry import context
+
+    token = context.attach(ctx)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+@contextlib.contextmanager
+def async_span(function: str, meta: Mapping[str, Any]) -> Iterator[None]:
+    """A consumer span around one asynchronous invocation taken from the store queue,
+    child of the context it was queued in (its ``traceparent`` kept in the entry's meta),
+    so its retries, destinations and outputs join the caller's trace."""
+    if not _state["on"]:
+        yield
+        return
+    from opentelemetry.trace import SpanKind
+
+    carrier = {k: str(v) for k, v in meta.items() if k in ("traceparent", "tracestate")}
+    with _state["tracer"].start_as_current_span(
+        f"async {function}",
+        context=extract_context(carrier),
+        kind=SpanKind.CONSUMER,
+        attributes={"faas.name": function, "faas.trigger": "other"},
+    ):
+        yield
 
 
 def trace_attributes() -> dict[str, str]:

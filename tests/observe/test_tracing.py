@@ -154,6 +154,9 @@ functions:
     handler: stages.hello
     triggers:
       - http: {{path: /hello, methods: [GET], auth: none}}
+  later:
+    handler: stages.later
+    destinations: {{on_success: "redis:main/{p}-done"}}
 """
 
 REDIS_STAGES = """
@@ -162,6 +165,9 @@ import base64
 def passthrough(event, context):
     return {"records": [{"v": base64.b64decode(r["redis"]["data"]).decode()}
                         for r in event["Records"]]}
+
+def later(event, context):
+    return {"later": event}
 
 def hello(event, context):
     import os
@@ -194,10 +200,24 @@ def test_a_daemon_exports_one_trace_across_three_stages(
             f"{d.url}/hello", headers={"traceparent": f"00-{other}-b7ad6b7169203331-01"}
         )
         xray, handler_trace, handler_span = response.text.split()
+        # the Invoke API: an Event invocation runs later, in the caller's trace
+        third = "5b8aa5a2d2c872e8321cf37308d69df2"
+        invoke = f"{d.url}/2015-03-31/functions/later/invocations"
+        queued = httpx.post(
+            invoke,
+            json={"n": 1},
+            headers={
+                "X-Amz-Invocation-Type": "Event",
+                "traceparent": f"00-{third}-0020000000000001-01",
+            },
+        )
+        assert queued.status_code == 202
         spans = otlp_receiver.wait_for(
-            lambda spans: {"batch notify", "invoke hello"} <= {s.name for s in spans}
+            lambda spans: {"batch notify", "invoke hello", "async later"} <= {s.name for s in spans}
         )
         [out] = client.xrange(f"{prefix}-out")
+        d.wait_for(lambda _e: bool(client.xlen(f"{prefix}-done")))
+        [done] = client.xrange(f"{prefix}-done")
     pipeline = [s for s in spans if s.trace_id == TRACE]
     names = {s.name for s in pipeline}
     assert {"batch ingest", "batch enrich", "batch notify"} <= names
@@ -214,3 +234,9 @@ def test_a_daemon_exports_one_trace_across_three_stages(
     assert xray == f"Root=1-{other[:8]}-{other[8:]};Parent={hello.span_id};Sampled=1"
     assert (handler_trace, handler_span) == (other, hello.span_id)
     assert out[1]["traceparent"].split("-")[1] == TRACE  # what eventrun published carries it
+    [queued_run] = [s for s in spans if s.name == "async later"]
+    assert queued_run.trace_id == third
+    assert queued_run.parent_span_id == "0020000000000001"
+    invoke_later = next(s for s in spans if s.name == "invoke later")
+    assert invoke_later.parent_span_id == queued_run.span_id
+    assert done[1]["traceparent"].split("-")[1:3] == [third, queued_run.span_id]
