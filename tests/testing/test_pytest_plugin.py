@@ -38,6 +38,16 @@ functions:
     handler: fns.counted
     triggers:
       - kafka: {connection: main, topics: [counted], on_success: "local:totals"}
+  windowed:
+    handler: fns.count
+    triggers:
+      - sqs:
+          connection: main
+          queue_name: windowed
+          batch_size: 10
+          maximum_batching_window: 30s
+          visibility_timeout: 2m   # longer than the window, or messages come back first
+          on_success: "local:batches"
   tick:
     handler: fns.tick
     destinations: {on_success: "local:ticks"}
@@ -63,6 +73,9 @@ def events(event, context):
 def counted(event, context):
     records = [r for rs in event["records"].values() for r in rs]
     return {"records": [{"seen": base64.b64decode(r["value"]).decode()} for r in records]}
+
+def count(event, context):
+    return {"count": len(event["Records"])}
 
 def tick(event, context):
     return {"time": event["time"], "type": event["detail-type"]}
@@ -133,6 +146,18 @@ def test_cron_steps_with_the_fake_clock(eventrun_app, eventrun_clock):
     assert eventrun_clock.time() == start + 180
 
 
+def test_a_batching_window_waits_for_the_fake_clock(eventrun_app, eventrun_clock):
+    eventrun_app.feed("windowed", ["a", "b", "c"], wait=False)
+    queue = eventrun_app.source("windowed")
+    eventrun_app.wait_for(lambda: all(m.receives == 1 for m in queue.messages.values()))
+    eventrun_clock.advance(29)  # received and held: the window is not over
+    assert eventrun_app.queue("local:batches") == []
+    assert len(queue.messages) == 3
+    eventrun_clock.advance(2)
+    eventrun_app.settle()
+    assert [e.payload for e in eventrun_app.queue("local:batches")] == [{"count": 3}]
+
+
 async def test_async_api_and_http(eventrun_app):
     result = await eventrun_app.ainvoke("tick", {"time": "a", "detail-type": "z"})
     assert result.payload["time"] == "a"
@@ -157,7 +182,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_a_users_test_file_passes_with_the_plugins_fixtures(project: pytest.Pytester) -> None:
     project.makepyfile(test_user=textwrap.dedent(USER_TESTS))
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "-q")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
 
 
 def test_the_plugin_is_inert_for_a_suite_that_does_not_use_it(
