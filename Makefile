@@ -3,16 +3,21 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Plugin distributions (plugins/NAME/pyproject.toml), installed editable with their
+# `test` and `bench` extras; their packages (plugins/NAME/eventrun_*) are linted too.
+PLUGINS     := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+PLUGIN_PKGS := $(wildcard $(addsuffix /eventrun_*,$(PLUGINS)))
 
-.PHONY: setup system-deps run test fuzz coverage lint format bench soak docs clean
+.PHONY: setup system-deps run test chaos fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.X (>= 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev,bench]'
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev,bench]' \
+		$(foreach p,$(PLUGINS),-e '$(p)[test,bench]')
 	@touch $(STAMP)
 
 system-deps:
@@ -25,6 +30,12 @@ run: setup
 ## test: the whole suite against real servers started on free loopback ports
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chaos: the fault suite with its long variants (60 s network partitions...)
+chaos: setup system-deps
+	rm -f .chaos-results.jsonl
+	EVENTRUN_RELIABILITY_LOG=$(CURDIR)/.chaos-results.jsonl $(BIN)/python -m pytest tests/chaos -m "" $(PYTEST_ARGS)
+	$(BIN)/python scripts/reliability_table.py .chaos-results.jsonl > docs/reliability.md
 
 ## fuzz: explore the property tests with random seeds and FUZZ_SCALE times their examples,
 ## round after round for FUZZ_MINUTES; `make test` (and CI, with CI set) runs them derandomized
@@ -41,14 +52,15 @@ coverage: setup system-deps
 	$(BIN)/coverage report
 
 lint: setup
-	$(BIN)/ruff check eventrun tests bench examples
-	$(BIN)/ruff format --check eventrun tests bench examples
+	$(BIN)/ruff check eventrun tests bench examples plugins
+	$(BIN)/ruff format --check eventrun tests bench examples plugins
 	$(BIN)/mypy
+	$(if $(PLUGIN_PKGS),$(BIN)/mypy $(PLUGIN_PKGS))
 	$(BIN)/lint-imports
 
 format: setup
-	$(BIN)/ruff check --fix eventrun tests bench examples
-	$(BIN)/ruff format eventrun tests bench examples
+	$(BIN)/ruff check --fix eventrun tests bench examples plugins
+	$(BIN)/ruff format eventrun tests bench examples plugins
 
 bench: setup
 	@bash scripts/system-deps.sh bench

@@ -53,6 +53,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--reps", "1", "--entries", "20000"],
     ),
     "kafka": ("bench.kafka", ["--reps", "7"], ["--reps", "1", "--records", "100000"]),
+    "rabbitmq": ("bench.rabbitmq", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
+    "nats": ("bench.nats", ["--reps", "5"], ["--reps", "1", "--messages", "20000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
     "pipeline": (
         "bench.pipeline",
@@ -71,6 +73,9 @@ VERSIONS = [
     "aiobotocore",
     "moto",
     "faststream",
+    "aio-pika",
+    "nats-py",
+    "aiormq",
     "uvicorn",
     "starlette",
     "msgspec",
@@ -189,6 +194,32 @@ def _rows_redis(d: dict[str, Any] | None) -> list[Row]:
     return rows
 
 
+def _rows_rabbitmq(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "RabbitMQ process vs plain aio-pika loop", _get(res, "process", "ratio_vs_plain"), 0.7
+        ),
+        _ratio_row(
+            "RabbitMQ process vs FastStream", _get(d, "ratios", "process_vs_faststream"), 1.5
+        ),
+    ]
+
+
+def _rows_nats(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "NATS JetStream process vs plain nats-py loop",
+            _get(res, "process", "ratio_vs_plain"),
+            0.7,
+        ),
+        _ratio_row(
+            "NATS JetStream process vs FastStream", _get(d, "ratios", "process_vs_faststream"), 1.5
+        ),
+    ]
+
+
 def _rows_kafka(d: dict[str, Any] | None) -> list[Row]:
     res = _get(d, "results") or {}
     return [
@@ -275,6 +306,8 @@ HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "http-inline": lambda d: _rows_http(d, "inline"),
     "redis_streams": _rows_redis,
     "kafka": _rows_kafka,
+    "rabbitmq": _rows_rabbitmq,
+    "nats": _rows_nats,
     "sqs": _rows_sqs,
     "cron_jitter": _rows_cron,
     "filewatch": _rows_filewatch,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite talks to (Debian names): a real redis-server, Debian's
+# System packages the test suite talks to (Debian names): a real redis-server,
+# rabbitmq-server (the RabbitMQ plugin) and nats-server (the NATS plugin), Debian's
 # Chromium + ChromeDriver for the status-page browser test, and systemd-analyze (in the
 # `systemd` package) for the deploy test's `systemd-analyze verify` of the unit, and
 # Prometheus (with promtool) for the tests of deploy/prometheus and /metrics. Installs
@@ -12,6 +13,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # + promtool: deploy rules tests
+# the plugins' brokers (plugins/*/tests start their own, on free ports)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+  || missing+=(rabbitmq-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # `system-deps.sh bench`: the HTTP load generator for make bench
 if [ "${1:-}" = bench ]; then command -v wrk >/dev/null 2>&1 || missing+=(wrk); fi
 [ ${#missing[@]} -eq 0 ] && exit 0

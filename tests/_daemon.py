@@ -33,11 +33,15 @@ class Daemon:
         port: int | None = None,
         new_session: bool = False,
         args: Sequence[str] = (),
+        command_prefix: list[str] | None = None,
     ) -> None:
         """``new_session``: run the daemon as the leader of its own session and process
         group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
-        SIGINT to the whole group as a terminal does."""
+        SIGINT to the whole group as a terminal does. ``command_prefix`` runs it through
+        another command that execs it, such as ``ip netns exec NAME`` (its HTTP port is
+        then inside that namespace)."""
         self.config = config
+        self.command_prefix = list(command_prefix or [])
         self._own_port = port is None  # chosen here: may move if another process took it
         self.port = port or free_port()
         self.new_session = new_session
@@ -86,6 +90,7 @@ class Daemon:
             self.raw.clear()
         self.proc = subprocess.Popen(
             [
+                *self.command_prefix,
                 sys.executable,
                 "-m",
                 "eventrun",

@@ -17,6 +17,8 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.kafka",
     "tests.fixtures.moto",
+    "tests.fixtures.netns",
+    "tests.fixtures.faultproxy",
     "tests.fixtures.otlp",
     "tests.fixtures.prometheus",
 ]

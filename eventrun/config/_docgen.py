@@ -174,7 +174,8 @@ def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
         seen.add(model)
         yield _TITLES.get(model, path or "top level"), model
         children = []
-        for name, field in model.model_fields.items():
+        for name in _field_order(model):
+            field = model.model_fields[name]
             for child, suffix in _nested_models(field.annotation):
                 children.append((f"{path}.{name}{suffix}".lstrip("."), child))
         queue[0:0] = children
@@ -282,6 +283,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _field_order(model: type[BaseModel]) -> list[str]:
+    """A model's own keys first, then inherited ones; a model that installed plugins
+    extend (``config_model()``: a subclass of the same name) keeps its base's order, with
+    the plugins' kinds after the built-ins."""
+    base = model.__mro__[1]
+    if issubclass(base, BaseModel) and base.__name__ == model.__name__:
+        order = _field_order(base)
+        return order + [n for n in model.model_fields if n not in order]
+    own = [n for n in model.model_fields if n in vars(model).get("__annotations__", {})]
+    return own + [n for n in model.model_fields if n not in own]
+
+
 def _section(title: str, model: type[BaseModel]) -> str:
     doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     rows = [
@@ -294,9 +307,7 @@ def _section(title: str, model: type[BaseModel]) -> str:
         "| Key | Type | Default | Allowed | Description |",
         "| --- | --- | --- | --- | --- |",
     ]
-    own = [n for n in model.model_fields if n in vars(model).get("__annotations__", {})]
-    ordered = own + [n for n in model.model_fields if n not in own]
-    for name in ordered:
+    for name in _field_order(model):
         field = model.model_fields[name]
         cells = [
             f"`{name}`",

@@ -374,20 +374,29 @@ def config_model() -> type[Config]:
         for kind, model in plugins.triggers.items()
     }
     trigger = create_model(
-        "TriggerConfig", __base__=TriggerConfig, __module__=__name__, **trigger_fields
+        "TriggerConfig",
+        __base__=TriggerConfig,
+        __module__=__name__,
+        __doc__=TriggerConfig.__doc__,
+        **trigger_fields,
     )
     connection_fields: dict[str, Any] = {
         kind: (dict[str, model], Field(default_factory=dict, description=_summary(model)))  # type: ignore[valid-type]
         for kind, model in plugins.connections.items()
     }
     connections = create_model(
-        "Connections", __base__=Connections, __module__=__name__, **connection_fields
+        "Connections",
+        __base__=Connections,
+        __module__=__name__,
+        __doc__=Connections.__doc__,
+        **connection_fields,
     )
     base_fn = FunctionConfig.model_fields
     function = create_model(
         "FunctionConfig",
         __base__=FunctionConfig,
         __module__=__name__,
+        __doc__=FunctionConfig.__doc__,
         triggers=(list[trigger], base_fn["triggers"]),
     )
     base = Config.model_fields
@@ -395,6 +404,7 @@ def config_model() -> type[Config]:
         "Config",
         __base__=Config,
         __module__=__name__,
+        __doc__=Config.__doc__,
         connections=(
             connections,
             Field(default_factory=connections, description=base["connections"].description),

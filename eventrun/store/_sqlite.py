@@ -52,6 +52,10 @@ __all__ = ["SqliteStore"]
 _log = structlog.get_logger("eventrun.store")
 _T = TypeVar("_T")
 
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the file's layout: a file with a higher one was written by a
+newer eventrun and is refused, never reset (files from before versioning read as 0)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,7 +123,10 @@ class SqliteStore:
     Use as ``async with SqliteStore(path) as store``; the parent directory is created.
     ``clock`` (default: the system's) stamps ``enqueued_at`` and expires kv claims in
     :meth:`kv_get`.
-    Every method raises :class:`StoreError` when SQLite fails or the store is closed.
+    Every method raises :class:`StoreError` when SQLite fails or the store is closed; a
+    full disk fails the write (nothing of it is kept) and the next write after space
+    returns succeeds. Opening refuses a file that is not a database or was written by a
+    newer eventrun (``SCHEMA_VERSION``), leaving it untouched.
     """
 
     def __init__(
@@ -172,10 +179,19 @@ class SqliteStore:
             check_same_thread=False,
         )
         try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the SQLite store {self.path} has schema version {version}, written by a "
+                    f"newer eventrun (this one reads up to {SCHEMA_VERSION}): upgrade eventrun, "
+                    "or point store.url at another file; the file is left as it is"
+                )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(_SCHEMA)
             conn.executescript(_STATS)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.close()
             raise
@@ -201,6 +217,11 @@ class SqliteStore:
                     raise
                 return result
             except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise StoreError(
+                        f"SQLite store {self.path}: {exc}: nothing was written; free space on "
+                        "that filesystem and writes resume by themselves"
+                    ) from exc
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
         return await anyio.to_thread.run_sync(run, limiter=limiter)

@@ -16,7 +16,8 @@ class FakeClock:
     """A clock that only moves when told to.
 
     ``sleep_until`` parks the caller until :meth:`advance` moves monotonic time past its
-    deadline. Wall time moves in step with monotonic time from ``start``.
+    deadline. Wall time moves in step with monotonic time from ``start``, except when
+    :meth:`jump_wall` moves it alone, as NTP or an operator setting the date does.
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
@@ -77,6 +78,11 @@ class FakeClock:
         self._now = target
         for _ in range(5):
             await anyio.lowlevel.checkpoint()
+
+    def jump_wall(self, seconds: float) -> None:
+        """Move wall time (``time()``) by ``seconds``, forward or back, leaving monotonic
+        time and every sleeper where they are: a clock step, not time passing."""
+        self._wall0 += seconds
 
     async def wait_for_sleepers(self, n: int = 1) -> None:
         """Wait (cooperatively) until at least ``n`` tasks sleep on this clock."""

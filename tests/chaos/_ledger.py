@@ -31,6 +31,7 @@ with nothing in flight adds nothing, so a run may well stay far below the bound.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,22 @@ class Verdict:
     unknown: list[str]
     extra: dict[str, object] = field(default_factory=dict)
 
+    def _record(self, max_duplicates: int, ordered: bool) -> None:
+        path = os.environ.get("EVENTRUN_RELIABILITY_LOG")
+        if not path:
+            return
+        line = {
+            "name": self.name,
+            "produced": self.produced,
+            "lost": len(self.lost),
+            "order_violations": len(self.violations) if ordered else None,
+            "duplicates": self.duplicates,
+            "duplicate_bound": max_duplicates,
+            **{k: v for k, v in self.extra.items() if isinstance(v, int | float | str)},
+        }
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
     def summary(self) -> str:
         figures = {
             "produced": self.produced,
@@ -183,8 +200,11 @@ class Verdict:
 
     def check(self, *, max_duplicates: int, ordered: bool = True) -> None:
         """Print the figures; assert nothing lost, at most ``max_duplicates`` records
-        handled twice (see :func:`duplicate_bound`) and (``ordered``) no order violation."""
+        handled twice (see :func:`duplicate_bound`) and (``ordered``) no order violation.
+        With ``$EVENTRUN_RELIABILITY_LOG`` set, also append them as a JSON line there, the
+        input of scripts/reliability_table.py (docs/reliability.md)."""
         print(self.summary())
+        self._record(max_duplicates, ordered)
         assert not self.unknown, f"ledger has records never produced: {self.unknown[:5]}"
         assert not self.lost, f"{len(self.lost)} records lost, e.g. {self.lost[:5]}"
         if ordered:

@@ -30,7 +30,10 @@ def _id(entry: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def test_redis_server_down_and_back_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["stop", "kill", "shutdown-nosave"])
+def test_redis_server_down_and_back_loses_nothing(tmp_path: Path, how: str) -> None:
+    """The input redis-server (AOF, fsync always) goes away mid-run and comes back with its
+    data: stopped cleanly, SIGKILLed, or ``SHUTDOWN NOSAVE``."""
     server = RedisServer(extra_args=persistent_args(tmp_path))
     server.start()
     records = plan(1200, keys=8)
@@ -52,7 +55,10 @@ def test_redis_server_down_and_back_loses_nothing(tmp_path: Path) -> None:
     try:
         _produce(client, "down", records[:800])
         wait(lambda: unique(ledger) >= 200, 60, "200 records handled")
-        server.stop()
+        if how == "stop":
+            server.stop()
+        else:
+            server.crash(how)
         stopped_at = unique(ledger)
         time.sleep(2.0)  # the outage itself: nothing to wait for while the server is gone
         server.start()
@@ -68,7 +74,11 @@ def test_redis_server_down_and_back_loses_nothing(tmp_path: Path) -> None:
         server.stop()
     assert stopped_at < len(records), "the run finished before the outage"
     verdict(
-        "redis-outage", records, ledger, handled_at_outage=stopped_at, poll_errors=poll_errors
+        f"redis-outage-{how}",
+        records,
+        ledger,
+        handled_at_outage=stopped_at,
+        poll_errors=poll_errors,
     ).check(
         max_duplicates=duplicate_bound(
             disruptions=1, batch_size=10, shards=1, parallelization_factor=2, concurrency=2

@@ -36,6 +36,7 @@ from eventrun.config import (
 )
 from eventrun.config._docgen import EXAMPLE
 from eventrun.config._duration import format_duration, parse_duration
+from eventrun.config._plugins import plugin_models
 from eventrun.config._types import Range, render_value
 from eventrun.exceptions import ConfigError
 from tests._hypothesis import examples
@@ -106,6 +107,10 @@ def trig(kind: str, body: str) -> str:
 
 
 E = "eventrun.yaml: "
+# the built-in kinds, then those of installed plugins (`make setup` installs plugins/*)
+KINDS = ", ".join(
+    ["sqs", "kafka", "redis_streams", "http", "cron", "filewatch", *plugin_models().triggers]
+)
 KT = "functions.f.triggers[0].kafka."
 BAD = [
     # unknown keys, at several depths
@@ -299,13 +304,12 @@ BAD = [
     (
         "functions:\n  f:\n    handler: app:h\n    triggers:\n"
         "      - {cron: {schedule: x}, http: {path: /}}\n",
-        E + "functions.f.triggers[0]: must have exactly one trigger kind (sqs, kafka, "
-        "redis_streams, http, cron, filewatch), got cron and http",
+        E + f"functions.f.triggers[0]: must have exactly one trigger kind ({KINDS}), "
+        "got cron and http",
     ),
     (
         "functions:\n  f:\n    handler: app:h\n    triggers: [{}]\n",
-        E + "functions.f.triggers[0]: must have one trigger kind (sqs, kafka, redis_streams, "
-        "http, cron, filewatch), got nothing",
+        E + f"functions.f.triggers[0]: must have one trigger kind ({KINDS}), got nothing",
     ),
     # per-kind rules
     (

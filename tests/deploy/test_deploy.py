@@ -226,7 +226,10 @@ def test_keda_triggers_watch_what_eventrun_has() -> None:
     prometheus = triggers["prometheus"]["metadata"]
     assert {"serverAddress", "query", "threshold"} <= prometheus.keys()
     assert "eventrun_concurrency_saturation" in prometheus["query"]
-    assert '"eventrun_concurrency_saturation"' in (ROOT / "eventrun" / "_metrics.py").read_text()
+    assert (
+        '"eventrun_concurrency_saturation"'
+        in (ROOT / "eventrun" / "observe" / "_metrics.py").read_text()
+    )
     assert 0 < float(prometheus["threshold"]) <= 1
     assert spec["minReplicaCount"] >= 1
     assert spec["maxReplicaCount"] > spec["minReplicaCount"]

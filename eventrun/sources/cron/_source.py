@@ -69,6 +69,9 @@ CLAIM_LEAD_S = 0.25
 """Wake this long before a tick to claim it, so the store round trip is not jitter."""
 MAX_SLEEP_S = 60.0
 """Re-read wall time at least this often while waiting (NTP steps, suspend)."""
+JUMP_S = 5.0
+"""A tick found this late after its wait means the wall clock jumped forward (or the loop
+stalled), not a slow timer: the ticks it skipped are missed ticks, caught up as at a start."""
 EARLY_S = 1e-4
 
 
@@ -169,6 +172,12 @@ class CronSource:
             task_status.started()
             while (tick := self.schedule.next_after(cursor)) is not None:
                 await self._sleep_until_wall(ctx, tick - CLAIM_LEAD_S)
+                if ctx.clock.time() - tick > JUMP_S:
+                    # the wall clock jumped forward past ticks (or the loop stalled): the
+                    # ticks it skipped are missed ticks, caught up as at a start, never a
+                    # storm of one fire per skipped tick
+                    cursor = await self._catch_up(ctx, tg, cursor, ctx.clock.time())
+                    continue
                 won = await self._claim(ctx, tick)
                 event = self.event(tick) if won else None
                 try:
@@ -206,22 +215,31 @@ class CronSource:
             log.warning("cron.cursor_invalid", function=self.spec.function, value=repr(raw))
             cursor = None
         if cursor is not None and cursor < now:
-            ticks = recent_ticks(self.schedule, cursor, now, self.catch_up)
-            first_missed = self.schedule.next_after(cursor)
-            if first_missed is not None and first_missed <= now and first_missed not in ticks:
-                log.warning(
-                    "cron.ticks_dropped",
-                    function=self.spec.function,
-                    first_missed=_iso(first_missed),
-                    catch_up=self.catch_up,
-                )
-            for tick in ticks:
-                if await self._claim(ctx, tick):
-                    await self._dispatch(ctx, tg, tick, self.event(tick))
-        if cursor is None or cursor < now:
+            return await self._catch_up(ctx, tg, cursor, now)
+        if cursor is None:
             cursor = float(int(now))
             await self._save_cursor(ctx, int(now))
         return cursor
+
+    async def _catch_up(
+        self, ctx: SourceContext, tg: TaskGroup, cursor: float, now: float
+    ) -> float:
+        """Fire the latest ``catch_up`` ticks after ``cursor`` up to ``now``, drop (and log)
+        older ones, and move the cursor to ``now``; return it."""
+        ticks = recent_ticks(self.schedule, cursor, now, self.catch_up)
+        first_missed = self.schedule.next_after(cursor)
+        if first_missed is not None and first_missed <= now and first_missed not in ticks:
+            log.warning(
+                "cron.ticks_dropped",
+                function=self.spec.function,
+                first_missed=_iso(first_missed),
+                catch_up=self.catch_up,
+            )
+        for tick in ticks:
+            if await self._claim(ctx, tick):
+                await self._dispatch(ctx, tg, tick, self.event(tick))
+        await self._save_cursor(ctx, int(now))
+        return float(int(now))
 
     async def _claim(self, ctx: SourceContext, tick: int) -> bool | None:
         """True if this replica fires ``tick``; None when the store failed (not fired)."""

@@ -480,3 +480,52 @@ async def test_serial_invocations_that_fail_are_logged_and_the_next_tick_runs() 
     assert (failed[1]["request_id"], failed[1]["function_error"]) == ("r-2", "Unhandled")
     fired = [e for e in logs if e["event"] == "cron.fired"]
     assert [f.get("request_id") for f in fired] == ["r-2"]  # the one that ran at all
+
+
+async def test_wall_clock_jumping_forward_an_hour_fires_only_catch_up_ticks() -> None:
+    """NTP or an operator steps the clock an hour ahead: the 60 ticks it skipped are missed
+    ticks, the latest ``catch_up`` of them fire, not one fire per skipped tick."""
+    clock = FakeClock(START)
+    async with serving("rate(1 minute)", clock=clock, catch_up=2) as ctx:
+        await clock.advance(40)
+        assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:14:00Z"]
+        clock.jump_wall(3600)
+        # the source wakes for 22:15's claim (0.25 s early), finds the wall clock at
+        # 23:14:59.8, and catches up instead of firing 22:15 .. 23:14 one by one
+        await clock.advance(59.8)
+        times = [e["time"] for e in ctx.async_events]
+        assert times == [
+            "2023-11-14T22:14:00Z",
+            "2023-11-14T23:13:00Z",
+            "2023-11-14T23:14:00Z",
+        ], times
+        await clock.advance(60)
+        assert ctx.async_events[-1]["time"] == "2023-11-14T23:15:00Z"
+        assert len(ctx.async_events) == 4
+
+
+async def test_wall_clock_jumping_back_an_hour_fires_no_tick_twice() -> None:
+    clock = FakeClock(START)
+    async with serving("rate(1 minute)", clock=clock) as ctx:
+        await clock.advance(40 + 60)  # 22:14 and 22:15 fired
+        clock.jump_wall(-3600)
+        await clock.advance(30 * 60)  # wall time is 21:45 after this: nothing is due again
+        assert [e["time"] for e in ctx.async_events] == [
+            "2023-11-14T22:14:00Z",
+            "2023-11-14T22:15:00Z",
+        ]
+        await clock.advance(31 * 60)  # wall time reaches 22:16 again
+        times = [e["time"] for e in ctx.async_events]
+    assert times[-1] == "2023-11-14T22:16:00Z"
+    assert len(times) == len(set(times)) == 3
+
+
+async def test_monotonic_timers_ignore_wall_clock_jumps() -> None:
+    """A jump changes when wall-time ticks are due, never the monotonic sleeps behind
+    them: an hour ahead then back again leaves the schedule where it was."""
+    clock = FakeClock(START)
+    async with serving("rate(1 minute)", clock=clock, catch_up=0) as ctx:
+        clock.jump_wall(3600)
+        clock.jump_wall(-3600)
+        await clock.advance(40)
+    assert [e["time"] for e in ctx.async_events] == ["2023-11-14T22:14:00Z"]
