@@ -487,3 +487,31 @@ def test_status_page_charts_the_last_minutes(tmp_path: Path, browser: WebDriver)
         label = charts.find_element(By.CSS_SELECTOR, dlq_svg).get_attribute("aria-label")
         assert "local:payments-dlq: depth: last" in str(label)
     print(json.dumps({"screenshot": str(shot)}))  # docs/status-page.png is this picture
+
+
+def test_the_charts_section_has_a_card_per_series_lag_included() -> None:
+    import re
+
+    from eventrun.observe import History
+    from eventrun.server._web import _charts
+
+    assert _charts(History().series()) == '<p class="muted">No samples yet.</p>'
+    history = History()
+    for n in range(3):
+        history.sample(
+            {
+                "functions": {"f": {"invocations": {"ok": 4 * n, "error": n}}},
+                "sources": {"f/kafka[0]": {"lag": {"total": 10 - n}}},
+                "dlq": {"local:f-dlq": n},
+            },
+            at=float(n),
+        )
+    html = _charts(history.series())
+    assert re.findall(r'data-series="([^"]+)"', html) == [
+        "functions/f/invocations",
+        "functions/f/errors",
+        "lag/f/kafka[0]",
+        "dlq/local:f-dlq",
+    ]
+    assert "f/kafka[0]: lag: last 8, max 10" in html
+    assert 'class="spark lag"' in html
