@@ -13,8 +13,9 @@ files under the config's folder); ``SIGHUP`` asks for the same reload (systemd's
 
 Sources, their connections and positions, the dispatchers and the async queues keep
 running. Changes a reload cannot apply without a restart (triggers, connections, server,
-store, functions added or removed; a function's ``concurrency``, which sizes its
-dispatch lanes) are logged as ``reload.restart_required`` and otherwise ignored.
+store, functions added or removed; a function's ``concurrency``, async retry settings
+and ``destinations``, which its dispatch lanes and async queue were built with) are
+logged as ``reload.restart_required`` and otherwise ignored.
 
 Every runner is hosted by a task of its own (:func:`host_runner`): a runner owns a task
 group, which must be left by the task that entered it.
@@ -47,7 +48,15 @@ __all__ = ["host_runner", "reload_runtime", "serve_reloads"]
 log = structlog.get_logger("eventrun.reload")
 
 _RESTART_SECTIONS = ("connections", "server", "store")
-_RESTART_FIELDS = ("triggers", "concurrency")
+# what sizes the dispatch lanes and the async-invocation queue, fixed at start
+_RESTART_FIELDS = (
+    "triggers",
+    "concurrency",
+    "maximum_retry_attempts",
+    "maximum_event_age",
+    "retry_delay",
+    "destinations",
+)
 
 
 async def host_runner(
@@ -176,11 +185,15 @@ async def _reload_once(runtime: Runtime, path: Path, *, code_changed: bool) -> N
 
 
 def _relevant(config: Path) -> Any:
+    """The watch filter: the config file (however its path is spelled) and ``.py``
+    files outside ``__pycache__``."""
+    real = config.resolve()
+
     def accept(_change: Any, path: str) -> bool:
         p = Path(path)
-        if p == config:
-            return True
-        return p.suffix == ".py" and "__pycache__" not in p.parts
+        if p.suffix == ".py":
+            return "__pycache__" not in p.parts
+        return p.name == real.name and p.parent.resolve() == real.parent
 
     return accept
 
@@ -228,6 +241,6 @@ async def serve_reloads(
                 task_status.started()
             if not changes:
                 continue
-            code = any(Path(p) != config for _, p in changes)
+            code = any(Path(p).suffix == ".py" for _, p in changes)
             async with lock:
                 await _reload_once(runtime, config, code_changed=code)

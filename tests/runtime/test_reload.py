@@ -103,6 +103,14 @@ def test_reload_applies_a_config_edit_and_refuses_an_invalid_one(http_app: Path)
         assert "no_such_key" in str(failed["error"])
         assert get(d) == "v1 bonjour"
 
+        # what the async queue was built with needs a restart: said, and the rest applied
+        edited = HTTP_CONFIG.replace("min_warm: 1", "min_warm: 1\n    maximum_retry_attempts: 0")
+        write(http_app, edited.replace("hello}", "hallo}"))
+        warned = nth_event(d, "reload.restart_required", 1)
+        assert warned["changes"] == ["functions.hello.maximum_retry_attempts"]
+        nth_event(d, "reload.done", 2)
+        assert get(d) == "v1 hallo"
+
 
 def test_sighup_reloads_a_daemon_without_watching(http_app: Path) -> None:
     with daemon(http_app) as d:
