@@ -22,6 +22,7 @@ from eventrun.observe import _tracing as tracing
 from eventrun.observe import record_carrier
 from eventrun.pytest_plugin import EventrunApp, Message
 from tests._daemon import daemon
+from tests.fixtures.moto import MotoServer
 from tests.fixtures.otlp import OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -240,3 +241,51 @@ def test_a_daemon_exports_one_trace_across_three_stages(
     invoke_later = next(s for s in spans if s.name == "invoke later")
     assert invoke_later.parent_span_id == queued_run.span_id
     assert done[1]["traceparent"].split("-")[1:3] == [third, queued_run.span_id]
+
+
+SQS_CONFIG = """
+connections:
+  sqs: {{main: {{endpoint_url: "{endpoint}", region: us-east-1}}}}
+functions:
+  relay:
+    handler: relay.handler
+    triggers:
+      - sqs: {{connection: main, queue_url: "{inbox}", on_success: "sqs:main/{outbox}"}}
+"""
+
+
+@pytest.mark.sqs
+def test_an_sqs_aws_trace_header_continues_into_the_batch_and_onto_the_next_queue(
+    tmp_path: Path, moto: MotoServer, otlp_receiver: OtlpReceiver
+) -> None:
+    inbox, outbox = moto.create_queue(), moto.create_queue()
+    (tmp_path / "relay.py").write_text("def handler(event, context):\n    return {'ok': 1}\n")
+    config = tmp_path / "eventrun.yaml"
+    config.write_text(
+        textwrap.dedent(
+            SQS_CONFIG.format(endpoint=moto.endpoint_url, inbox=inbox.url, outbox=outbox.name)
+        )
+    )
+    xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    trace = "5759e988bd862e3fe1be46a994272793"
+    client = moto.boto3_client()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    with daemon(config, env=env):
+        client.send_message(
+            QueueUrl=inbox.url,
+            MessageBody='{"order": 1}',
+            MessageSystemAttributes={"AWSTraceHeader": {"StringValue": xray, "DataType": "String"}},
+        )
+        spans = otlp_receiver.wait_for(lambda s: any(x.name == "batch relay" for x in s))
+        received: list[dict[str, object]] = []
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            received = client.receive_message(
+                QueueUrl=outbox.url, MessageAttributeNames=["All"], WaitTimeSeconds=1
+            ).get("Messages", [])
+    [batch] = [s for s in spans if s.name == "batch relay"]
+    assert (batch.trace_id, batch.parent_span_id) == (trace, "53995c3f42cd8ad8")
+    [message] = received
+    attributes = message["MessageAttributes"]
+    assert isinstance(attributes, dict)
+    assert attributes["traceparent"]["StringValue"].split("-")[1] == trace
