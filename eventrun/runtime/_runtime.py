@@ -221,8 +221,21 @@ class Runtime:
         ``invoke.done`` at debug level (for callers that log the outcome themselves).
         ``trace_carrier``: the caller's propagation headers (an HTTP request's)."""
         fn = self.functions[function]
-        with invoke_span(function, trigger, trace_carrier) as span:
-            try:
+        try:
+            if tracing_enabled():
+                with invoke_span(function, trigger, trace_carrier) as span:
+                    result = await fn.runner.invoke(
+                        payload,
+                        request_id=request_id,
+                        wait=wait,
+                        client_context=client_context,
+                        log_done=log_done,
+                        event=event,
+                    )
+                    span.set_attribute("faas.invocation_id", result.request_id)
+                    if not result.ok:
+                        span.set_attribute("error.type", result.error_type or "Unhandled")
+            else:  # the hot path: no context manager when traces are off
                 result = await fn.runner.invoke(
                     payload,
                     request_id=request_id,
@@ -231,13 +244,9 @@ class Runtime:
                     log_done=log_done,
                     event=event,
                 )
-            except FunctionSaturated:
-                self.metrics.throttled(function)
-                raise
-            if span is not None:
-                span.set_attribute("faas.invocation_id", result.request_id)
-                if not result.ok:
-                    span.set_attribute("error.type", result.error_type or "Unhandled")
+        except FunctionSaturated:
+            self.metrics.throttled(function)
+            raise
         self.metrics.observe_duration(function, result.duration_s)
         self.metrics.count(function, trigger, result.ok)
         if not result.ok:
