@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PLUGINS     := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 PLUGIN_PKGS := $(wildcard $(addsuffix /eventrun_*,$(PLUGINS)))
 
-.PHONY: setup system-deps run test chaos fuzz coverage lint format bench soak docs clean
+.PHONY: setup system-deps node-ric run test chaos fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -23,12 +23,16 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 system-deps:
 	@bash scripts/system-deps.sh
 
+## node-ric: the official Node.js runtime interface client for the Runtime API tests (.cache/)
+node-ric: setup system-deps
+	@bash scripts/node-ric.sh >/dev/null
+
 ## run: the quickstart app (HTTP + cron + file-watch + embedded SQLite store), no broker needed
 run: setup
 	cd examples/quickstart && ../../$(BIN)/eventrun run -c eventrun.yaml
 
 ## test: the whole suite against real servers started on free loopback ports
-test: setup system-deps
+test: setup system-deps node-ric
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## chaos: the fault suite with its long variants (60 s network partitions...)
@@ -64,6 +68,7 @@ format: setup
 
 bench: setup
 	@bash scripts/system-deps.sh bench
+	@bash scripts/node-ric.sh >/dev/null
 	$(BIN)/python -m bench
 
 soak: setup

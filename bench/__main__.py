@@ -36,6 +36,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--warm", "3000", "--cold", "40"],
         ["--warm", "500", "--cold", "10"],
     ),
+    "runtime_api": (
+        "bench.runtime_api",
+        ["--warm", "3000", "--cold", "20"],
+        ["--warm", "500", "--cold", "5"],
+    ),
     # process HTTP and Kafka sit nearest their targets: more repetitions, a steadier median
     "http-process": (
         "bench.http",
@@ -158,6 +163,31 @@ def _rows_workers(d: dict[str, Any] | None) -> list[Row]:
     return [
         _max_row("Cold start p50 (fork + import)", cold, 150, "ms"),
         _max_row("Warm round trip p50 (process)", warm, 0.5, "ms"),
+    ]
+
+
+def _rows_runtime_api(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    node = "nodejs20.x (aws-lambda-ric)"
+    return [
+        _max_row(
+            "Runtime API warm round trip p50 (Node)",
+            _get(res, f"warm round trip, {node}", "p50_ms"),
+            1,
+            "ms",
+        ),
+        _max_row(
+            "Runtime API warm round trip p50 (awslambdaric)",
+            _get(res, "warm round trip, awslambdaric (command)", "p50_ms"),
+            1,
+            "ms",
+        ),
+        _max_row(
+            "Node cold start p50 (spawn to first /next)",
+            _get(res, f"cold start, {node}", "p50_ms"),
+            300,
+            "ms",
+        ),
     ]
 
 
@@ -302,6 +332,7 @@ def _rows_pipeline(d: dict[str, Any] | None) -> list[Row]:
 HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "pipeline": _rows_pipeline,
     "workers": _rows_workers,
+    "runtime_api": _rows_runtime_api,
     "http-process": lambda d: _rows_http(d, "process"),
     "http-inline": lambda d: _rows_http(d, "inline"),
     "redis_streams": _rows_redis,

@@ -19,7 +19,7 @@ import click
 from eventrun.cli._dlq import dlq
 from eventrun.cli._status import status
 from eventrun.common import one_line
-from eventrun.exceptions import EventrunError
+from eventrun.exceptions import ConfigError, EventrunError
 from eventrun.observe import quiet_logging
 
 __all__ = ["main"]
@@ -130,14 +130,34 @@ async def _run_daemon(loaded: Any, port: int | None, reload: bool = False) -> No
 def check(config: str) -> None:
     """Validate the config and import every handler; exit 2 on error."""
     from eventrun import plugins as _plugins
+    from eventrun.config import hidden_env
     from eventrun.runtime import Runtime
-    from eventrun.workers import load_handler
+    from eventrun.workers import (
+        code_directory,
+        function_environment,
+        load_handler,
+        runtime_problems,
+        uses_runtime_api,
+        version_note,
+    )
 
     quiet_logging()
     loaded = _load(config)
     try:
         for name, fn in loaded.config.functions.items():
-            load_handler(fn.handler, loaded.dir)
+            code_dir = code_directory(fn, loaded.dir)
+            if uses_runtime_api(fn.runtime, fn.command):
+                env = function_environment(
+                    name, fn, code_dir, "us-east-1", hidden=hidden_env(loaded.config)
+                )
+                found = runtime_problems(fn.runtime, fn.command, fn.handler, code_dir, env)
+                if found:
+                    raise ConfigError(f"function {name!r}: " + "; ".join(found))
+                click.echo(f"ok  function {name}: {fn.runtime} {' '.join(fn.command or [])}")
+                if not fn.command and (note := version_note(fn.runtime, env)):
+                    click.echo(f"    note: {note}")
+                continue
+            load_handler(fn.handler, code_dir)
             click.echo(f"ok  function {name}: {fn.handler}")
         runtime = Runtime(loaded, serve_http=False)
         for _fname, spec, _trig in runtime.trigger_specs():

@@ -33,7 +33,6 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -70,6 +69,7 @@ from ._triggers import (
     TriggerSpec,
 )
 from ._types import (
+    NO_VALUE,
     ConfigModel,
     Destination,
     DestinationRef,
@@ -120,6 +120,24 @@ __all__ = [
     "parse_destination",
 ]
 
+Runtime = Literal[
+    "process",
+    "inline",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+]
+"""Lambda's runtime identifiers eventrun runs; ``python3.X`` is ``process``."""
+_PROVIDED = ("provided", "provided.al2", "provided.al2023")
 _MODULE_HANDLER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _LAMBDA_HANDLER = re.compile(r"([\w.-]+/)*[A-Za-z_][\w-]*(\.[A-Za-z_]\w*)+")
 
@@ -193,10 +211,29 @@ class FunctionConfig(ConfigModel):
     """One function: its handler, limits, async-invocation behaviour and triggers."""
 
     handler: str = Field(
-        description='"package.module:attr", or Lambda style "dir/file.attr" / "file.attr".'
+        "",
+        description='"package.module:attr", or Lambda style "dir/file.attr" / "file.attr" '
+        '(nodejs*: "file.export"); required except for provided* runtimes and a command.',
     )
-    runtime: Literal["process", "inline"] = Field(
-        "process", description="process: worker processes; inline: async, in the daemon."
+    runtime: Runtime = Field(
+        "process",
+        description="process (python3.X is a synonym): Python worker processes; inline: "
+        "async, in the daemon; nodejs18.x/20.x/22.x: Node with aws-lambda-ric; provided, "
+        "provided.al2, provided.al2023: the executable 'bootstrap' in the code directory "
+        "(docs/runtimes.md).",
+    )
+    code: str | None = Field(
+        None,
+        description="The function's code directory, relative to the config file's "
+        "(default: that directory): LAMBDA_TASK_ROOT, the working directory, where "
+        "bootstrap and node_modules are found.",
+    )
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Run this Lambda Runtime API client instead (e.g. [python, -m, "
+        "awslambdaric, app.handler]); a first word with a '/' is relative to the code "
+        "directory.",
     )
     timeout: Annotated[Duration, Range(1, 900, duration=True)] = Field(
         3.0, description="Longest an invocation may run."
@@ -240,12 +277,28 @@ class FunctionConfig(ConfigModel):
         default_factory=list, description="Event sources that invoke this function."
     )
 
-    @field_validator("handler")
-    @classmethod
-    def _handler_form(cls, value: str) -> str:
+    @model_validator(mode="after")
+    def _handler_form(self) -> FunctionConfig:
+        value = self.handler
+        if self.runtime == "inline" and self.command:
+            raise problem(
+                "inline functions run in the daemon; drop 'command' or pick another runtime",
+                at="command",
+                got=NO_VALUE,
+            )
+        if self.command or self.runtime in _PROVIDED:
+            return self  # any string: the runtime reads _HANDLER its own way
+        if not value:
+            raise problem("is required", at="handler", got=NO_VALUE)
         if not (_MODULE_HANDLER.fullmatch(value) or _LAMBDA_HANDLER.fullmatch(value)):
-            raise problem('must be "package.module:function" or Lambda style "dir/file.function"')
-        return value
+            raise problem(
+                'must be "package.module:function" or Lambda style "dir/file.function"',
+                at="handler",
+                got=value,
+            )
+        if self.runtime.startswith("nodejs") and not _LAMBDA_HANDLER.fullmatch(value):
+            raise problem('must be Lambda style "dir/file.export"', at="handler", got=value)
+        return self
 
     @model_validator(mode="after")
     def _warm_within_concurrency(self) -> FunctionConfig:

@@ -1,8 +1,8 @@
 """Reloading a running daemon: new workers for changed functions, sources untouched.
 
-``eventrun run --reload`` watches the config file and the handlers' code (the ``.py``
-files under the config's folder); ``SIGHUP`` asks for the same reload (systemd's
-``ExecReload``). A reload:
+``eventrun run --reload`` watches the config file and the handlers' code (``.py``,
+``.js``/``.mjs``/``.cjs`` and ``bootstrap`` files under the config's folder); ``SIGHUP``
+asks for the same reload (systemd's ``ExecReload``). A reload:
 
 1. validates the new config and imports every handler in a fresh interpreter
    (``eventrun check``): a bad config or an import error is logged (``reload.failed``)
@@ -184,15 +184,25 @@ async def _reload_once(runtime: Runtime, path: Path, *, code_changed: bool) -> N
         log.error("reload.failed", error=one_line(str(exc)), kept="the running version")
 
 
+CODE_SUFFIXES = frozenset({".py", ".js", ".mjs", ".cjs"})
+"""Handler code the watcher reloads on: Python, and Node.js (``runtime: nodejs*``);
+a custom runtime's ``bootstrap`` counts too. node_modules and caches do not."""
+
+
+def _is_code(p: Path) -> bool:
+    if "__pycache__" in p.parts or "node_modules" in p.parts:
+        return False
+    return p.suffix in CODE_SUFFIXES or p.name == "bootstrap"
+
+
 def _relevant(config: Path) -> Any:
-    """The watch filter: the config file (however its path is spelled) and ``.py``
-    files outside ``__pycache__``."""
+    """The watch filter: the config file (however its path is spelled) and handler code."""
     real = config.resolve()
 
     def accept(_change: Any, path: str) -> bool:
         p = Path(path)
-        if p.suffix == ".py":
-            return "__pycache__" not in p.parts
+        if _is_code(p):
+            return True
         return p.name == real.name and p.parent.resolve() == real.parent
 
     return accept
@@ -241,6 +251,6 @@ async def serve_reloads(
                 task_status.started()
             if not changes:
                 continue
-            code = any(Path(p).suffix == ".py" for _, p in changes)
+            code = any(_is_code(Path(p)) for _, p in changes)
             async with lock:
                 await _reload_once(runtime, config, code_changed=code)

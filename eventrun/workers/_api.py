@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
 import anyio
 
@@ -36,7 +36,10 @@ class FunctionSettings(Protocol):
     @property
     def handler(self) -> str: ...
     @property
-    def runtime(self) -> Literal["process", "inline"]: ...
+    def runtime(self) -> str:
+        """``process`` (or ``python3.X``), ``inline``, ``nodejs*``, ``provided*``."""
+        ...
+
     @property
     def timeout(self) -> float: ...
     @property

@@ -27,7 +27,7 @@ import contextlib
 import ctypes
 import os
 
-__all__ = ["close_other_fds", "drop_capabilities", "make_undumpable"]
+__all__ = ["close_other_fds", "drop_capabilities", "holds_capabilities", "make_undumpable"]
 
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
@@ -54,6 +54,11 @@ def make_undumpable() -> None:
     if libc is not None and libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_DUMPABLE, 0): {os.strerror(err)}")
+
+
+def holds_capabilities() -> bool:
+    """Whether this process is root or holds a capability (its workers must drop them)."""
+    return _holds_capabilities()
 
 
 def _holds_capabilities() -> bool:

@@ -81,7 +81,7 @@ def test_redis_streams_link_cut_mid_run_loses_nothing(
         server.stop()
     assert cut_at < len(records), "the run finished before the partition"
     verdict(
-        "redis-partition",
+        f"redis-partition-{outage_s:.0f}s",
         records,
         ledger,
         handled_at_cut=cut_at,
@@ -152,7 +152,11 @@ async def test_kafka_link_cut_mid_run_loses_nothing(
         broker.stop()
     assert cut_at < len(records), "the run finished before the partition"
     verdict(
-        "kafka-partition", records, ledger, handled_at_cut=cut_at, recovered_s=recovered_s
+        f"kafka-partition-{outage_s:.0f}s",
+        records,
+        ledger,
+        handled_at_cut=cut_at,
+        recovered_s=recovered_s,
     ).check(
         max_duplicates=duplicate_bound(
             disruptions=1, batch_size=20, shards=3, parallelization_factor=2, concurrency=4
@@ -237,9 +241,13 @@ def test_sqs_link_cut_mid_run_loses_nothing(
     bound = duplicate_bound(
         disruptions=1, batch_size=5, shards=4, parallelization_factor=1, concurrency=2
     )
-    verdict("sqs-partition", records, ledger, handled_at_cut=cut_at, recovered_s=recovered_s).check(
-        max_duplicates=bound, ordered=False
-    )
+    verdict(
+        f"sqs-partition-{outage_s:.0f}s",
+        records,
+        ledger,
+        handled_at_cut=cut_at,
+        recovered_s=recovered_s,
+    ).check(max_duplicates=bound, ordered=False)
 
 
 @pytest.mark.redis

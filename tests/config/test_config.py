@@ -163,7 +163,10 @@ BAD = [
     ("- a\n", E + 'must be a mapping, got ["a"]'),
     (
         fn("runtime: lambda"),
-        E + "functions.f.runtime: must be one of 'process' or 'inline', got 'lambda'",
+        E + "functions.f.runtime: must be one of 'process', 'inline', 'python3.9', "
+        "'python3.10', 'python3.11', 'python3.12', 'python3.13', 'python3.14', 'nodejs18.x', "
+        "'nodejs20.x', 'nodejs22.x', 'provided', 'provided.al2' or 'provided.al2023', "
+        "got 'lambda'",
     ),
     (fn("environment: {A: [1]}"), E + "functions.f.environment.A: must be a string, got [1]"),
     (
@@ -536,9 +539,9 @@ def test_every_problem_is_reported() -> None:
         E + "server.port: must be 0..65535, got -1",
         E + "functions.f.timeout: must be 1s..15m, got 0",
         E + "functions.f.memory_mb: must be 128..10240, got 1",
-        E + "functions.f.colour: unknown key (expected one of: handler, runtime, timeout, "
-        "memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, destinations, "
-        "maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
+        E + "functions.f.colour: unknown key (expected one of: handler, runtime, code, command, "
+        "timeout, memory_mb, concurrency, min_warm, max_requests, environment, inherit_env, "
+        "destinations, maximum_retry_attempts, maximum_event_age, retry_delay, triggers)",
     ]
     assert str(info.value) == info.value.problems[0]
 

@@ -308,3 +308,38 @@ def test_bytecode_of_an_edit_within_the_second_is_dropped(tmp_path: Path) -> Non
     assert drop_stale_bytecode(tmp_path) == 1
     assert not stale.exists()
     assert kept.exists()
+
+
+def test_the_watcher_reloads_on_handler_code_and_the_config_only(tmp_path: Path) -> None:
+    from eventrun.runtime._reload import _relevant
+
+    config = tmp_path / "eventrun.yaml"
+    accept = _relevant(config)
+    for path in ["app.py", "fns/orders/index.js", "fns/orders/index.mjs", "fns/go/bootstrap"]:
+        assert accept(None, str(tmp_path / path)), path
+    for path in [
+        "__pycache__/app.cpython-311.pyc",
+        "__pycache__/x.py",
+        "fns/orders/node_modules/x/index.js",
+        ".eventrun/state.db",
+        "inbox/data.csv",
+        "other.yaml",
+    ]:
+        assert not accept(None, str(tmp_path / path)), path
+    assert accept(None, str(config))
+    assert accept(None, str(tmp_path / "." / "eventrun.yaml"))  # spelled another way
+
+
+def test_a_runtime_api_invocation_carries_the_invocation_spans_trace_header() -> None:
+    from eventrun.common import TRACE_HEADER
+    from eventrun.workers._rapi_invoke import trace_id
+
+    fresh = trace_id()
+    assert fresh.startswith("Root=1-")
+    assert fresh.endswith(";Sampled=0")
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    token = TRACE_HEADER.set(header)
+    try:
+        assert trace_id() == header
+    finally:
+        TRACE_HEADER.reset(token)
