@@ -61,6 +61,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "rabbitmq": ("bench.rabbitmq", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
     "nats": ("bench.nats", ["--reps", "5"], ["--reps", "1", "--messages", "20000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
+    "mqtt": ("bench.mqtt", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
     "pipeline": (
         "bench.pipeline",
         ["-n", "10000", "--repeat", "3"],
@@ -285,6 +286,14 @@ def _rows_sqs(d: dict[str, Any] | None) -> list[Row]:
     ]
 
 
+def _rows_mqtt(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row("MQTT process vs plain paho loop", _get(res, "process", "ratio_vs_plain"), 0.7),
+        _ratio_row("MQTT inline vs plain paho loop", _get(res, "inline", "ratio_vs_plain"), 0.7),
+    ]
+
+
 def _rows_cron(d: dict[str, Any] | None) -> list[Row]:
     return [_max_row("Cron fire-time jitter p99", _get(d, "p99_ms"), 10, "ms")]
 
@@ -340,6 +349,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "rabbitmq": _rows_rabbitmq,
     "nats": _rows_nats,
     "sqs": _rows_sqs,
+    "mqtt": _rows_mqtt,
     "cron_jitter": _rows_cron,
     "filewatch": _rows_filewatch,
     "memory": _rows_memory,

@@ -37,9 +37,10 @@ class Daemon:
     ) -> None:
         """``new_session``: run the daemon as the leader of its own session and process
         group, like a shell's foreground job, so that :meth:`interrupt` can send Ctrl-C's
-        SIGINT to the whole group as a terminal does. ``command_prefix`` runs it through
-        another command that execs it, such as ``ip netns exec NAME`` (its HTTP port is
-        then inside that namespace)."""
+        SIGINT to the whole group as a terminal does. ``args`` go to ``eventrun run``
+        as they are; a ``config`` ending in ``template.yaml`` is passed with ``-t``.
+        ``command_prefix`` runs it through another command that execs it, such as
+        ``ip netns exec NAME`` (its HTTP port is then inside that namespace)."""
         self.config = config
         self.command_prefix = list(command_prefix or [])
         self._own_port = port is None  # chosen here: may move if another process took it
@@ -95,8 +96,9 @@ class Daemon:
                 "-m",
                 "eventrun",
                 "run",
-                "-c",
+                "-t" if self.config.name.endswith("template.yaml") else "-c",
                 str(self.config),
+                *self.args,
                 "--port",
                 str(self.port),
                 "--log-format",

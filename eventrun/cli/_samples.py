@@ -156,6 +156,42 @@ def http(
     }
 
 
+def http_v1(method: str = "GET", path: str = "/hello", stage: str = "Prod") -> dict[str, Any]:
+    """A REST API proxy event (payload format 1.0)."""
+    now = time.time()
+    headers = {"content-type": "application/json", "host": "127.0.0.1:9000"}
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "eventrun",
+            "resourcePath": path,
+            "httpMethod": method,
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "path": path if stage == "$default" else f"/{stage}{path}",
+            "accountId": ACCOUNT,
+            "protocol": "HTTP/1.1",
+            "stage": stage,
+            "domainPrefix": "127",
+            "requestTimeEpoch": int(now * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "curl/8.0"},
+            "domainName": "127.0.0.1:9000",
+            "apiId": "eventrun",
+        },
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+
 def redis(data: str = '{"hello": "world"}') -> dict[str, Any]:
     ms = int(time.time() * 1000)
     entry = f"{ms}-0"

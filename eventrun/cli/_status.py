@@ -135,16 +135,27 @@ def _fetch(url: str) -> dict[str, Any]:
 @click.command()
 @click.option("--url", help="The daemon (default: the config's server address).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and exit.")
-@click.option("-c", "--config", default="eventrun.yaml", show_default=True, help="Config file.")
+@click.option("-c", "--config", default=None, help="Config file (default ./eventrun.yaml).")
+@click.option(
+    "-t",
+    "--template",
+    default=None,
+    help="A SAM template run with -t: its daemon listens where -c says, else the default.",
+)
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
-def status(url: str | None, as_json: bool, config: str, interval: float) -> None:
+def status(
+    url: str | None, as_json: bool, config: str | None, template: str | None, interval: float
+) -> None:
     """Live table of a running daemon: functions, workers, in-flight, rates, lag, errors,
     DLQ depth (Ctrl-C to quit; printed once when stdout is not a terminal)."""
     from eventrun.observe import quiet_logging
 
     quiet_logging()
     try:
-        base = daemon_url(url, config)
+        if config is None and template is not None:
+            base = url or DEFAULT_URL  # a template alone: the server's defaults
+        else:
+            base = daemon_url(url, config or "eventrun.yaml")
         doc = _fetch(base)
     except EventrunError as exc:
         click.echo(f"error: {one_line(str(exc))}", err=True)

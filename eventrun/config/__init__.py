@@ -10,7 +10,8 @@ May import: ``eventrun.exceptions`` and ``eventrun.common`` only; config is data
 imports nothing of the runtime.
 
 Exports: the models (``Config``, ``FunctionConfig``, one ``*Trigger`` per kind, the
-connection models), ``load_config``, ``parse_config``, ``config_json_schema``.
+connection models), ``load_config``, ``parse_config``, ``parse_document``,
+``validate_config``, ``config_json_schema``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from eventrun.config._root import (
     TRIGGER_KINDS,
     AuthConfig,
     BatchControls,
+    Binding,
     Config,
     ConnectionModel,
     Connections,
@@ -54,6 +56,8 @@ from eventrun.config._root import (
     load_config,
     parse_config,
     parse_destination,
+    parse_document,
+    validate_config,
 )
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "TRIGGER_KINDS",
     "AuthConfig",
     "BatchControls",
+    "Binding",
     "Config",
     "ConnectionModel",
     "Connections",
@@ -95,4 +100,6 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_destination",
+    "parse_document",
+    "validate_config",
 ]

@@ -47,6 +47,7 @@ def cross_check(config: Config) -> Iterator[Problem]:
                     "connection names must be letters, digits, '.', '-' and '_'",
                     render_value(name),
                 )
+    yield from _check_bindings(config)
     http_routes: dict[str, tuple[frozenset[str], list[str | int]]] = {}
     for fname, fn in config.functions.items():
         base: list[str | int] = ["functions", fname]
@@ -61,6 +62,15 @@ def cross_check(config: Config) -> Iterator[Problem]:
             yield from _check_trigger(config, loc, trigger)
             if isinstance(trigger.spec, HttpTrigger):
                 yield from _check_route(http_routes, loc, trigger.spec)
+
+
+def _check_bindings(config: Config) -> Iterator[Problem]:
+    for key, binding in config.bindings.items():
+        for section in ("sqs", "kafka"):
+            name = getattr(binding, section)
+            if name is not None and name not in getattr(config.connections, section):
+                loc: list[str | int] = ["bindings", key, section]
+                yield (loc, _must_name(config, section), render_value(name))
 
 
 def _check_route(

@@ -12,7 +12,7 @@ The models live in ``_config_connections`` (connections, server, store),
 (filters, on_success routes); they are all re-exported here, the public place.
 This module imports nothing of the runtime.
 
-Why this module is about 400 lines: the root models, loading and the plugin-extended model
+Why this module is over 400 lines: the root models, loading and the plugin-extended model
 belong together; reference checks are in ``_references``.
 """
 
@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 
 from eventrun.exceptions import ConfigError
 
+from ._bindings import Binding
 from ._connections import (
     AuthConfig,
     ConnectionModel,
@@ -85,6 +86,7 @@ __all__ = [
     "TRIGGER_KINDS",
     "AuthConfig",
     "BatchControls",
+    "Binding",
     "Config",
     "ConnectionModel",
     "Connections",
@@ -118,6 +120,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_destination",
+    "parse_document",
+    "validate_config",
 ]
 
 Runtime = Literal[
@@ -225,8 +229,8 @@ class FunctionConfig(ConfigModel):
     code: str | None = Field(
         None,
         description="The function's code directory, relative to the config file's "
-        "(default: that directory): LAMBDA_TASK_ROOT, the working directory, where "
-        "bootstrap and node_modules are found.",
+        "(default: that directory): LAMBDA_TASK_ROOT, first on sys.path, the working "
+        "directory, where bootstrap and node_modules are found.",
     )
     command: list[str] | None = Field(
         None,
@@ -323,6 +327,11 @@ class Config(ConfigModel):
     shutdown_grace: Annotated[Duration, Range(0, 900, duration=True)] = Field(
         25.0, description="How long shutdown waits for in-flight work before giving up."
     )
+    bindings: dict[str, Binding] = Field(
+        default_factory=dict,
+        description="With -t template.yaml: template logical IDs or ARNs bound to a queue on "
+        "an SQS connection, a Kafka connection, a directory or a value (docs/sam.md).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -356,6 +365,10 @@ class LoadedConfig:
         """``path`` resolved against the config directory (absolute paths unchanged)."""
         return self.dir / path
 
+    def code_dir(self, function: FunctionConfig) -> Path:
+        """The function's code directory (task root): its ``code``, else the config's."""
+        return self.dir / function.code if function.code else self.dir
+
 
 def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate YAML text as a config; ``filename`` prefixes every problem line.
@@ -364,13 +377,31 @@ def parse_config(text: str, *, filename: str, environ: Mapping[str, str] | None 
     unset variables stop before model validation).
     """
     env = os.environ if environ is None else environ
+    _raw, data = parse_document(text, filename=filename, environ=env)
+    return validate_config(data, filename=filename, environ=env)
+
+
+def parse_document(
+    text: str, *, filename: str, environ: Mapping[str, str] | None = None
+) -> tuple[object, object]:
+    """The YAML document as written and with ``${VAR}`` interpolated, not validated
+    (``eventrun run -t`` merges it with a template's translation). Raises ConfigError."""
+    env = os.environ if environ is None else environ
     try:
-        data = parse_yaml(text, filename)
+        raw = parse_yaml(text, filename)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    data, problems = interpolate(data, env, filename)
+    data, problems = interpolate(raw, env, filename)
     if problems:
         raise ConfigError(problems[0], problems)
+    return raw, data
+
+
+def validate_config(
+    data: object, *, filename: str, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate an (interpolated) document as a config; problems name ``filename``."""
+    env = os.environ if environ is None else environ
     try:
         return config_model().model_validate(data, context={"environ": env})
     except ValidationError as exc:

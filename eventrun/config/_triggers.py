@@ -196,6 +196,11 @@ class KafkaTrigger(BatchControls):
     starting_position_timestamp: Timestamp | None = Field(
         None, description="Epoch seconds or ISO 8601; required with AT_TIMESTAMP."
     )
+    event_source_arn: str | None = Field(
+        None,
+        description="An Amazon MSK cluster ARN: events are Lambda's MSK events "
+        '(eventSource "aws:kafka", eventSourceArn) instead of self-managed Kafka ones.',
+    )
 
     @field_validator("topic_pattern")
     @classmethod
@@ -262,6 +267,7 @@ class RedisStreamsTrigger(BatchControls):
         return value
 
 
+_GREEDY = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\+\}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*")
 
 
@@ -289,7 +295,10 @@ class CorsConfig(ConfigModel):
 class HttpTrigger(ConfigModel):
     """A function URL on the daemon's HTTP server (payload format 2.0)."""
 
-    path: str = Field(description="URL path, starting with /; {name} segments are parameters.")
+    path: str = Field(
+        description="URL path, starting with /; {name} segments are parameters, a last "
+        "{name+} takes the rest of the path (API Gateway's {proxy+})."
+    )
     methods: Annotated[list[str], BeforeValidator(_methods), Field(min_length=1)] = Field(
         default_factory=lambda: ["GET", "POST"], description='HTTP methods, or ["*"].'
     )
@@ -297,12 +306,21 @@ class HttpTrigger(ConfigModel):
         "token", description="token: require a bearer token; none: public."
     )
     cors: CorsConfig | None = Field(None, description="CORS headers; unset: none.")
+    payload_format: Literal["2.0", "1.0"] = Field(
+        "2.0",
+        description='"2.0": HTTP API / function URL event; "1.0": REST API proxy event '
+        "(API Gateway's payload format 1.0) and its response mapping.",
+    )
+    stage: str = Field("$default", description="requestContext.stage of the events.")
 
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise problem("must start with /")
+        greedy = _GREEDY.search(value)
+        if greedy is not None and greedy.end() != len(value):
+            raise problem("may have a greedy {name+} parameter only as its last segment")
         return value
 
 

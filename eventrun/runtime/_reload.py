@@ -212,10 +212,13 @@ async def serve_reloads(
     runtime: Runtime,
     *,
     watch: bool,
+    reloadable: bool = True,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Reload on SIGHUP, and on file changes when ``watch``, until cancelled. Started
-    (``reload.ready``) once SIGHUP is handled and the watcher is set up."""
+    (``reload.ready``) once SIGHUP is handled and the watcher is set up. Not
+    ``reloadable`` (a config made from a SAM template): SIGHUP only logs that a restart
+    is needed."""
     config = runtime.loaded.path
     lock = anyio.Lock()
 
@@ -223,6 +226,9 @@ async def serve_reloads(
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:
+                if not reloadable:
+                    log.warning("reload.unsupported", reason="a -t template run: restart it")
+                    continue
                 async with lock:
                     await _reload_once(runtime, config, code_changed=True)
 

@@ -387,7 +387,7 @@ class Runtime:
         assert self._runners is not None
         hidden = hidden_env(self.config)
         runner: FunctionRunner = await self._runners.start(
-            host_runner, name, cfg, self.loaded.dir, hidden, retire
+            host_runner, name, cfg, self.loaded.code_dir(cfg), hidden, retire
         )
         return runner
 

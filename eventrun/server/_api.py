@@ -24,6 +24,7 @@ import binascii
 import hmac
 import json
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
@@ -60,6 +61,9 @@ from eventrun.server._web import session_cookie, web_routes
 
 if TYPE_CHECKING:
     from eventrun.server._view import ServedRuntime
+
+_GREEDY = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+\}")
+"""A greedy path parameter, ``{proxy+}``: one or more whole segments."""
 
 __all__ = ["build_app", "serve_api"]
 
@@ -268,18 +272,23 @@ def build_app(runtime: ServedRuntime, *, port: int | None = None) -> Starlette:
         StarletteRoute("/status", auth.guard_admin(status), methods=["GET"]),
         StarletteRoute("/openapi.json", auth.guard_admin(openapi), methods=["GET"]),
     ]
+    greedy: list[StarletteRoute] = []
     for route in runtime.routes:
         endpoint = auth.guard(route.endpoint) if route.auth else route.endpoint
         # Starlette treats methods=None on a function endpoint as GET only: spell "*" out
         methods = list(ANY_METHOD) if "*" in route.methods else list(route.methods)
-        mounted = StarletteRoute(route.path, endpoint, methods=methods)
+        path = _GREEDY.sub(r"{\1:path}", route.path)
+        mounted = StarletteRoute(path, endpoint, methods=methods)
         if route.respond is not None:
             respond: Responder = route.respond
             responders[id(mounted)] = auth.guard_responder(respond) if route.auth else respond
-        routes.append(mounted)
+        (greedy if path != route.path else routes).append(mounted)
     # after the function URLs, so a function mounted at / or /dlq keeps its path
     routes.extend(dlq_routes(runtime, auth))
     routes.extend(web_routes(runtime, auth))
+    # greedy {name+} routes (API Gateway's {proxy+}) last, the longest literal prefix
+    # first, as API Gateway prefers the most specific route
+    routes.extend(sorted(greedy, key=lambda r: -len(r.path.split("{", 1)[0])))
     server = runtime.config.server
     if port is None:
         port = runtime.bound_port if runtime.bound_port is not None else runtime.port

@@ -118,7 +118,7 @@ BAD = [
     (
         "colour: 3\n",
         E + "colour: unknown key (expected one of: connections, server, store, functions, "
-        "shutdown_grace)",
+        "shutdown_grace, bindings)",
     ),
     (fn("tiemout: 3"), E + "functions.f.tiemout: unknown key (did you mean 'timeout'?)"),
     (
@@ -135,12 +135,12 @@ BAD = [
     (
         '" \\x85": null\n',
         E + '[" \\u0085"]: unknown key (expected one of: connections, server, store, functions, '
-        "shutdown_grace)",
+        "shutdown_grace, bindings)",
     ),
     (
         '"bad\\Lkey": 1\n',
         E + '["bad\\u2028key"]: unknown key (expected one of: connections, server, store, '
-        "functions, shutdown_grace)",
+        "functions, shutdown_grace, bindings)",
     ),
     (
         'functions: {"f\\rg": {handler: "app:h"}}\n',

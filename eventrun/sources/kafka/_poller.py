@@ -438,7 +438,9 @@ class KafkaPoller:
     # -- shapes and gauges -----------------------------------------------------------
 
     def batch_event(self, records: Sequence[Record]) -> dict[str, JSON]:
-        return batch_event(records, self.bootstrap_servers)
+        return batch_event(
+            records, self.bootstrap_servers, getattr(self.spec.config, "event_source_arn", None)
+        )
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, JSON]:
         return batch_info(records, self.bootstrap_servers)

@@ -137,8 +137,12 @@ def _sparse_event(m: Any, topic: str, partition: int) -> dict[str, JSON]:
     return event
 
 
-def batch_event(records: Sequence[Record], bootstrap_servers: str) -> dict[str, JSON]:
-    """``{"eventSource": "SelfManagedKafka", "bootstrapServers", "records": {...}}``.
+def batch_event(
+    records: Sequence[Record], bootstrap_servers: str, event_source_arn: str | None = None
+) -> dict[str, JSON]:
+    """``{"eventSource": "SelfManagedKafka", "bootstrapServers", "records": {...}}``; with
+    ``event_source_arn`` (an MSK cluster's) Lambda's Amazon MSK event instead:
+    ``{"eventSource": "aws:kafka", "eventSourceArn", "bootstrapServers", "records"}``.
 
     Records are grouped by ``topic-partition`` in the order given.
     """
@@ -148,6 +152,13 @@ def batch_event(records: Sequence[Record], bootstrap_servers: str) -> dict[str, 
     else:
         for record in records:
             grouped.setdefault(record.shard, []).append(record.event)
+    if event_source_arn:
+        return {
+            "eventSource": "aws:kafka",
+            "eventSourceArn": event_source_arn,
+            "bootstrapServers": bootstrap_servers,
+            "records": grouped,
+        }
     return {
         "eventSource": "SelfManagedKafka",
         "bootstrapServers": bootstrap_servers,

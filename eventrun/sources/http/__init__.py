@@ -1,6 +1,7 @@
 """The ``http`` trigger: a Lambda function URL on the daemon's server.
 
-Requests become API Gateway HTTP API / Function URL payload format 2.0 events; the
+Requests become API Gateway HTTP API / Function URL payload format 2.0 events (1.0, the
+REST API proxy event, with ``payload_format: "1.0"``: see ``_v1``); the
 handler's return value maps back to an HTTP response exactly as Function URLs do:
 
 * a JSON object with ``statusCode`` -> that status, ``headers``, ``body`` (base64-decoded
@@ -41,6 +42,7 @@ from starlette.types import Receive, Scope
 from eventrun.abc import Route, SourceContext, SourceSpec
 from eventrun.asgi import SESSION_COOKIE, JSONBytesResponse, header, new_request_id, read_body
 from eventrun.exceptions import FunctionSaturated
+from eventrun.sources.http._v1 import bad_gateway_v1, event_v1, map_response_v1
 
 __all__ = ["HttpSource", "build_event", "create", "map_response"]
 
@@ -236,6 +238,8 @@ class HttpSource:
         self.methods: tuple[str, ...] = tuple(m.upper() for m in cfg.methods)
         self.auth = cfg.auth != "none"
         self.cors = getattr(cfg, "cors", None)
+        self.v1 = getattr(cfg, "payload_format", "2.0") == "1.0"
+        self.stage: str = getattr(cfg, "stage", "$default")
 
     async def serve(
         self, ctx: SourceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -244,14 +248,30 @@ class HttpSource:
             body = await _body_within(scope, receive, 6 * 1024 * 1024)
             if body is None:
                 return JSONResponse({"Message": "Request Entity Too Large"}, status_code=413)
+            if self.v1:
+                text = _is_text(header(scope, b"content-type") or "")
+                event = event_v1(
+                    scope,
+                    body,
+                    resource=self.path,
+                    stage=self.stage,
+                    is_text=text,
+                    token_auth=self.auth,
+                )
+            else:
+                event = _event(scope, body, self.auth)
             try:
-                outcome = await ctx.invoke(_event(scope, body, self.auth))
+                outcome = await ctx.invoke(event)
             except FunctionSaturated:
                 return JSONResponse({"Message": "Too Many Requests"}, status_code=429)
             if not outcome.ok:
-                response: Response = JSONResponse(
-                    {"Message": "Internal Server Error"}, status_code=502
+                response: Response = (
+                    bad_gateway_v1()
+                    if self.v1
+                    else JSONResponse({"Message": "Internal Server Error"}, status_code=502)
                 )
+            elif self.v1:
+                response = map_response_v1(outcome.payload)
             else:
                 response = map_response(outcome.payload)
             _set_request_id(response, outcome.request_id)
