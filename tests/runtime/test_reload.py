@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -343,3 +345,17 @@ def test_a_runtime_api_invocation_carries_the_invocation_spans_trace_header() ->
         assert trace_id() == header
     finally:
         TRACE_HEADER.reset(token)
+
+
+def test_reload_needs_a_config_file_not_a_sam_template(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text("AWSTemplateFormatVersion: '2010-09-09'\nResources: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "eventrun", "run", "-t", str(template), "--reload"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--reload needs -c" in result.stderr
