@@ -392,8 +392,8 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 
     cfg = loaded.config.functions[function]
     hidden = hidden_env(loaded.config)
-    code_dir = loaded.code_dir(cfg)
-    async with create_runner(function, cfg, config_dir=code_dir, hidden_env=hidden) as runner:
+    # create_runner applies the function's code: itself (relative to the config's folder)
+    async with create_runner(function, cfg, config_dir=loaded.dir, hidden_env=hidden) as runner:
         result = await runner.invoke(body)
     return result.ok, result.payload.decode(), result.logs
 

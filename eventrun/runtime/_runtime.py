@@ -386,8 +386,9 @@ class Runtime:
         and its in-flight invocations finished (see ``eventrun.runtime._reload``)."""
         assert self._runners is not None
         hidden = hidden_env(self.config)
+        # create_runner resolves the function's code: directory against the config's
         runner: FunctionRunner = await self._runners.start(
-            host_runner, name, cfg, self.loaded.code_dir(cfg), hidden, retire
+            host_runner, name, cfg, self.loaded.dir, hidden, retire
         )
         return runner
 
