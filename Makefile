@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PLUGINS     := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 PLUGIN_PKGS := $(wildcard $(addsuffix /eventrun_*,$(PLUGINS)))
 
-.PHONY: setup system-deps node-ric run test chaos fuzz coverage lint format bench soak docs clean
+.PHONY: setup system-deps node-ric container-deps run test deploy-test chaos fuzz coverage lint format bench soak docs clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,16 @@ chaos: setup system-deps
 	rm -f .chaos-results.jsonl
 	EVENTRUN_RELIABILITY_LOG=$(CURDIR)/.chaos-results.jsonl $(BIN)/python -m pytest tests/chaos -m "" $(PYTEST_ARGS)
 	$(BIN)/python scripts/reliability_table.py .chaos-results.jsonl > docs/reliability.md
+
+## container-deps: podman, runc, debootstrap, podman-compose, prometheus; the podman config
+## for this machine (runc, cgroupfs); the local base images (Debian+Python, Redis, Kafka, SQS)
+container-deps: setup
+	PYTHON=$(BIN)/python bash scripts/container-deps.sh
+
+## deploy-test: the image and the Compose stack built and run for real with podman (root,
+## about 5 minutes; not part of `make test`): run before a release. See deploy/README.md.
+deploy-test: setup container-deps
+	$(BIN)/python -m pytest -p no:cacheprovider -m containers tests/deploy $(PYTEST_ARGS)
 
 ## fuzz: explore the property tests with random seeds and FUZZ_SCALE times their examples,
 ## round after round for FUZZ_MINUTES; `make test` (and CI, with CI set) runs them derandomized

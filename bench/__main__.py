@@ -61,6 +61,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "rabbitmq": ("bench.rabbitmq", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
     "nats": ("bench.nats", ["--reps", "5"], ["--reps", "1", "--messages", "20000"]),
     "sqs": ("bench.sqs", [], ["--reps", "1"]),
+    "kinesis": ("bench.kinesis", [], ["--reps", "1", "--records", "2000"]),
     "mqtt": ("bench.mqtt", ["--reps", "5"], ["--reps", "1", "--messages", "10000"]),
     "pipeline": (
         "bench.pipeline",
@@ -286,6 +287,18 @@ def _rows_sqs(d: dict[str, Any] | None) -> list[Row]:
     ]
 
 
+def _rows_kinesis(d: dict[str, Any] | None) -> list[Row]:
+    res = _get(d, "results") or {}
+    return [
+        _ratio_row(
+            "Kinesis (moto) process vs GetRecords loop", _get(res, "process", "ratio_vs_plain"), 0.8
+        ),
+        _ratio_row(
+            "Kinesis (moto) inline vs GetRecords loop", _get(res, "inline", "ratio_vs_plain"), 0.8
+        ),
+    ]
+
+
 def _rows_mqtt(d: dict[str, Any] | None) -> list[Row]:
     res = _get(d, "results") or {}
     return [
@@ -349,6 +362,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any] | None], list[Row]]] = {
     "rabbitmq": _rows_rabbitmq,
     "nats": _rows_nats,
     "sqs": _rows_sqs,
+    "kinesis": _rows_kinesis,
     "mqtt": _rows_mqtt,
     "cron_jitter": _rows_cron,
     "filewatch": _rows_filewatch,

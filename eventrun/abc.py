@@ -184,6 +184,13 @@ class Poller(Protocol):
       when the broker takes shards away (a rebalance) to give back what was buffered.
     * ``extend(records, seconds)`` with ``heartbeat_interval_s``: called periodically for
       every held record (SQS visibility extension).
+    * ``on_result(records, payload)``: awaited after a batch (or its successful prefix)
+      succeeded, with those records and the handler's JSON result, before they are
+      acknowledged (tumbling-window state). Must not raise.
+
+    And one the runtime looks for: a ``state`` attribute that is None is set, before
+    ``__aenter__``, to the trigger's :class:`KeyValueState` in the store (checkpoints and
+    shard leases of the Kinesis and DynamoDB Streams pollers).
     """
 
     ordered: bool

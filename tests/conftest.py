@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.kafka",
     "tests.fixtures.moto",
+    "tests.fixtures.kinesalite",
     "tests.fixtures.netns",
     "tests.fixtures.faultproxy",
     "tests.fixtures.otlp",

@@ -392,7 +392,7 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 
     cfg = loaded.config.functions[function]
     hidden = hidden_env(loaded.config)
-    # create_runner applies the function's code: itself (relative to the config's folder)
+    # create_runner resolves the function's code: against the config directory itself
     async with create_runner(function, cfg, config_dir=loaded.dir, hidden_env=hidden) as runner:
         result = await runner.invoke(body)
     return result.ok, result.payload.decode(), result.logs
@@ -404,8 +404,9 @@ async def _invoke_standalone(loaded: Any, function: str, body: bytes) -> tuple[b
 def generate_event(
     kind: str, template: str | None, parameter_overrides: tuple[str, ...], stack_name: str | None
 ) -> None:
-    """Print a Lambda-shaped sample event: KIND is sqs, kafka, s3, schedule, http or redis;
-    with -t, FUNCTION.EVENT of the template (the event that event delivers)."""
+    """Print a Lambda-shaped sample event: KIND is sqs, kafka, kinesis, dynamodb, s3,
+    schedule, http or redis; with -t, FUNCTION.EVENT of the template (the event that event
+    delivers)."""
     from eventrun.cli._samples import SAMPLES, sample_event
 
     quiet_logging()

@@ -220,8 +220,73 @@ def redis(data: str = '{"hello": "world"}') -> dict[str, Any]:
     }
 
 
+def kinesis(data: str = '{"hello": "world"}') -> dict[str, Any]:
+    seq = "49590338271490256608559692538361571095921575989136588898"
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "1",
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(data.encode()).decode(),
+                    "approximateArrivalTimestamp": round(time.time(), 3),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": f"arn:aws:iam::{ACCOUNT}:role/eventrun",
+                "awsRegion": REGION,
+                "eventSourceARN": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/my-stream",
+            }
+        ]
+    }
+
+
+def dynamodb() -> dict[str, Any]:
+    label = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000")
+    arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/my-table/stream/{label}"
+    now = float(int(time.time()))
+    keys = {"Id": {"N": "101"}}
+    images = [
+        ("INSERT", {"NewImage": {"Message": {"S": "New item!"}, "Id": {"N": "101"}}}),
+        (
+            "MODIFY",
+            {
+                "OldImage": {"Message": {"S": "New item!"}, "Id": {"N": "101"}},
+                "NewImage": {"Message": {"S": "This item has changed"}, "Id": {"N": "101"}},
+            },
+        ),
+        ("REMOVE", {"OldImage": {"Message": {"S": "This item has changed"}, "Id": {"N": "101"}}}),
+    ]
+    records = []
+    for i, (name, image) in enumerate(images, start=1):
+        records.append(
+            {
+                "eventID": uuid.uuid4().hex,
+                "eventName": name,
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": REGION,
+                "dynamodb": {
+                    "ApproximateCreationDateTime": now,
+                    "Keys": keys,
+                    **image,
+                    "SequenceNumber": str(111 * i),
+                    "SizeBytes": 26 * i,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+                "eventSourceARN": arn,
+            }
+        )
+    return {"Records": records}
+
+
 SAMPLES: dict[str, Callable[[], dict[str, Any]]] = {
+    "dynamodb": dynamodb,
     "http": http,
+    "kinesis": kinesis,
     "kafka": kafka,
     "redis": redis,
     "s3": s3,

@@ -31,9 +31,12 @@ from ._types import NO_VALUE, ConfigModel, Duration, Int, Range, problem
 
 __all__ = [
     "AuthConfig",
+    "AwsConnection",
     "ConnectionModel",
     "Connections",
+    "DynamoDBConnection",
     "KafkaConnection",
+    "KinesisConnection",
     "RedisConnection",
     "ServerConfig",
     "SqsConnection",
@@ -184,10 +187,13 @@ def _default_region(environ: Mapping[str, str]) -> str:
     return environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or "us-east-1"
 
 
-class SqsConnection(ConnectionModel):
-    """An SQS endpoint and credentials (``connections.sqs.NAME``).
+class AwsConnection(ConnectionModel):
+    """An AWS endpoint and credentials: the one shape of ``connections.sqs``,
+    ``connections.kinesis`` and ``connections.dynamodb``.
 
-    Unset credentials fall back to the standard AWS chain (environment, profile, role).
+    Unset credentials fall back to the standard AWS chain (environment, profile, role);
+    an unset ``endpoint_url`` to botocore's (``AWS_ENDPOINT_URL_<SERVICE>``,
+    ``AWS_ENDPOINT_URL``, then AWS).
     """
 
     region: str = Field(
@@ -221,7 +227,7 @@ class SqsConnection(ConnectionModel):
         return value
 
     def client_kwargs(self) -> dict[str, str]:
-        """Keyword arguments for aiobotocore's ``session.create_client("sqs", **kw)``."""
+        """Keyword arguments for aiobotocore's ``session.create_client(SERVICE, **kw)``."""
         kw = {"region_name": self.region}
         if self.endpoint_url:
             kw["endpoint_url"] = self.endpoint_url
@@ -232,6 +238,31 @@ class SqsConnection(ConnectionModel):
         if self.aws_session_token:
             kw["aws_session_token"] = self.aws_session_token.get_secret_value()
         return kw
+
+
+class SqsConnection(AwsConnection):
+    """An SQS endpoint and credentials (``connections.sqs.NAME``).
+
+    Unset credentials fall back to the standard AWS chain (environment, profile, role).
+    """
+
+
+class KinesisConnection(AwsConnection):
+    """A Kinesis Data Streams endpoint and credentials (``connections.kinesis.NAME``).
+
+    Unset credentials fall back to the standard AWS chain; an unset endpoint to
+    ``AWS_ENDPOINT_URL_KINESIS`` or AWS.
+    """
+
+
+class DynamoDBConnection(AwsConnection):
+    """A DynamoDB (and DynamoDB Streams) endpoint and credentials
+    (``connections.dynamodb.NAME``).
+
+    One endpoint serves both APIs (moto, LocalStack); unset credentials fall back to the
+    standard AWS chain, an unset endpoint to ``AWS_ENDPOINT_URL_DYNAMODB_STREAMS`` /
+    ``AWS_ENDPOINT_URL_DYNAMODB`` or AWS.
+    """
 
 
 class Connections(ConfigModel):
@@ -245,6 +276,12 @@ class Connections(ConfigModel):
     )
     sqs: dict[str, SqsConnection] = Field(
         default_factory=dict, description="SQS endpoints by name."
+    )
+    kinesis: dict[str, KinesisConnection] = Field(
+        default_factory=dict, description="Kinesis Data Streams endpoints by name."
+    )
+    dynamodb: dict[str, DynamoDBConnection] = Field(
+        default_factory=dict, description="DynamoDB (Streams) endpoints by name."
     )
 
 

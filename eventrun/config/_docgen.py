@@ -34,6 +34,8 @@ connections:
     main: {url: "${REDIS_URL:-redis://localhost:6379/0}"}
   sqs:
     main: {region: us-east-1, endpoint_url: "${SQS_ENDPOINT:-}"}
+  kinesis:
+    main: {region: us-east-1}        # unset endpoint: $AWS_ENDPOINT_URL_KINESIS, else AWS
 
 server: {host: 127.0.0.1, port: 9000, auth: {tokens_env: EVENTRUN_TOKENS}}
 store: {url: "sqlite:///.eventrun/state.db"}
@@ -83,6 +85,18 @@ functions:
           starting_position: "$"
           parallelization_factor: 4
           key_field: customer
+      - kinesis:
+          connection: main
+          stream: refunds-audit
+          starting_position: LATEST
+          batch_size: 500
+          bisect_batch_on_function_error: true
+          maximum_retry_attempts: 3
+          on_failure: "local:refunds-audit-failed"
+      - dynamodb_streams:
+          table: refunds
+          starting_position: LATEST
+          report_batch_item_failures: true
 
   nightly:
     handler: app.jobs:nightly
@@ -134,6 +148,7 @@ directory of the config file, not the working directory.
 | `local:NAME` | a queue in the embedded store (inspect with `eventrun dlq`) |
 | `file:PATH` | append JSON lines to a file |
 | `sqs:CONNECTION/QUEUE` | send to an SQS queue (name or URL) |
+| `kinesis:CONNECTION/STREAM` | put into a Kinesis stream (name or ARN), keyed like the record |
 | `kafka:CONNECTION/TOPIC` | produce to a Kafka topic |
 | `redis:CONNECTION/STREAM` | XADD to a Redis stream |
 | `http://...`, `https://...` | POST to a webhook |
@@ -145,8 +160,8 @@ or a route rule that picks one by a field of the result:
 `{route: {field: status, paid: "kafka:main/paid", failed: "local:failed"}, default: "local:other"}`.
 
 **Triggers** are list items with exactly one key, the kind:
-`- kafka: {...}`, `- sqs: {...}`, `- redis_streams: {...}`, `- http: {...}`,
-`- cron: {...}`, `- filewatch: {...}`.
+`- kafka: {...}`, `- sqs: {...}`, `- redis_streams: {...}`, `- kinesis: {...}`,
+`- dynamodb_streams: {...}`, `- http: {...}`, `- cron: {...}`, `- filewatch: {...}`.
 
 **Security.** The Invoke API needs a bearer token (from the variable named by
 `server.auth.tokens_env`) unless `server.auth.mode` is `none`, which is only allowed
@@ -161,6 +176,8 @@ _TITLES: dict[type[BaseModel], str] = {
 }
 _DEFAULT_TEXT: dict[tuple[type[BaseModel], str], str] = {
     (cfg.SqsConnection, "region"): "`$AWS_DEFAULT_REGION`, else `us-east-1`",
+    (cfg.KinesisConnection, "region"): "`$AWS_DEFAULT_REGION`, else `us-east-1`",
+    (cfg.DynamoDBConnection, "region"): "`$AWS_DEFAULT_REGION`, else `us-east-1`",
 }
 
 

@@ -21,8 +21,10 @@ __all__ = ["CONNECTION_GROUP", "TRIGGER_GROUP", "PluginModels", "plugin_models"]
 TRIGGER_GROUP = "eventrun.triggers"
 CONNECTION_GROUP = "eventrun.connections"
 
-BUILTIN_TRIGGERS = frozenset({"sqs", "kafka", "redis_streams", "http", "cron", "filewatch"})
-BUILTIN_CONNECTIONS = frozenset({"kafka", "redis", "sqs"})
+BUILTIN_TRIGGERS = frozenset(
+    {"sqs", "kafka", "redis_streams", "kinesis", "dynamodb_streams", "http", "cron", "filewatch"}
+)
+BUILTIN_CONNECTIONS = frozenset({"kafka", "redis", "sqs", "kinesis", "dynamodb"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,14 @@ __all__ = ["Problem", "connection_section", "cross_check"]
 
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONNECTION_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_CONNECTION_SECTION = {"kafka": "kafka", "redis_streams": "redis", "sqs": "sqs", "redis": "redis"}
+_CONNECTION_SECTION = {
+    "kafka": "kafka",
+    "redis_streams": "redis",
+    "sqs": "sqs",
+    "redis": "redis",
+    "kinesis": "kinesis",
+    "dynamodb_streams": "dynamodb",
+}
 
 
 def connection_section(kind: str) -> str | None:
@@ -39,7 +46,7 @@ Problem = tuple[list[str | int], str, str | None]
 
 
 def cross_check(config: Config) -> Iterator[Problem]:
-    for section in ("kafka", "redis", "sqs", *plugin_models().connections):
+    for section in ("kafka", "redis", "sqs", "kinesis", "dynamodb", *plugin_models().connections):
         for name in getattr(config.connections, section, {}):
             if not _CONNECTION_NAME.fullmatch(name):
                 yield (

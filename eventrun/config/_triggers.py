@@ -17,7 +17,7 @@ import time
 import zoneinfo
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -48,9 +48,11 @@ __all__ = [
     "BatchControls",
     "CorsConfig",
     "CronTrigger",
+    "DynamoDBStreamsTrigger",
     "FilewatchTrigger",
     "HttpTrigger",
     "KafkaTrigger",
+    "KinesisTrigger",
     "RedisStreamsTrigger",
     "SqsTrigger",
     "TriggerConfig",
@@ -407,10 +409,28 @@ class FilewatchTrigger(ConfigModel):
         return config_dir / self.path
 
 
-TriggerSpec = (
-    SqsTrigger | KafkaTrigger | RedisStreamsTrigger | HttpTrigger | CronTrigger | FilewatchTrigger
+from ._stream_triggers import DynamoDBStreamsTrigger, KinesisTrigger  # noqa: E402 (uses the above)
+
+TriggerSpec: TypeAlias = (
+    SqsTrigger
+    | KafkaTrigger
+    | RedisStreamsTrigger
+    | KinesisTrigger
+    | DynamoDBStreamsTrigger
+    | HttpTrigger
+    | CronTrigger
+    | FilewatchTrigger
 )
-TRIGGER_KINDS = ("sqs", "kafka", "redis_streams", "http", "cron", "filewatch")
+TRIGGER_KINDS = (
+    "sqs",
+    "kafka",
+    "redis_streams",
+    "kinesis",
+    "dynamodb_streams",
+    "http",
+    "cron",
+    "filewatch",
+)
 
 
 class TriggerConfig(ConfigModel):
@@ -421,6 +441,10 @@ class TriggerConfig(ConfigModel):
     sqs: SqsTrigger | None = Field(None, description="Poll an SQS queue.")
     kafka: KafkaTrigger | None = Field(None, description="Consume Kafka topics.")
     redis_streams: RedisStreamsTrigger | None = Field(None, description="Read Redis streams.")
+    kinesis: KinesisTrigger | None = Field(None, description="Read a Kinesis data stream.")
+    dynamodb_streams: DynamoDBStreamsTrigger | None = Field(
+        None, description="Read a DynamoDB table's stream."
+    )
     http: HttpTrigger | None = Field(None, description="A function URL.")
     cron: CronTrigger | None = Field(None, description="A schedule.")
     filewatch: FilewatchTrigger | None = Field(None, description="Watch a directory.")
@@ -450,8 +474,8 @@ class TriggerConfig(ConfigModel):
 
     @property
     def kind(self) -> str:
-        """``sqs``, ``kafka``, ``redis_streams``, ``http``, ``cron``, ``filewatch`` or a
-        plugin's kind."""
+        """``sqs``, ``kafka``, ``redis_streams``, ``kinesis``, ``dynamodb_streams``,
+        ``http``, ``cron``, ``filewatch`` or a plugin's kind."""
         return next(k for k in type(self).model_fields if getattr(self, k) is not None)
 
     @property

@@ -230,13 +230,14 @@ Int = Annotated[int, BeforeValidator(_reject_bool)]
 
 # -- destinations ---------------------------------------------------------------------
 
-_CONNECTED = {"sqs": "QUEUE", "kafka": "TOPIC", "redis": "STREAM"}
+_CONNECTED = {"sqs": "QUEUE", "kafka": "TOPIC", "redis": "STREAM", "kinesis": "STREAM"}
 _NAMED = {"local": "NAME", "function": "NAME", "file": "PATH"}
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _CONN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 DESTINATION_HELP = (
     "local:NAME, file:PATH, sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, "
-    "redis:CONNECTION/STREAM, http(s)://URL, function:NAME, or PLUGIN:TARGET"
+    "redis:CONNECTION/STREAM, kinesis:CONNECTION/STREAM, http(s)://URL, function:NAME, "
+    "or PLUGIN:TARGET"
 )
 
 

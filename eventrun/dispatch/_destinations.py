@@ -31,7 +31,7 @@ __all__ = ["Publisher", "SinkRouter", "split_url"]
 log = structlog.get_logger("eventrun.destinations")
 
 UNDELIVERABLE = "local:eventrun-undeliverable"
-_CONNECTION_GROUP = {"kafka": "kafka", "redis": "redis", "sqs": "sqs"}
+_CONNECTION_GROUP = {"kafka": "kafka", "redis": "redis", "sqs": "sqs", "kinesis": "kinesis"}
 
 
 def split_url(url: str) -> tuple[str, str]:

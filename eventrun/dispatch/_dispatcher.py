@@ -173,6 +173,10 @@ class TriggerDispatcher:
         # a broker that acknowledges each record on its own (Redis XACK) need not wait
         # for the contiguous prefix: order on redelivery holds per key either way
         self._ack_each = self._ordered and bool(getattr(poller, "acks_each_record", False))
+        # a poller that keeps something of a handler's result (tumbling-window state)
+        self._on_result: Callable[[list[Record], bytes], Awaitable[None]] | None = getattr(
+            poller, "on_result", None
+        )
         self._tracker = AckTracker()
         self._lanes: dict[Any, Lane] = {}
         self._lane_loops = 0
@@ -613,6 +617,8 @@ class TriggerDispatcher:
             if messages:
                 await self._on_success.publish(messages)
                 self.stats.published += len(messages)
+        if self._on_result is not None and items:
+            await self._on_result([p.record for p in items], result_payload)
         await self._complete(items)
 
     async def _fail(

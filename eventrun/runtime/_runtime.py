@@ -496,6 +496,9 @@ class Runtime:
                 push_scopes.append(scope)
                 await tg.start(self._run_push, source, ctx, state, scope)
             else:
+                if getattr(source, "state", False) is None:  # a poller asking for the store
+                    kv = _KV(self.store, f"source:{spec.name}:", self.clock)
+                    setattr(source, "state", kv)  # noqa: B010 (an optional Poller attribute)
                 state.poller = source
                 state.dispatcher = TriggerDispatcher(
                     source,

@@ -27,9 +27,10 @@ from ._template import Template
 
 __all__ = ["RUNTIMES_NOT_YET", "translate_function"]
 
-RUNTIMES_NOT_YET = {"nodejs": "issue #24", "provided": "issue #24"}
-"""Runtime families another open issue brings; a runtime the config's ``runtime`` accepts
-(SPEC §12: ``nodejs20.x``, ``provided.al2023``...) is passed through as it is."""
+RUNTIMES_NOT_YET: dict[str, str] = {}
+"""Runtime families another open issue brings (none left: issue 24 brought nodejs and
+provided); a runtime the config's ``runtime`` accepts (SPEC §12: ``nodejs20.x``,
+``provided.al2023``...) is passed through as it is."""
 
 _RUNTIMES = frozenset(
     str(v)
@@ -77,7 +78,10 @@ def _runtime(tpl: Template, lid: str, props: dict[str, Any], path: list[str | in
                 f"function {lid}: not supported yet by this eventrun: Runtime {text} ({issue})",
             )
     raise Unsupported(
-        [*path, "Runtime"], f"function {lid}: not supported by eventrun: Runtime {text}"
+        [*path, "Runtime"],
+        f"function {lid}: not supported by eventrun: Runtime {text} (supported: python3.X, "
+        + ", ".join(sorted(r for r in _RUNTIMES if not r.startswith("python")))
+        + ", or a command: running a Runtime API client)",
     )
 
 

@@ -20,6 +20,7 @@ from eventrun.cli._samples import SAMPLES, sample_event
 from eventrun.sources.filewatch._events import RecordBuilder
 from eventrun.sources.http import build_event
 from eventrun.sources.kafka._records import batch_event, build_records
+from eventrun.sources.kinesis._events import ddb_records, kinesis_records
 from eventrun.sources.redis_streams._records import EntryBuilder
 from eventrun.sources.sqs._events import to_record
 
@@ -38,7 +39,16 @@ def shape(value: Any) -> Any:
 
 
 def test_every_kind_is_json_serialisable() -> None:
-    assert sorted(SAMPLES) == ["http", "kafka", "redis", "s3", "schedule", "sqs"]
+    assert sorted(SAMPLES) == [
+        "dynamodb",
+        "http",
+        "kafka",
+        "kinesis",
+        "redis",
+        "s3",
+        "schedule",
+        "sqs",
+    ]
     for kind in SAMPLES:
         event = sample_event(kind)
         assert json.loads(json.dumps(event)) == event
@@ -145,3 +155,57 @@ def test_redis_matches_the_redis_streams_source() -> None:
     event = json.loads(msgspec.json.encode(real.event))  # as a handler gets it
     assert shape(record) == shape(event)
     assert record["eventSourceARN"] == event["eventSourceARN"]
+
+
+def test_kinesis_matches_the_kinesis_source() -> None:
+    sample = sample_event("kinesis")
+    record = sample["Records"][0]
+    assert record["eventID"].endswith(":" + record["kinesis"]["sequenceNumber"])
+    [real] = kinesis_records(
+        [
+            {
+                "SequenceNumber": "1",
+                "ApproximateArrivalTimestamp": datetime.now(),
+                "Data": b"{}",
+                "PartitionKey": "k",
+            }
+        ],
+        "shardId-000000000000",
+        "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+        "us-east-1",
+        None,
+    )
+    real_event = msgspec.to_builtins(real.event)
+    assert shape(record) == shape(real_event)
+    assert list(record) == list(real_event)
+
+
+def test_dynamodb_matches_the_dynamodb_streams_source() -> None:
+    sample = sample_event("dynamodb")
+    assert [r["eventName"] for r in sample["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
+    modify = sample["Records"][1]
+    [real] = ddb_records(
+        [
+            {
+                "eventID": "e",
+                "eventName": "MODIFY",
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": datetime.now(),
+                    "Keys": {"Id": {"N": "101"}},
+                    "OldImage": {"Message": {"S": "a"}, "Id": {"N": "101"}},
+                    "NewImage": {"Message": {"S": "b"}, "Id": {"N": "101"}},
+                    "SequenceNumber": "1",
+                    "SizeBytes": 1,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+            }
+        ],
+        "shardId-1",
+        "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/x",
+        "us-east-1",
+        None,
+    )
+    assert shape(modify) == shape(real.plain_event())

@@ -109,7 +109,17 @@ def trig(kind: str, body: str) -> str:
 E = "eventrun.yaml: "
 # the built-in kinds, then those of installed plugins (`make setup` installs plugins/*)
 KINDS = ", ".join(
-    ["sqs", "kafka", "redis_streams", "http", "cron", "filewatch", *plugin_models().triggers]
+    [
+        "sqs",
+        "kafka",
+        "redis_streams",
+        "kinesis",
+        "dynamodb_streams",
+        "http",
+        "cron",
+        "filewatch",
+        *plugin_models().triggers,
+    ]
 )
 KT = "functions.f.triggers[0].kafka."
 BAD = [
@@ -259,7 +269,8 @@ BAD = [
     (
         fn("destinations: {on_failure: orders-failed}"),
         E + "functions.f.destinations.on_failure: must be a destination (local:NAME, file:PATH, "
-        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, http(s)://URL, "
+        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, "
+        "kinesis:CONNECTION/STREAM, http(s)://URL, "
         "function:NAME, or PLUGIN:TARGET), got 'orders-failed'",
     ),
     (
@@ -448,7 +459,8 @@ BAD = [
     (
         trig("kafka", "connection: main, topics: [t], on_success: {route: {field: t, a: nowhere}}"),
         E + KT + "on_success.route.a: must be a destination (local:NAME, file:PATH, "
-        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, http(s)://URL, "
+        "sqs:CONNECTION/QUEUE, kafka:CONNECTION/TOPIC, redis:CONNECTION/STREAM, "
+        "kinesis:CONNECTION/STREAM, http(s)://URL, "
         "function:NAME, or PLUGIN:TARGET), got 'nowhere'",
     ),
     # AT_TIMESTAMP

@@ -820,3 +820,41 @@ async def test_a_refused_release_is_logged_and_the_message_returns_after_its_tim
     (refused,) = [e for e in logs if e["event"] == "source.release_failed"]
     assert (refused["error"], refused["size"]) == ("release refused", 1)
     assert calls == [1, 1]  # redelivered by the queue's own visibility timeout
+
+
+class _ResultKeepingStream(MemoryStream):
+    """A stream that keeps what ``on_result`` is given, and the acks seen by then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.results: list[tuple[list[str], bytes, int]] = []
+
+    async def on_result(self, records: Sequence[Record], payload: bytes) -> None:
+        self.results.append(([r.data.decode() for r in records], payload, len(self.acked)))
+
+
+async def test_on_result_gets_each_succeeded_batch_before_its_ack() -> None:
+    """The optional ``Poller.on_result`` hook (tumbling-window state): the records that
+    succeeded and the handler's result, before they are acknowledged; never a failure."""
+    stream = _ResultKeepingStream()
+    for i in range(6):
+        stream.put("s", f"r{i}".encode())
+    fail = {"r3"}
+
+    def fn(records: list[dict[str, Any]]) -> Any:
+        texts = [data_of(r) for r in records]
+        if fail & set(texts):
+            fail.clear()
+            raise ValueError("once")
+        return {"state": texts}
+
+    async with running(stream, Handler(fn), batch_size=3, window_s=0.0):
+        await until(stream, lambda: len(stream.acked) == 6)
+    assert [texts for texts, _payload, _acks in stream.results] == [
+        ["r0", "r1", "r2"],
+        ["r3", "r4", "r5"],
+    ]
+    first, second = stream.results
+    assert json.loads(first[1]) == {"state": ["r0", "r1", "r2"]}
+    assert first[2] == 0, "before the batch was acknowledged"
+    assert second[2] <= 3

@@ -77,19 +77,20 @@ def test_not_yet_types_are_one_entry_away() -> None:
     likewise (when their config keys land, they are mapped: see the stream test)."""
     assert {"MQ"} <= set(NOT_YET) <= {"Kinesis", "DynamoDB", "MQ"}
     assert not set(NOT_YET) & set(MAPPERS)
-    assert set(RUNTIMES_NOT_YET) == {"nodejs", "provided"}
+    assert RUNTIMES_NOT_YET == {}  # issue 24 brought nodejs* and provided*
+
+
+@pytest.mark.parametrize("runtime", ["nodejs20.x", "provided.al2023"])
+def test_runtime_api_runtimes_pass_through(tmp_path: Path, runtime: str) -> None:
+    """Issue 24's runtimes run through the Runtime API: the template's Runtime is kept."""
+    app = translate(tmp_path, fn().replace("python3.11", runtime) + fn(name="Py"))
+    assert app.unsupported == []
+    assert app.document["functions"]["Fn"]["runtime"] == runtime
 
 
 @pytest.mark.parametrize(
     ("runtime", "message"),
-    [
-        (
-            "nodejs20.x",
-            "function Fn: not supported yet by this eventrun: Runtime nodejs20.x (issue #24)",
-        ),
-        ("provided.al2023", "Runtime provided.al2023 (issue #24)"),
-        ("java21", "function Fn: not supported by eventrun: Runtime java21"),
-    ],
+    [("java21", "function Fn: not supported by eventrun: Runtime java21")],
 )
 def test_unsupported_runtimes(tmp_path: Path, runtime: str, message: str) -> None:
     app = translate(tmp_path, fn().replace("python3.11", runtime) + fn(name="Py"))
