@@ -4,7 +4,8 @@
 # Chromium + ChromeDriver for the status-page browser test, systemd-analyze (in the
 # `systemd` package) for the deploy test's `systemd-analyze verify` of the unit, and
 # Prometheus, which the KEDA test runs on a free port to evaluate the ScaledObject's query
-# (Debian enables its own service on 9090 when installed: that one is disabled). Installs
+# and the tests of deploy/prometheus and /metrics (Debian enables its own service on
+# 9090 when installed: that one is disabled). Installs
 # what is missing when run as root with apt-get; otherwise says exactly what to install
 # and fails.
 set -euo pipefail

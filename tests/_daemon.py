@@ -103,6 +103,7 @@ class Daemon:
                 str(self.port),
                 "--log-format",
                 "json",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -20,6 +20,8 @@ pytest_plugins = [
     "tests.fixtures.kinesalite",
     "tests.fixtures.netns",
     "tests.fixtures.faultproxy",
+    "tests.fixtures.otlp",
+    "tests.fixtures.prometheus",
 ]
 
 

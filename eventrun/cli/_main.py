@@ -115,6 +115,11 @@ def main() -> None:
     default="auto",
     show_default=True,
 )
+@click.option(
+    "--reload",
+    is_flag=True,
+    help="Development: reload when the config or a handler's code changes (needs -c).",
+)
 def run(
     config: str | None,
     template: str | None,
@@ -125,13 +130,21 @@ def run(
     port: int | None,
     log_level: str,
     log_format: str,
+    reload: bool,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (a second signal exits at once)."""
+    """Run the daemon until SIGTERM/SIGINT (a second signal exits at once).
+
+    SIGHUP reloads the config and the handlers' code: new workers for changed
+    functions, sources and their positions untouched (README, Operating it)."""
     import structlog
 
-    from eventrun.observe import configure_logging
+    from eventrun.observe import configure_logging, configure_tracing, shutdown_tracing
 
+    if reload and template is not None:
+        click.echo("error: --reload needs -c (a -t template run reloads by restarting)", err=True)
+        sys.exit(2)
     configure_logging(log_level, log_format)  # type: ignore[arg-type]
+    configure_tracing()
     loaded, app = _load_any(
         config, template, parameter_overrides, stack_name, skip_unsupported=skip_unsupported
     )
@@ -143,7 +156,13 @@ def run(
             log.info("sam.note", note=note)
     try:
         anyio.run(
-            _run_daemon, loaded, port, app, create_queues, backend_options={"use_uvloop": True}
+            _run_daemon,
+            loaded,
+            port,
+            app,
+            create_queues,
+            reload,
+            backend_options={"use_uvloop": True},
         )
     except EventrunError as exc:
         _fail(exc)
@@ -153,12 +172,18 @@ def run(
         if error is None:
             raise
         _fail(error)
+    finally:
+        shutdown_tracing()  # flush the spans still buffered
 
 
 async def _run_daemon(
-    loaded: Any, port: int | None, app: Any = None, create_queues: bool = False
+    loaded: Any,
+    port: int | None,
+    app: Any = None,
+    create_queues: bool = False,
+    reload: bool = False,
 ) -> None:
-    from eventrun.runtime import Runtime
+    from eventrun.runtime import Runtime, serve_reloads
 
     if app is not None:
         from eventrun.sam import prepare_local
@@ -176,9 +201,14 @@ async def _run_daemon(
                         os._exit(1)
                     stop.set()
 
+        async def _serve(*, task_status: Any) -> None:
+            await runtime.serve(stop, task_status=task_status)
+            tg.cancel_scope.cancel()  # stopped: the signal and reload tasks end too
+
         tg.start_soon(_signals)
-        await runtime.serve(stop)
-        tg.cancel_scope.cancel()
+        await tg.start(_serve)
+        reloadable = app is None  # a SAM template's run is reloaded by a restart
+        tg.start_soon(lambda: serve_reloads(runtime, watch=reload, reloadable=reloadable))
 
 
 @main.command(cls=SamCommand)

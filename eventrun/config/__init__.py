@@ -17,6 +17,7 @@ connection models), ``load_config``, ``parse_config``, ``parse_document``,
 from __future__ import annotations
 
 from eventrun.config._connections import is_loopback
+from eventrun.config._plugins import plugin_models
 from eventrun.config._root import (
     DEFAULT_INHERIT_ENV,
     TRIGGER_KINDS,
@@ -109,5 +110,6 @@ __all__ = [
     "parse_config",
     "parse_destination",
     "parse_document",
+    "plugin_models",
     "validate_config",
 ]

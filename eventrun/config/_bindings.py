@@ -3,7 +3,8 @@
 Used with ``eventrun run -t template.yaml -c eventrun.yaml``: each key is a template
 logical ID (``OrdersQueue``) or an ARN (an MSK cluster's, an ``!ImportValue`` name), each
 value says what it is here: a queue on an SQS connection, a Kafka connection (and topic),
-a local directory (an S3 bucket), or a plain value (what ``!Ref`` / ``!ImportValue`` of it
+a RabbitMQ connection (an Amazon MQ broker, with the RabbitMQ plugin), a local directory
+(an S3 bucket), or a plain value (what ``!Ref`` / ``!ImportValue`` of it
 gives). Without -t the section is accepted and unused.
 """
 
@@ -15,11 +16,12 @@ from ._types import ConfigModel, Verbatim, problem
 
 __all__ = ["Binding"]
 
-_KINDS = ("sqs", "kafka", "directory", "value")
+_KINDS = ("sqs", "kafka", "rabbitmq", "directory", "value")
 
 
 class Binding(ConfigModel):
-    """One template resource bound to something local: one of sqs, kafka, directory, value.
+    """One template resource bound to something local: one of sqs, kafka, rabbitmq,
+    directory, value.
 
     ``queue`` goes with ``sqs``, ``topic`` with ``kafka``."""
 
@@ -29,6 +31,11 @@ class Binding(ConfigModel):
     )
     kafka: str | None = Field(None, description="connections.kafka name (an MSK cluster).")
     topic: str | None = Field(None, description="With kafka: a topic that replaces the event's.")
+    rabbitmq: str | None = Field(
+        None,
+        description="connections.rabbitmq name (an Amazon MQ for RabbitMQ broker; needs the "
+        "eventrun-rabbitmq plugin).",
+    )
     directory: str | None = Field(
         None, description="A directory (an S3 bucket), relative to the template."
     )
@@ -48,5 +55,5 @@ class Binding(ConfigModel):
 
     @property
     def kind(self) -> str:
-        """sqs, kafka, directory or value."""
+        """sqs, kafka, rabbitmq, directory or value."""
         return next(k for k in _KINDS if getattr(self, k) is not None)

@@ -38,6 +38,7 @@ from eventrun.dispatch._destinations import Publisher
 from eventrun.dispatch._outputs import pipeline_outputs
 from eventrun.dispatch._records import async_destination_record
 from eventrun.exceptions import StoreError
+from eventrun.observe import async_span, trace_attributes
 from eventrun.store import QueueEntry, Store
 
 __all__ = ["AsyncInvoker", "AsyncSettings", "default_dlq"]
@@ -114,7 +115,7 @@ class AsyncInvoker:
         ``FUNCTION/KIND[INDEX]``) routes the result to that trigger's ``on_success``;
         ``meta`` is kept with the entry (``trigger`` and ``key`` there count too)."""
         rid = request_id or str(uuid.uuid4())
-        entry_meta = {**(meta or {}), "request_id": rid}
+        entry_meta = {**(meta or {}), "request_id": rid, **trace_attributes()}
         if trigger:
             entry_meta["trigger"] = trigger
         await self._store.put(self.queue, [payload], meta=entry_meta)
@@ -164,7 +165,8 @@ class AsyncInvoker:
     async def _handle(self, entry: QueueEntry, borrower: object) -> None:
         self._in_flight += 1
         try:
-            await self._process(entry)
+            with async_span(self._s.function, entry.meta):
+                await self._process(entry)
         except StoreError as exc:
             # the store is down: the entry's lease runs out and it is invoked again
             # (at-least-once), rather than taking the daemon down with it

@@ -10,7 +10,7 @@ rejects outright is kept in the store's ``local:eventrun-undeliverable`` queue i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +24,7 @@ from eventrun.abc import OutMessage, Sink, SinkSpec
 from eventrun.common import public_destination
 from eventrun.dispatch._backoff import Backoff
 from eventrun.exceptions import SinkError, SinkRejected, StoreError
+from eventrun.observe import with_trace
 
 __all__ = ["Publisher", "SinkRouter", "split_url"]
 
@@ -51,7 +52,10 @@ class SinkRouter:
         config_dir: Path,
         store: Any,
         backoff: Backoff | None = None,
+        factory: Callable[[SinkSpec], Sink] | None = None,
     ) -> None:
+        """``factory`` replaces the plugin registry's sink factories (tests)."""
+        self._factory = factory
         self._connections = connections
         self._config_dir = config_dir
         self._store = store
@@ -97,7 +101,8 @@ class SinkRouter:
         async with self._lock:
             if url not in self._sinks:
                 spec = self.spec(url)
-                created = _plugins.sink_factory(spec.kind)(spec)
+                make = self._factory or _plugins.sink_factory(spec.kind)
+                created = make(spec)
                 self._sinks[url] = await self._stack.enter_async_context(created)
             return self._sinks[url]
 
@@ -164,6 +169,7 @@ class Publisher:
         self._destination = destination
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
+        messages = with_trace(messages)  # the current trace context, as traceparent
         dest = self._destination
         if isinstance(dest, str):
             await self._router.send(dest, messages)

@@ -59,6 +59,7 @@ from eventrun.dispatch._outputs import output_key, pipeline_outputs
 from eventrun.dispatch._records import stream_failure_record
 from eventrun.dispatch._shared_events import plain_events, restore_events, shared_event
 from eventrun.exceptions import SourceError, WorkerError
+from eventrun.observe import batch_span, tracing_enabled
 
 __all__ = ["DispatchSettings", "InvokeResultLike", "Publisher", "TriggerDispatcher"]
 
@@ -354,10 +355,12 @@ class TriggerDispatcher:
             self._busy += 1
             self.stats.in_flight += len(batch)
             try:
-                if self._ordered:
-                    await self._run_stream_batch(batch)
-                else:
-                    await self._run_queue_batch(batch)
+                if tracing_enabled():
+                    records = [p.record for p in batch]
+                    with batch_span(self._s.function, self._s.trigger, records):
+                        await self._run_batch(batch)
+                else:  # no context manager per batch when traces are off (~1 us)
+                    await self._run_batch(batch)
             finally:
                 lane.finished(batch)
                 self._busy -= 1
@@ -456,6 +459,12 @@ class TriggerDispatcher:
             duration_s=round(time.perf_counter() - started, 6),
         )
         return result, failed
+
+    async def _run_batch(self, batch: list[Pending]) -> None:
+        if self._ordered:
+            await self._run_stream_batch(batch)
+        else:
+            await self._run_queue_batch(batch)
 
     async def _run_stream_batch(self, batch: list[Pending]) -> None:
         work: deque[tuple[list[Pending], int]] = deque([(batch, 0)])

@@ -6,13 +6,15 @@ part the narrow view it needs, drains in phases on its stop event, and exposes
 ``invoke``/``enqueue`` for the Invoke API and the CLI.
 
 May import: the server, dispatch, sources (through ``eventrun.plugins``), sinks (likewise),
-workers, store, observe, config and the seam; only the CLI imports the runtime.
+workers, store, observe, config and the seam; only the CLI and the pytest plugin import
+the runtime.
 
-Exports: ``Runtime``, ``FunctionHandle``.
+Exports: ``Runtime``, ``FunctionHandle``, ``serve_reloads`` (SIGHUP and ``--reload``).
 """
 
 from __future__ import annotations
 
+from eventrun.runtime._reload import serve_reloads
 from eventrun.runtime._runtime import FunctionHandle, Runtime
 
-__all__ = ["FunctionHandle", "Runtime"]
+__all__ = ["FunctionHandle", "Runtime", "serve_reloads"]

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import msgspec
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from eventrun import plugins as _plugins
 from eventrun.abc import (
@@ -34,6 +34,7 @@ from eventrun.abc import (
     Poller,
     PushSource,
     Route,
+    SinkSpec,
     SourceSpec,
 )
 from eventrun.config import FunctionConfig, LoadedConfig, TriggerConfig, hidden_env
@@ -49,11 +50,20 @@ from eventrun.dispatch import (
     default_dlq,
 )
 from eventrun.exceptions import FunctionSaturated, SourceError
-from eventrun.observe import QueueDepths, RuntimeMetrics, source_gauges
+from eventrun.observe import (
+    History,
+    QueueDepths,
+    RuntimeMetrics,
+    invoke_span,
+    record_carrier,
+    source_gauges,
+    tracing_enabled,
+)
 from eventrun.runtime._clock import SystemClock
 from eventrun.runtime._gc import tuned_gc
+from eventrun.runtime._reload import host_runner, reload_runtime
 from eventrun.store import DlqRetention, Store, open_configured_store
-from eventrun.workers import FunctionRunner, InvokeResult, create_runner
+from eventrun.workers import FunctionRunner, InvokeResult
 
 __all__ = ["FunctionHandle", "Runtime"]
 
@@ -127,6 +137,7 @@ class _PushContext:
             _ENCODER.encode(event),
             wait=False,
             trigger=self.spec.name,
+            trace_carrier=record_carrier(event) if tracing_enabled() else None,
             stream=stream,
         )
         # a trigger's on_success gets the outputs of synchronous runs too (a streamed
@@ -160,8 +171,14 @@ class Runtime:
         port: int | None = None,
         serve_http: bool = True,
         async_retry_delay_s: float | None = None,
+        source_factory: Callable[[SourceSpec], Any] | None = None,
+        sink_factory: Callable[[SinkSpec], Any] | None = None,
     ) -> None:
+        """``source_factory`` / ``sink_factory`` replace the plugin registry's factories
+        (the pytest plugin swaps brokers for in-memory sources and sinks with them)."""
         self.loaded = loaded
+        self._source_factory = source_factory
+        self._sink_factory = sink_factory
         self.config = loaded.config
         self.clock: Clock = clock or SystemClock()
         self.port = self.config.server.port if port is None else port
@@ -178,12 +195,15 @@ class Runtime:
         self.metrics = RuntimeMetrics()
         self.metrics.attach(self)
         self.depths = QueueDepths()
+        self.history = History()
         self.retention = DlqRetention(
             self.clock,
             max_age_s=self.config.store.dlq_retention,
             max_depth=self.config.store.dlq_max_depth,
         )
         self._serving = False
+        self._runners: TaskGroup | None = None
+        self._retire: dict[str, anyio.Event] = {}
 
     # -- invocation ---------------------------------------------------------------
 
@@ -198,23 +218,40 @@ class Runtime:
         trigger: str = "api",
         log_done: bool = True,
         event: Any = None,
+        trace_carrier: Mapping[str, str] | None = None,
         stream: Callable[[bytes], None] | None = None,
     ) -> InvokeResult:
         """Synchronous invocation; raises FunctionSaturated when ``wait`` is False and
         every concurrency slot is busy. ``trigger`` labels the invocation in metrics (a
         trigger name, ``api`` or ``async``); ``log_done=False`` logs the runner's
-        ``invoke.done`` at debug level (for callers that log the outcome themselves)."""
+        ``invoke.done`` at debug level (for callers that log the outcome themselves).
+        ``trace_carrier``: the caller's propagation headers (an HTTP request's)."""
         fn = self.functions[function]
         try:
-            result = await fn.runner.invoke(
-                payload,
-                request_id=request_id,
-                wait=wait,
-                client_context=client_context,
-                log_done=log_done,
-                event=event,
-                stream=stream,
-            )
+            if tracing_enabled():
+                with invoke_span(function, trigger, trace_carrier) as span:
+                    result = await fn.runner.invoke(
+                        payload,
+                        request_id=request_id,
+                        wait=wait,
+                        client_context=client_context,
+                        log_done=log_done,
+                        event=event,
+                        stream=stream,
+                    )
+                    span.set_attribute("faas.invocation_id", result.request_id)
+                    if not result.ok:
+                        span.set_attribute("error.type", result.error_type or "Unhandled")
+            else:  # the hot path: no context manager when traces are off
+                result = await fn.runner.invoke(
+                    payload,
+                    request_id=request_id,
+                    wait=wait,
+                    client_context=client_context,
+                    log_done=log_done,
+                    event=event,
+                    stream=stream,
+                )
         except FunctionSaturated:
             self.metrics.throttled(function)
             raise
@@ -291,6 +328,7 @@ class Runtime:
                     connections=self.config.connections,
                     config_dir=self.loaded.dir,
                     store=self.store,
+                    factory=self._sink_factory,
                 )
             )
             await self._start_functions(stack)
@@ -299,6 +337,7 @@ class Runtime:
                     await tg.start(fn.async_invoker.run)
                 self.depths.watch(self.functions, self._local_queues())
                 await tg.start(self.depths.run, self.store)
+                await tg.start(self.history.run, self.statistics, self.clock.time)
                 if self.retention.enabled:
                     await tg.start(self.retention.run, self.store)
                 push_scopes: list[anyio.CancelScope] = []
@@ -348,13 +387,44 @@ class Runtime:
             self.ready.set()
             log.info("runtime.ready", sources=sorted(self.sources))
 
+    async def start_runner(
+        self, name: str, cfg: FunctionConfig, retire: anyio.Event
+    ) -> FunctionRunner:
+        """Start a runner for ``name`` in a task of its own, closed once ``retire`` is set
+        and its in-flight invocations finished (see ``eventrun.runtime._reload``)."""
+        assert self._runners is not None
+        hidden = hidden_env(self.config)
+        # create_runner resolves the function's code: directory against the config's
+        runner: FunctionRunner = await self._runners.start(
+            host_runner, name, cfg, self.loaded.dir, hidden, retire
+        )
+        return runner
+
+    def swap_runner(
+        self, name: str, cfg: FunctionConfig, runner: FunctionRunner, retire: anyio.Event
+    ) -> anyio.Event:
+        """Route ``name``'s new invocations to ``runner``; return the old one's retire
+        event (set it to retire the old runner)."""
+        fn = self.functions[name]
+        fn.runner, fn.config = runner, cfg
+        old, self._retire[name] = self._retire[name], retire
+        return old
+
+    async def reload(self, loaded: LoadedConfig, *, code_changed: bool = False) -> list[str]:
+        """Apply a new, validated config to the running daemon; see ``_reload``."""
+        return await reload_runtime(self, loaded, code_changed=code_changed)
+
+    def _retire_all(self) -> None:
+        for event in self._retire.values():
+            event.set()
+
     async def _start_functions(self, stack: contextlib.AsyncExitStack) -> None:
         assert self.router is not None
-        hidden = hidden_env(self.config)
+        self._runners = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(self._retire_all)
         for name, cfg in self.config.functions.items():
-            runner = await stack.enter_async_context(
-                create_runner(name, cfg, config_dir=self.loaded.dir, hidden_env=hidden)
-            )
+            self._retire[name] = anyio.Event()
+            runner = await self.start_runner(name, cfg, self._retire[name])
             retry_delay = self._retry_delay
             if retry_delay is None:
                 retry_delay = cfg.retry_delay
@@ -424,7 +494,8 @@ class Runtime:
         for fname, spec, _trig in self.trigger_specs():
             fn = self.functions[fname]
             fn.triggers.append(spec.name)
-            source = _plugins.source_factory(spec.kind)(spec)
+            make = self._source_factory or _plugins.source_factory(spec.kind)
+            source = make(spec)
             state = SourceState(spec.name, spec.kind, fname)
             self.sources[spec.name] = state
             if isinstance(source, PushSource):

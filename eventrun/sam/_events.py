@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventrun.config import TRIGGER_KINDS
+from eventrun.config import TRIGGER_KINDS, plugin_models
 
 from ._errors import Path, TemplateProblem, as_list, as_mapping, as_number
 from ._template import Template
@@ -506,6 +506,35 @@ def _dynamodb(ctx: EventContext) -> dict[str, Any] | None:
     return {"dynamodb_streams": _stream_controls(ctx, {"table": table})}
 
 
+def _mq(ctx: EventContext) -> dict[str, Any] | None:
+    """Amazon MQ for RabbitMQ -> the RabbitMQ plugin's ``rabbitmq`` trigger on the
+    connection the broker is bound to (the vhost is the connection URL's)."""
+    if not enabled(ctx):
+        return None
+    raw = ctx.props.get("Broker")
+    lid = None
+    if isinstance(raw, dict):
+        ref = raw.get("Ref") or raw.get("Fn::GetAtt")
+        lid = ref[0] if isinstance(ref, list) and ref else ref if isinstance(ref, str) else None
+    refs = ctx.template.refs
+    binding = refs.bindings.get(lid) if lid else None
+    if binding is None and not isinstance(raw, dict):
+        arn = ctx.get("Broker")
+        binding = refs.bindings.get(arn) if isinstance(arn, str) else None
+    if binding is None or not binding.rabbitmq:
+        raise TemplateProblem(
+            ctx.at("Broker"),
+            "is an Amazon MQ broker: bind it to a RabbitMQ connection in eventrun.yaml "
+            "(bindings: {BROKER_ARN_OR_LOGICAL_ID: {rabbitmq: NAME}}) and pass it with -c",
+            raw,
+        )
+    queues = ctx.get("Queues")
+    if not isinstance(queues, list) or len(queues) != 1:
+        raise TemplateProblem(ctx.at("Queues"), "must list exactly one queue (as Lambda)", queues)
+    out: dict[str, Any] = {"connection": binding.rabbitmq, "queue": str(queues[0])}
+    return {"rabbitmq": _common_batch(ctx, out)}
+
+
 MAPPERS: dict[str, Mapper] = {
     "SQS": _sqs,
     "Schedule": _schedule,
@@ -521,9 +550,9 @@ MAPPERS: dict[str, Mapper] = {
 NOT_YET: dict[str, str] = {
     "Kinesis": "issue #25",
     "DynamoDB": "issue #25",
-    "MQ": "issue #26",
+    "MQ": "install the eventrun-rabbitmq plugin: pip install -e plugins/eventrun-rabbitmq",
 }
-"""Event types whose source another open issue brings."""
+"""Event types whose source is not installed (or another open issue brings)."""
 
 # Mapped as soon as this eventrun has their trigger kinds (issue #25's SPEC §12 names).
 for _type, _kind, _mapper in (
@@ -533,6 +562,11 @@ for _type, _kind, _mapper in (
     if _kind in TRIGGER_KINDS:
         MAPPERS[_type] = _mapper
         NOT_YET.pop(_type)
+
+# Amazon MQ (RabbitMQ) maps onto the RabbitMQ plugin's trigger when it is installed.
+if "rabbitmq" in plugin_models().triggers:
+    MAPPERS["MQ"] = _mq
+    NOT_YET.pop("MQ")
 
 UNSUPPORTED: dict[str, str] = {
     "SNS": "eventrun has no SNS topic source",

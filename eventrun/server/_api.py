@@ -45,6 +45,7 @@ from eventrun.asgi import JSONBytesResponse, first_headers, header, read_body
 from eventrun.common import one_line
 from eventrun.config import is_loopback
 from eventrun.exceptions import ConfigError, FunctionSaturated, QueueFull
+from eventrun.observe import attached
 from eventrun.server._dlq_api import dlq_routes
 from eventrun.server._fastpath import FastApp, Responder
 from eventrun.server._guards import (
@@ -230,7 +231,8 @@ def build_app(runtime: ServedRuntime, *, port: int | None = None) -> Starlette:
     auth = _Auth(load_tokens(runtime))
 
     async def respond_invoke(scope: Scope, receive: Receive) -> Response:
-        return await _invoke(runtime, scope, receive)
+        with attached(scope["headers"]):  # the caller's traceparent, when tracing
+            return await _invoke(runtime, scope, receive)
 
     async def invoke(request: Request) -> Response:
         return await respond_invoke(request.scope, request.receive)

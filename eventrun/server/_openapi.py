@@ -107,6 +107,17 @@ def openapi_document(runtime: ServedRuntime) -> dict[str, Any]:
                 },
             }
         },
+        "/status/history": {
+            "get": {
+                "summary": "The last 15 minutes sampled every 5 s (the status page's charts).",
+                "operationId": "statusHistory",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _json({"type": "object"}, "Series by function, trigger, queue."),
+                    "401": _json(error, "Missing or invalid bearer token."),
+                },
+            }
+        },
     }
     for route in runtime.routes:
         methods = [m.lower() for m in route.methods if m != "*"] or [

@@ -15,7 +15,7 @@ import anyio
 
 from eventrun.abc import Route
 from eventrun.config import Config
-from eventrun.observe import RuntimeMetrics
+from eventrun.observe import History, RuntimeMetrics
 from eventrun.store import Store
 from eventrun.workers import InvokeResult
 
@@ -89,6 +89,10 @@ class ServedRuntime(Protocol):
 
     @property
     def metrics(self) -> RuntimeMetrics: ...
+
+    @property
+    def history(self) -> History:
+        """The last 15 minutes of samples (the status page's charts)."""
 
     def statistics(self) -> dict[str, Any]: ...
 

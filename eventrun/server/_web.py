@@ -37,6 +37,7 @@ from starlette.types import Scope
 
 from eventrun.asgi import SESSION_COOKIE, first_headers
 from eventrun.common import public_destination
+from eventrun.observe import sparkline
 from eventrun.server._guards import SESSION_TTL_S, admin_write_refusal
 from eventrun.store import dlq as _dlq
 
@@ -231,6 +232,36 @@ def _dlq_section(queues: dict[str, int], entries: dict[str, list[dict[str, Any]]
     return "".join(parts)
 
 
+def _charts(series: dict[str, Any]) -> str:
+    """The 'Last 15 minutes' cards: invocations and errors per function, lag per
+    trigger, depth per DLQ, each an inline SVG sparkline (``status.js`` redraws them)."""
+    every = f"{series['interval_s']:g} s"
+    cards = []
+
+    def card(key: str, title: str, values: list[Any], kind: str) -> None:
+        svg = sparkline(values, label=title, kind=kind)
+        cards.append(
+            f'<figure class="chart" data-series="{escape(key)}">{svg}'
+            f"<figcaption>{escape(title)}</figcaption></figure>"
+        )
+
+    for name, fn in series["functions"].items():
+        card(
+            f"functions/{name}/invocations",
+            f"{name}: invocations / {every}",
+            fn["invocations"],
+            "calls",
+        )
+        card(f"functions/{name}/errors", f"{name}: errors / {every}", fn["errors"], "errors")
+    for name, values in series["lag"].items():
+        card(f"lag/{name}", f"{name}: lag", values, "lag")
+    for queue, values in series["dlq"].items():
+        card(f"dlq/{queue}", f"{queue}: depth", values, "dlq")
+    if not cards:
+        return '<p class="muted">No samples yet.</p>'
+    return f'<div id="charts" class="charts">{"".join(cards)}</div>'
+
+
 async def _status_body(runtime: ServedRuntime, signed_in: bool) -> str:
     doc = runtime.statistics()
     queues = await _dlq.list_queues(runtime.store)
@@ -251,6 +282,7 @@ async def _status_body(runtime: ServedRuntime, signed_in: bool) -> str:
 <span class="muted" id="updated"></span>{_LOGOUT if signed_in else ""}</header>
 <main id="page" data-rendered-at="{time.time():.3f}">
 <h2>Functions</h2>{_functions(doc)}
+<h2>Last 15 minutes</h2>{_charts(runtime.history.series())}
 <h2>Triggers</h2>{_triggers(doc)}
 <h2>Dead-letter queues</h2><div id="dlq">{_dlq_section(queues, entries)}</div>{sinks}
 <p id="redrive-result" class="muted" role="status"></p>
@@ -283,7 +315,8 @@ def _sign_in(request: Request, auth: _Auth, token: str) -> Response:
 
 
 def web_routes(runtime: ServedRuntime, auth: _Auth) -> list[Route]:
-    """``GET /`` (the page), ``POST /login``, ``POST /logout``."""
+    """``GET /`` (the page), ``GET /status/history`` (its charts' data), ``POST /login``,
+    ``POST /logout``."""
 
     async def index(request: Request) -> Response:
         token = request.query_params.get("token")
@@ -294,6 +327,9 @@ def web_routes(runtime: ServedRuntime, auth: _Auth) -> list[Route]:
         if not auth.ok(request):
             return _login(status=401)
         return _page("eventrun status", await _status_body(runtime, auth.enabled), script=True)
+
+    async def history(request: Request) -> Response:
+        return JSONResponse(runtime.history.series())
 
     async def login(request: Request) -> Response:
         refused = _refused(request)
@@ -318,6 +354,7 @@ def web_routes(runtime: ServedRuntime, auth: _Auth) -> list[Route]:
 
     return [
         Route("/", index, methods=["GET"]),
+        Route("/status/history", auth.guard_admin(history), methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
     ]

@@ -38,6 +38,8 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from eventrun.common import xray_to_traceparent
+
 from . import _errors, _harden
 from ._context import FunctionInfo, LambdaContext
 from ._handler import HandlerLoadFailure, resolve_handler
@@ -178,6 +180,7 @@ class _Worker:
         _request_filter.request_id = rid
         ok, fatal, error_type = False, False, None
         started = time.perf_counter()
+        untrace = _traced(msg.trace_id)
         try:
             ctx = LambdaContext(self.info, rid, msg.deadline, msg.client_context, msg.identity)
             value = self.handler(_decode_event(msg.event), ctx)
@@ -202,6 +205,8 @@ class _Worker:
                 end="",
                 file=sys.stderr,
             )
+        finally:
+            untrace()
         duration = time.perf_counter() - started
         max_rss_mb = self.peak_rss_mb()
         if max_rss_mb > self.memory_mb and not fatal:
@@ -237,6 +242,27 @@ def _init(sock: socket.socket) -> _Worker:
     ready = Ready(os.getpid(), time.perf_counter() - started, capture.drain())
     send_frame_blocking(sock, encode(ready))
     return worker
+
+
+def _traced(trace_id: str | None) -> Callable[[], None]:
+    """Set ``_X_AMZN_TRACE_ID`` for the handler, as Lambda does, and, when the handler's
+    environment has OpenTelemetry, make the invocation's span the current context (a
+    handler's own spans and outgoing calls join the trace). Returns what undoes it."""
+    if trace_id is None:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+        return _nothing
+    os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    traceparent = xray_to_traceparent(trace_id)
+    try:
+        from opentelemetry import context, propagate
+    except ImportError:
+        return _nothing
+    token = context.attach(propagate.extract({"traceparent": traceparent or ""}))
+    return lambda: context.detach(token)
+
+
+def _nothing() -> None:
+    return None
 
 
 def serve(sock: socket.socket) -> NoReturn:

@@ -63,6 +63,8 @@ class Invoke(msgspec.Struct, tag="invoke", array_like=True):
     """``time.monotonic()`` value (system-wide on Linux) at which the daemon kills the worker."""
     client_context: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
+    trace_id: str | None = None
+    """Lambda's ``_X_AMZN_TRACE_ID`` of the invocation, when traces are on."""
 
 
 class Ready(msgspec.Struct, tag="ready", array_like=True):

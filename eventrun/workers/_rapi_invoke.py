@@ -27,6 +27,8 @@ from typing import Any
 
 import anyio
 
+from eventrun.common import TRACE_HEADER
+
 from . import _errors
 from ._api import InvokeResult
 from ._invocation import format_logs
@@ -39,7 +41,11 @@ _WATCH_S = 0.05
 
 
 def trace_id() -> str:
-    """An X-Ray trace header, as Lambda hands one to every invocation."""
+    """An X-Ray trace header, as Lambda hands one to every invocation: the invocation
+    span's when traces are on (``eventrun.common.TRACE_HEADER``), else a fresh one."""
+    current = TRACE_HEADER.get()
+    if current is not None:
+        return current
     root = f"1-{int(time.time()):08x}-{secrets.token_hex(12)}"
     return f"Root={root};Parent={secrets.token_hex(8)};Sampled=0"
 

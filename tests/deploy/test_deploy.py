@@ -356,6 +356,7 @@ def test_systemd_unit(tmp_path: Path) -> None:
     service = parser["Service"]
     assert " run -c /etc/eventrun/eventrun.yaml" in service["ExecStart"]
     assert service["KillSignal"] == "SIGTERM"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # eventrun reloads on SIGHUP
     assert float(service["TimeoutStopSec"].rstrip("s")) > shutdown_grace()
     assert service["User"] not in ("", "root")
     assert service["EnvironmentFile"].startswith("/etc/eventrun/")

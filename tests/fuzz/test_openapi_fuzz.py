@@ -51,6 +51,7 @@ OPERATIONS = {
     "GET /readyz",
     "GET /metrics",
     "GET /status",
+    "GET /status/history",
     "GET /hello/{name}",
     "POST /hello/{name}",
 }

@@ -777,3 +777,44 @@ def test_function_url_is_a_catch_all_route(tmp_path: Path) -> None:
         "among http triggers (same path and method as functions.Fn.triggers[0].http), "
         "got '/{proxy+}'"
     ]
+
+
+def test_amazon_mq_maps_onto_the_rabbitmq_plugin(tmp_path: Path) -> None:
+    """With the eventrun-rabbitmq plugin installed (make setup installs plugins/*), an MQ
+    event is the plugin's rabbitmq trigger on the connection its broker is bound to."""
+    config = tmp_path / "eventrun.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            connections:
+              rabbitmq: {mq: {url: "amqp://guest:guest@127.0.0.1:5672/%2F"}}
+            bindings:
+              Broker: {rabbitmq: mq}
+            """
+        )
+    )
+    app = translate(
+        tmp_path,
+        "Broker: {Type: AWS::AmazonMQ::Broker, Properties: {EngineType: RABBITMQ}}\n"
+        + fn(
+            events="""
+            M: {Type: MQ, Properties: {Broker: !GetAtt Broker.Arn, Queues: [orders],
+                BatchSize: 50, MaximumBatchingWindowInSeconds: 2}}
+            """
+        ),
+        config=config,
+    )
+    assert app.unsupported == []
+    assert function(app)["triggers"] == [
+        {
+            "rabbitmq": {
+                "connection": "mq",
+                "queue": "orders",
+                "batch_size": 50,
+                "maximum_batching_window": 2.0,
+            }
+        }
+    ]
+    trigger = app.loaded.config.functions["Fn"].triggers[0]
+    assert trigger.kind == "rabbitmq"
+    assert type(trigger.spec).__name__ == "RabbitMQTrigger"

@@ -393,3 +393,125 @@ async def test_sign_out_from_another_site_is_refused(
         assert r.status_code == 403
         assert (await http.post("/logout", headers=session)).status_code == 403  # no marker
         assert (await http.get("/status", headers=session)).status_code == 200  # not revoked
+
+
+# -- the 15-minute charts (issue 29) ------------------------------------------------------
+
+CHARTS_CONFIG = """
+store: {url: "sqlite:///state.db"}
+functions:
+  orders:
+    handler: charts:ok
+    triggers:
+      - http: {path: /orders, methods: [GET], auth: none}
+  payments:
+    handler: charts:fails
+    maximum_retry_attempts: 0
+    triggers:
+      - http: {path: /payments, methods: [GET], auth: none}
+"""
+
+CHARTS_FNS = """
+def ok(event, context):
+    return {"statusCode": 200, "body": "ok"}
+
+def fails(event, context):
+    raise RuntimeError("card declined")
+"""
+
+
+def test_status_page_charts_the_last_minutes(tmp_path: Path, browser: WebDriver) -> None:
+    """Invocations and errors per function and DLQ depth, drawn as inline SVG from the
+    daemon's in-memory samples (one every 5 s), redrawn live by the page's script."""
+    from selenium.webdriver.common.by import By
+
+    (tmp_path / "eventrun.yaml").write_text(CHARTS_CONFIG)
+    (tmp_path / "charts.py").write_text(CHARTS_FNS)
+    with daemon(tmp_path / "eventrun.yaml") as d, httpx.Client(base_url=d.url) as http:
+        samples = lambda: len(http.get("/status/history").json()["at"])  # noqa: E731
+        first = samples()
+        n = 0
+        while samples() < first + 3:  # traffic across three sampling intervals
+            http.get("/orders")
+            if n % 3 == 0:
+                http.get("/payments")
+                http.post(
+                    "/2015-03-31/functions/payments/invocations",
+                    json={"n": n},
+                    headers={"X-Amz-Invocation-Type": "Event"},
+                )
+            n += 1
+            time.sleep(0.05)
+        history = http.get("/status/history").json()
+        assert history["interval_s"] == 5
+        assert sum(history["functions"]["orders"]["invocations"]) >= n - 30
+        assert sum(history["functions"]["orders"]["errors"]) == 0
+        assert sum(history["functions"]["payments"]["errors"]) > 0
+
+        browser.get(d.url + "/")
+        charts = browser.find_element(By.ID, "charts")
+        keys = [f.get_attribute("data-series") for f in charts.find_elements(By.TAG_NAME, "figure")]
+        assert keys == [
+            "functions/orders/invocations",
+            "functions/orders/errors",
+            "functions/payments/invocations",
+            "functions/payments/errors",
+            "dlq/local:orders-dlq",
+            "dlq/local:payments-dlq",
+        ]
+
+        def plotted(key: str) -> list[float]:
+            """The y values of a chart's line, 0 at the bottom, as drawn in the browser."""
+            svg = charts.find_element(By.CSS_SELECTOR, f'figure[data-series="{key}"] svg')
+            line = svg.find_element(By.TAG_NAME, "polyline")
+            height = float(svg.get_attribute("height") or 0)
+            pts = str(line.get_attribute("points")).split()
+            return [round(height - 2 - float(p.split(",")[1]), 1) for p in pts]
+
+        assert len(plotted("functions/orders/invocations")) >= 3
+        assert max(plotted("functions/orders/invocations")) == 36.0  # scaled to the top
+        assert set(plotted("functions/orders/errors")) == {0.0}
+        assert max(plotted("functions/payments/errors")) == 36.0
+        assert plotted("dlq/local:payments-dlq")[-1] > 0  # the DLQ grew
+        # the script redraws from /status/history: one more sample, one more point
+        before = len(plotted("functions/orders/invocations"))
+        _wait(
+            lambda: len(plotted("functions/orders/invocations")) > before,
+            "the charts were redrawn with a new sample",
+            timeout_s=15,
+        )
+        shot = tmp_path / "status-page.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        dlq_svg = 'figure[data-series="dlq/local:payments-dlq"] svg'
+        label = charts.find_element(By.CSS_SELECTOR, dlq_svg).get_attribute("aria-label")
+        assert "local:payments-dlq: depth: last" in str(label)
+    print(json.dumps({"screenshot": str(shot)}))  # docs/status-page.png is this picture
+
+
+def test_the_charts_section_has_a_card_per_series_lag_included() -> None:
+    import re
+
+    from eventrun.observe import History
+    from eventrun.server._web import _charts
+
+    assert _charts(History().series()) == '<p class="muted">No samples yet.</p>'
+    history = History()
+    for n in range(3):
+        history.sample(
+            {
+                "functions": {"f": {"invocations": {"ok": 4 * n, "error": n}}},
+                "sources": {"f/kafka[0]": {"lag": {"total": 10 - n}}},
+                "dlq": {"local:f-dlq": n},
+            },
+            at=float(n),
+        )
+    html = _charts(history.series())
+    assert re.findall(r'data-series="([^"]+)"', html) == [
+        "functions/f/invocations",
+        "functions/f/errors",
+        "lag/f/kafka[0]",
+        "dlq/local:f-dlq",
+    ]
+    assert "f/kafka[0]: lag: last 8, max 10" in html
+    assert 'class="spark lag"' in html

@@ -1,7 +1,48 @@
-// Live numbers for the status page: polls /status every 2 s; redrive buttons POST to /dlq.
+// Live numbers for the status page: polls /status every 2 s and redraws the 15-minute
+// charts from /status/history every 5 s; redrive buttons POST to /dlq.
 (function () {
   "use strict";
   let previous = null;
+
+  // The same drawing as eventrun.observe._history.sparkline: scaled to the maximum.
+  function points(values, width, height) {
+    const top = Math.max(0, ...values) || 1;
+    const n = Math.max(values.length - 1, 1);
+    return values.map(function (v, i) {
+      return (i * width / n).toFixed(1) + "," + (height - 2 - v * (height - 4) / top).toFixed(1);
+    }).join(" ");
+  }
+
+  function seriesOf(history, key) {
+    const [kind, ...rest] = key.split("/");
+    if (kind === "functions") {
+      const which = rest.pop();
+      const fn = history.functions[rest.join("/")];
+      return fn ? fn[which] : null;
+    }
+    return (history[kind] || {})[rest.join("/")] || null;
+  }
+
+  async function redrawCharts() {
+    try {
+      const response = await fetch("/status/history", { credentials: "same-origin", cache: "no-store" });
+      if (!response.ok) return;
+      const history = await response.json();
+      for (const figure of document.querySelectorAll("figure.chart")) {
+        const values = seriesOf(history, figure.dataset.series);
+        const svg = figure.querySelector("svg");
+        if (!values || !svg) continue;
+        const box = svg.viewBox.baseVal;
+        svg.querySelector("polyline").setAttribute("points", points(values, box.width, box.height));
+        svg.dataset.points = String(values.length);
+        const last = values.length ? values[values.length - 1] : 0;
+        const text = figure.querySelector("figcaption").textContent + ": last " + last +
+          ", max " + Math.max(0, ...values);
+        svg.setAttribute("aria-label", text);
+        svg.querySelector("title").textContent = text;
+      }
+    } catch (err) { /* the daemon restarted: try again next time */ }
+  }
 
   function cell(row, key) { return row ? row.querySelector('[data-k="' + key + '"]') : null; }
   function set(el, text) { if (el && el.textContent !== String(text)) el.textContent = text; }
@@ -84,4 +125,5 @@
   });
   poll();
   setInterval(poll, 2000);
+  setInterval(redrawCharts, 5000);
 })();
