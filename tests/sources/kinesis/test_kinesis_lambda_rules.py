@@ -39,6 +39,20 @@ async def kinesis(moto: MotoServer) -> Any:
         yield client
 
 
+@pytest.fixture(params=["moto", "kinesalite"])
+def server(request: pytest.FixtureRequest) -> Any:
+    """The Kinesis implementation a test runs against: moto's server, then kinesalite."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+async def server_kinesis(server: Any) -> Any:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("kinesis", **client_kwargs(server)) as client:
+        yield client
+
+
 async def _shard_of(kinesis: Any, stream: str, key: str) -> str:
     """The shard Kinesis puts ``key`` on: MD5 of the partition key within a hash range."""
     point = int(hashlib.md5(key.encode()).hexdigest(), 16)
@@ -55,14 +69,16 @@ def _utc(stamp: str) -> float:
 
 @pytest.mark.timeout(200)
 async def test_maximum_record_age_sends_an_always_failing_record_to_on_failure(
-    tmp_path: Path, moto: MotoServer, kinesis: Any
+    tmp_path: Path, server: Any, server_kinesis: Any
 ) -> None:
-    """Lambda's minimum age is 60 s and moto cannot back-date arrival times, so this waits
-    for it: the poison record is retried (no retry limit) until older than 60 s, then goes
-    to on_failure as ``RecordAgeExceeded`` with its KinesisBatchInfo; the records that
-    arrived with it and waited behind it on its shard are as old and follow it there. Its
-    batch-mates before it (bisected out), the other shard (while this one is blocked) and
-    records arriving after it expired are handled, once each."""
+    """Lambda's minimum age is 60 s and neither moto nor kinesalite can back-date arrival
+    times, so this waits for it (on each): the poison record is retried (no retry limit)
+    until older than 60 s, then goes to on_failure as ``RecordAgeExceeded`` with its
+    KinesisBatchInfo; the records that arrived with it and waited behind it on its shard
+    are as old and follow it there. Its batch-mates before it (bisected out), the other
+    shard (while this one is blocked) and records arriving after it expired are handled,
+    once each."""
+    kinesis, moto = server_kinesis, server
     stream = await create_stream(kinesis, 2)
     first = docs(20, keys=4)
     poison = first[9]
