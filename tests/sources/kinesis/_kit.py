@@ -89,6 +89,58 @@ def window(event, context):
     return {"state": {"ids": ids}}
 
 
+def _fail_once(ident, flagged):
+    """Raise the first time a flagged record is seen (a marker file per id)."""
+    marker = os.path.join(os.environ["MARKS"], ident)
+    if flagged and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ValueError("fail once " + ident)
+
+
+def pt_kinesis(event, context):
+    """aws-lambda-powertools' Kinesis batch processor, used as its docs show."""
+    from aws_lambda_powertools.utilities.batch import (
+        BatchProcessor, EventType, process_partial_response,
+    )
+    _append(os.environ["EVENTS"], [json.dumps(event)])
+    done = []
+
+    def record_handler(record):
+        doc = record.kinesis.data_as_json()
+        _fail_once(doc["id"], doc.get("fail_once"))
+        done.append(json.dumps({"id": doc["id"], "sn": record.kinesis.sequence_number}))
+
+    processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        _append(os.environ["LEDGER"], done)
+
+
+def pt_ddb(event, context):
+    """aws-lambda-powertools' DynamoDB Streams batch processor, used as its docs show."""
+    from aws_lambda_powertools.utilities.batch import (
+        BatchProcessor, EventType, process_partial_response,
+    )
+    _append(os.environ["EVENTS"], [json.dumps(event)])
+    done = []
+
+    def record_handler(record):
+        image = record.dynamodb.new_image
+        _fail_once(image["id"], image.get("fail_once"))
+        done.append(json.dumps({"id": image["id"], "sn": record.dynamodb.sequence_number}))
+
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        _append(os.environ["LEDGER"], done)
+
+
 def ddb_fail(event, context):
     raise ValueError("always")
 
