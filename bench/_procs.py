@@ -165,3 +165,49 @@ def throughput_row(
         entry[f"ratio_vs_{name}_max"] = round(high, 3)
     entry["cpu_us_per_record"] = round(cpu, 3)
     return line + f"{cpu:>12.2f}", entry
+
+
+def throughput_report(
+    title: str,
+    meta: dict[str, Any],
+    rates: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    *,
+    unit: str = "rec",
+) -> None:
+    """The side-by-side report of a broker bench: a title line (with CPUs and load), one
+    :func:`throughput_row` per mode against ``plain``, each eventrun mode against
+    ``faststream`` when it ran, and the JSON line ``bench/__main__`` keeps (``meta`` first:
+    ``bench`` and the run's parameters). ``cpu µs/UNIT`` is this process's CPU time per
+    record: the daemon side, never the broker's, nor a process-mode worker's."""
+    plain = rates.get("plain", [])
+    fast = rates.get("faststream", [])
+    load_avg = os.getloadavg()[0]
+    print(f"{title}, cpus={os.cpu_count()} load={load_avg:.2f}")
+    print(
+        f"{'mode':<12}{f'median {unit}/s':>14}{f'min..max {unit}/s':>22}{'vs plain':>10}"
+        f"{'(min..max)':>14}{f'cpu µs/{unit}':>12}"
+    )
+    results: dict[str, Any] = {}
+    for mode, samples in rates.items():
+        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": plain})
+        print(line)
+    versus_fast = {
+        mode: paired_ratio(rates[mode], fast)
+        for mode in ("inline", "process")
+        if mode in rates and fast
+    }
+    for mode, (ratio, low, high) in versus_fast.items():
+        print(f"{mode} vs faststream: {ratio:.2f}x ({low:.2f}..{high:.2f}, per repetition)")
+    doc: dict[str, Any] = {
+        **meta,
+        "cpus": os.cpu_count(),
+        "load": round(load_avg, 2),
+        "python": sys.version.split()[0],
+        "results": results,
+    }
+    if versus_fast:
+        doc["ratios"] = {
+            f"{mode}_vs_faststream": round(ratio, 3) for mode, (ratio, _, _) in versus_fast.items()
+        }
+    print(json.dumps(doc))

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 import uuid
@@ -45,7 +43,7 @@ from typing import Any
 
 import anyio
 
-from bench._procs import quiet_json_logs, throughput_row
+from bench._procs import quiet_json_logs, throughput_report
 from bench.sqs import CREDENTIALS, REGION, moto_server
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
@@ -213,32 +211,21 @@ async def main(args: argparse.Namespace) -> None:
 def report(
     rates: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace
 ) -> None:
-    load_avg = os.getloadavg()[0]
-    print(
+    """Throughput table (bench/_procs.throughput_report)."""
+    throughput_report(
         f"kinesis (moto): {args.records} records over {args.shards} shards, batch {args.batch}, "
-        f"{args.reps} reps, cpus={os.cpu_count()} load={load_avg:.2f}"
+        f"{args.reps} reps",
+        {
+            "bench": "kinesis",
+            "broker": "moto",
+            "records": args.records,
+            "shards": args.shards,
+            "batch_size": args.batch,
+            "reps": args.reps,
+        },
+        rates,
+        cpu,
     )
-    print(
-        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}"
-        f"{'(min..max)':>14}{'cpu µs/rec':>12}"
-    )
-    results = {}
-    for mode, samples in rates.items():
-        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": rates["plain"]})
-        print(line)
-    doc = {
-        "bench": "kinesis",
-        "broker": "moto",
-        "records": args.records,
-        "shards": args.shards,
-        "batch_size": args.batch,
-        "reps": args.reps,
-        "cpus": os.cpu_count(),
-        "load": round(load_avg, 2),
-        "python": sys.version.split()[0],
-        "results": results,
-    }
-    print(json.dumps(doc))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench._procs import free_port, quiet_json_logs, throughput_row, wait_port
+from bench._procs import free_port, quiet_json_logs, throughput_report, wait_port
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
 
@@ -229,33 +226,20 @@ async def main(args: argparse.Namespace) -> None:
 def report(
     rates: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace
 ) -> None:
-    """Throughput table; ``cpu µs/msg`` is this process's CPU time per message (the daemon
-    side and, for ``plain``, paho's loop; a process-mode worker's CPU is not included)."""
-    plain = rates.get("plain", [])
-    load_avg = os.getloadavg()[0]
-    print(
-        f"mqtt: {args.messages} messages x {args.value_bytes} B, QoS 1, {args.reps} reps, "
-        f"cpus={os.cpu_count()} load={load_avg:.2f}"
+    """Throughput table (bench/_procs.throughput_report); ``cpu µs/msg`` is this process's
+    CPU time per message (the daemon side and, for ``plain``, paho's loop)."""
+    throughput_report(
+        f"mqtt: {args.messages} messages x {args.value_bytes} B, QoS 1, {args.reps} reps",
+        {
+            "bench": "mqtt",
+            "messages": args.messages,
+            "value_bytes": args.value_bytes,
+            "reps": args.reps,
+        },
+        rates,
+        cpu,
+        unit="msg",
     )
-    print(
-        f"{'mode':<12}{'median msg/s':>14}{'min..max msg/s':>22}{'vs plain':>10}"
-        f"{'(min..max)':>14}{'cpu µs/msg':>12}"
-    )
-    results = {}
-    for mode, samples in rates.items():
-        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": plain})
-        print(line)
-    doc = {
-        "bench": "mqtt",
-        "messages": args.messages,
-        "value_bytes": args.value_bytes,
-        "reps": args.reps,
-        "cpus": os.cpu_count(),
-        "load": round(load_avg, 2),
-        "python": sys.version.split()[0],
-        "results": results,
-    }
-    print(json.dumps(doc))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,8 @@ nothing unacknowledged. Prints a table and one JSON line, like bench/redis_strea
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,7 +35,12 @@ import anyio
 import nats
 from nats.js import api
 
-from bench._procs import free_port, paired_ratio, quiet_json_logs, throughput_row, wait_port
+from bench._procs import (
+    free_port,
+    quiet_json_logs,
+    throughput_report,
+    wait_port,
+)
 from bench.redis_streams import _devnull_logger
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
@@ -237,43 +239,20 @@ async def main(args: argparse.Namespace) -> None:
 def report(
     rates: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace
 ) -> None:
-    plain = rates.get("plain", [])
-    fast = rates.get("faststream", [])
-    load_avg = os.getloadavg()[0]
-    print(
+    """Throughput table (bench/_procs.throughput_report)."""
+    throughput_report(
         f"nats jetstream: {args.messages} messages x {args.value_bytes} B over"
-        f" {args.subjects} subjects, {args.reps} reps, cpus={os.cpu_count()} load={load_avg:.2f}"
-    )
-    print(
-        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}"
-        f"{'(min..max)':>14}{'cpu µs/rec':>12}"
-    )
-    results = {}
-    for mode, samples in rates.items():
-        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": plain})
-        print(line)
-    versus_fast = {
-        mode: paired_ratio(rates[mode], fast)
-        for mode in ("inline", "process")
-        if mode in rates and fast
-    }
-    for mode, (ratio, low, high) in versus_fast.items():
-        print(f"{mode} vs faststream: {ratio:.2f}x ({low:.2f}..{high:.2f}, per repetition)")
-    doc = {
-        "bench": "nats",
-        "messages": args.messages,
-        "subjects": args.subjects,
-        "value_bytes": args.value_bytes,
-        "reps": args.reps,
-        "cpus": os.cpu_count(),
-        "load": round(load_avg, 2),
-        "python": sys.version.split()[0],
-        "results": results,
-        "ratios": {
-            f"{mode}_vs_faststream": round(ratio, 3) for mode, (ratio, _, _) in versus_fast.items()
+        f" {args.subjects} subjects, {args.reps} reps",
+        {
+            "bench": "nats",
+            "messages": args.messages,
+            "subjects": args.subjects,
+            "value_bytes": args.value_bytes,
+            "reps": args.reps,
         },
-    }
-    print(json.dumps(doc))
+        rates,
+        cpu,
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ to the plain loop: the median of the per-repetition ratios) and one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -38,7 +37,7 @@ import aiormq
 import anyio
 from pamqp import commands as spec
 
-from bench._procs import paired_ratio, quiet_json_logs, throughput_row
+from bench._procs import quiet_json_logs, throughput_report
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
 
@@ -235,44 +234,20 @@ async def profile(run: Callable[[str], Awaitable[float]], queue: str) -> None:
 def report(
     rates: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace
 ) -> None:
-    """Throughput table; ``cpu µs/msg`` is this process's CPU time per message (not the
-    worker's in process mode, never the broker's)."""
-    plain = rates.get("plain", [])
-    fast = rates.get("faststream", [])
-    load_avg = os.getloadavg()[0]
-    print(
-        f"rabbitmq: {args.messages} messages x {args.value_bytes} B, {args.reps} reps, "
-        f"cpus={os.cpu_count()} load={load_avg:.2f}"
-    )
-    print(
-        f"{'mode':<12}{'median msg/s':>14}{'min..max msg/s':>22}{'vs plain':>10}"
-        f"{'(min..max)':>14}{'cpu µs/msg':>12}"
-    )
-    results = {}
-    for mode, samples in rates.items():
-        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": plain})
-        print(line)
-    versus_fast = {
-        mode: paired_ratio(rates[mode], fast)
-        for mode in ("inline", "process")
-        if mode in rates and fast
-    }
-    for mode, (ratio, low, high) in versus_fast.items():
-        print(f"{mode} vs faststream: {ratio:.2f}x ({low:.2f}..{high:.2f}, per repetition)")
-    doc = {
-        "bench": "rabbitmq",
-        "messages": args.messages,
-        "value_bytes": args.value_bytes,
-        "reps": args.reps,
-        "cpus": os.cpu_count(),
-        "load": round(load_avg, 2),
-        "python": sys.version.split()[0],
-        "results": results,
-        "ratios": {
-            f"{mode}_vs_faststream": round(ratio, 3) for mode, (ratio, _, _) in versus_fast.items()
+    """Throughput table (bench/_procs.throughput_report); ``cpu µs/msg`` is this process's
+    CPU time per message (not the worker's in process mode, never the broker's)."""
+    throughput_report(
+        f"rabbitmq: {args.messages} messages x {args.value_bytes} B, {args.reps} reps",
+        {
+            "bench": "rabbitmq",
+            "messages": args.messages,
+            "value_bytes": args.value_bytes,
+            "reps": args.reps,
         },
-    }
-    print(json.dumps(doc))
+        rates,
+        cpu,
+        unit="msg",
+    )
 
 
 if __name__ == "__main__":

@@ -28,13 +28,11 @@ on 200,000; the plain loop ran at the same rate on both).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -44,7 +42,7 @@ from pathlib import Path
 import anyio
 import redis.asyncio as aioredis
 
-from bench._procs import free_port, paired_ratio, quiet_json_logs, throughput_row
+from bench._procs import free_port, quiet_json_logs, throughput_report
 from eventrun.config import load_config
 from eventrun.runtime._runtime import Runtime
 
@@ -268,44 +266,19 @@ async def profile(mode: str, url: str, entries: int, root: Path) -> None:
 def report(
     rates: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace
 ) -> None:
-    """Throughput table; ``cpu µs/rec`` is this process's CPU time per entry (the daemon
-    side: a process-mode worker's CPU is not included; Redis' never is)."""
-    plain = rates.get("plain", [])
-    fast = rates.get("faststream", [])
-    load_avg = os.getloadavg()[0]
-    print(
-        f"redis streams: {args.entries} entries x {args.value_bytes} B, {args.reps} reps, "
-        f"cpus={os.cpu_count()} load={load_avg:.2f}"
-    )
-    print(
-        f"{'mode':<12}{'median rec/s':>14}{'min..max rec/s':>22}{'vs plain':>10}"
-        f"{'(min..max)':>14}{'cpu µs/rec':>12}"
-    )
-    results = {}
-    for mode, samples in rates.items():
-        line, results[mode] = throughput_row(mode, samples, cpu[mode], {"plain": plain})
-        print(line)
-    versus_fast = {
-        mode: paired_ratio(rates[mode], fast)
-        for mode in ("inline", "process")
-        if mode in rates and fast
-    }
-    for mode, (ratio, low, high) in versus_fast.items():
-        print(f"{mode} vs faststream: {ratio:.2f}x ({low:.2f}..{high:.2f}, per repetition)")
-    doc = {
-        "bench": "redis_streams",
-        "entries": args.entries,
-        "value_bytes": args.value_bytes,
-        "reps": args.reps,
-        "cpus": os.cpu_count(),
-        "load": round(load_avg, 2),
-        "python": sys.version.split()[0],
-        "results": results,
-        "ratios": {
-            f"{mode}_vs_faststream": round(ratio, 3) for mode, (ratio, _, _) in versus_fast.items()
+    """Throughput table (bench/_procs.throughput_report); ``cpu µs/rec`` is this process's
+    CPU time per entry (a process-mode worker's CPU is not included; Redis' never is)."""
+    throughput_report(
+        f"redis streams: {args.entries} entries x {args.value_bytes} B, {args.reps} reps",
+        {
+            "bench": "redis_streams",
+            "entries": args.entries,
+            "value_bytes": args.value_bytes,
+            "reps": args.reps,
         },
-    }
-    print(json.dumps(doc))
+        rates,
+        cpu,
+    )
 
 
 if __name__ == "__main__":
