@@ -43,6 +43,9 @@ class _DictState:
         self.data[key] = b"1"
         return True
 
+    async def release(self, key: str) -> None:
+        self.data.pop(key, None)
+
 
 @dataclass
 class _Context:

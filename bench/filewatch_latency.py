@@ -51,6 +51,9 @@ class _State:
     async def claim(self, key: str, ttl_s: float) -> bool:
         return self.data.setdefault(key, b"1") == b"1"
 
+    async def release(self, key: str) -> None:
+        self.data.pop(key, None)
+
 
 class _Context:
     def __init__(self, spec: SourceSpec) -> None:

@@ -309,6 +309,12 @@ class KeyValueState(Protocol):
         """
         ...
 
+    async def release(self, key: str) -> None:
+        """Give up a claim this caller won and still holds (before its TTL ran out), so
+        another caller may win it at once: a replica handing its shard leases over on a
+        clean shutdown. A value written with :meth:`set` is left alone."""
+        ...
+
 
 class SourceContext(Protocol):
     """What the runtime offers a push source."""

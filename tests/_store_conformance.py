@@ -168,6 +168,13 @@ async def check_kv(new_store: NewStore) -> None:
         await store.kv_set("cron:tick:2", b"done")
         assert not await store.kv_claim("cron:tick:2", 60, now=time.time() + 3600)
         assert await store.kv_get("cron:tick:2") == b"done"
+        # Released, a claim can be won again at once; a plain value is never released.
+        await store.kv_release("cron:tick:3")
+        assert await store.kv_get("cron:tick:3") is None
+        assert await store.kv_claim("cron:tick:3", 60, now=time.time())
+        await store.kv_release("cron:tick:2")
+        assert await store.kv_get("cron:tick:2") == b"done"
+        await store.kv_release("never-claimed")
 
 
 async def check_durable_across_reopen(new_store: NewStore) -> None:

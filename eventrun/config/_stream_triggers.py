@@ -49,15 +49,16 @@ class _AwsStreamTrigger(BatchControls):
         0.0,
         description="Lambda's TumblingWindowInSeconds: group records into windows of this "
         "length by arrival time; the handler gets window, state (what it returned last in "
-        'the window, as {"state": ...}) and isFinalInvokeForWindow. 0: no windows. Needs '
+        'the window, as {"state": ...}) and isFinalInvokeForWindow; a state over 1 MB ends '
+        "the window early (isWindowTerminatedEarly). 0: no windows. Needs "
         "parallelization_factor 1.",
     )
     shard_lease: Lease = Field(
         10.0,
         description="eventrun: how long this daemon's claim on a shard lasts in the store "
         "without renewal; replicas sharing a Redis store split the shards, and a dead "
-        "replica's shards are taken over within twice this (a restarted daemon, too, waits "
-        "up to twice this for its own old claims to run out).",
+        "replica's shards are taken over within twice this; a daemon that stops cleanly "
+        "hands its shards over at once.",
     )
 
 

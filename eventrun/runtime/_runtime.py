@@ -118,6 +118,9 @@ class _KV:
     async def claim(self, key: str, ttl_s: float) -> bool:
         return await self._store.kv_claim(self._prefix + key, ttl_s, now=self._clock.time())
 
+    async def release(self, key: str) -> None:
+        await self._store.kv_release(self._prefix + key)
+
 
 class _PushContext:
     """What a push source sees of the runtime (``eventrun.abc.SourceContext``)."""

@@ -166,3 +166,7 @@ class Store(Protocol):
     async def kv_claim(self, key: str, ttl_s: float, *, now: float) -> bool:
         """Set ``key`` if absent or expired; True if this caller won the claim."""
         ...
+
+    async def kv_release(self, key: str) -> None:
+        """Delete the claim on ``key`` (a key with a TTL; a plain value stays)."""
+        ...

@@ -108,6 +108,12 @@ return n
 )
 
 # KEYS: ready, wait  ARGV: now, limit, lease_until, entry_prefix
+_RELEASE = """
+if redis.call('PTTL', KEYS[1]) > 0 then
+  redis.call('DEL', KEYS[1])
+end
+"""
+
 _LEASE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 10000)
 for _, id in ipairs(due) do
@@ -263,6 +269,7 @@ class RedisStore:
             ("retry", _RETRY),
             ("purge", _PURGE),
             ("trim", _TRIM),
+            ("release", _RELEASE),
         ):
             self._scripts[name] = client.register_script(lua)
         try:
@@ -459,3 +466,7 @@ class RedisStore:
             self._redis().set(self.prefix + "kv:" + key, b"1", nx=True, px=ttl_ms)
         )
         return bool(won)
+
+    async def kv_release(self, key: str) -> None:
+        """Delete the claim on ``key``: only a key with a TTL (a plain value stays)."""
+        await self._script("release", [self.prefix + "kv:" + key], [])

@@ -432,3 +432,11 @@ class SqliteStore:
             return cursor.rowcount == 1
 
         return await self._call(kv_claim, write=True)
+
+    async def kv_release(self, key: str) -> None:
+        """Delete the claim on ``key`` (a plain value, without expiry, stays)."""
+
+        def kv_release(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM kv WHERE key = ? AND expires_at IS NOT NULL", (key,))
+
+        await self._call(kv_release, write=True)

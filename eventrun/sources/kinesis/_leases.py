@@ -11,6 +11,8 @@ upsert guarded by expiry; Redis: SET NX PX). Leases are built from it with time
 * a holder that dies claims nothing more: from the epoch after its last claim, the key of
   the current epoch is free and another replica wins it. Takeover takes at most two
   epochs;
+* a holder that stops cleanly releases its claims (:meth:`Leases.release_all`): the next
+  replica, or the same daemon restarted, takes the shards at its next renewal;
 * membership works the same way with slots: a replica holds ``member:i:e`` for the
   lowest free slot i, renewed ahead like a lease; the live replicas are the slots
   claimed for the current epoch, and a replica's rank is its slot's position among them.
@@ -139,6 +141,18 @@ class Leases:
     def give_up(self, shard: str) -> None:
         """Stop renewing ``shard`` (its keys expire; its preferred replica takes it)."""
         self._held.pop(shard, None)
+
+    async def release_all(self) -> None:
+        """Release every claim still held (shard leases, the member slot): a clean stop."""
+        e = self.epoch()
+        for shard, epochs in list(self._held.items()):
+            for epoch in sorted(x for x in epochs if x >= e):
+                await self.state.release(self._key(f"lease:{shard}", epoch))
+        if self._slot is not None:
+            for epoch in sorted(x for x in self._slot_epochs if x >= e):
+                await self.state.release(self._key(f"member:{self._slot}", epoch))
+        self._held.clear()
+        self._slot, self._slot_epochs = None, set()
 
     def held(self) -> list[str]:
         e = self.epoch()

@@ -61,6 +61,8 @@ log = structlog.get_logger("eventrun.sources.kinesis")
 SHARD_END = b"SHARD_END"
 THROTTLE_CAP_S = 30.0
 POLL_WAIT_S = 1.0
+RELEASE_WAIT_S = 2.0
+"""At a clean stop, how long releasing the leases may take (else they run out)."""
 READ_LIMIT = 10_000
 """Records one GetRecords asks for (Kinesis's most; the poller keeps the rest of an answer
 and hands it out as the dispatcher has room, as Lambda and the KCL do)."""
@@ -146,8 +148,25 @@ class StreamPoller:
                 await tg.__aexit__(type(exc) if exc else None, exc, None)
         finally:
             with anyio.CancelScope(shield=True):
+                if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+                    await self._release_leases()
                 await self._stack.aclose()
             self._owned.clear()
+
+    async def _release_leases(self) -> None:
+        """A clean stop (not a reconnect, which keeps them): hand the leases over now
+        rather than letting them run out (up to two ``shard_lease``)."""
+        if self._leases is None:
+            return
+        held = self._leases.held()
+        with anyio.move_on_after(RELEASE_WAIT_S):
+            try:
+                await self._leases.release_all()
+            except StoreError as exc:
+                log.warning("stream.lease_release_failed", trigger=self.spec.name, error=str(exc))
+                return
+            if held:
+                log.info("stream.leases_released", trigger=self.spec.name, shards=sorted(held))
 
     def _translate(self, exc: Exception, action: str) -> Exception:
         cfg = self.spec.config
@@ -339,13 +358,28 @@ class StreamPoller:
                 and shard.gate.current is not None
                 and shard.read_at >= shard.gate.current[1]
             )
-            out += shard.gate.release(
+            window = shard.gate.current
+            released = shard.gate.release(
                 shard.held,
                 limit - len(out),
                 acked=shard.acked,
                 caught_up_past_end=caught_up,
                 token=shard,
             )
+            if released and is_final(released[-1]):
+                why = "later_record" if shard.held else "caught_up"
+                if shard.gate.early or shard.ended:
+                    why = "state_over_1mb" if shard.gate.early else "shard_ended"
+                log.debug(
+                    "stream.window_closed",
+                    trigger=self.spec.name,
+                    shard=shard.info.id,
+                    window=window,
+                    reason=why,
+                    read_at=shard.read_at,
+                    behind_ms=shard.behind_ms,
+                )
+            out += released
         return out
 
     async def _fetch(self, shard: Shard, errors: list[Exception]) -> None:
@@ -429,7 +463,9 @@ class StreamPoller:
                 await self.state.set(f"ckpt:{shard.info.id}", str(record.item_id).encode())
                 shard.acked = str(record.item_id)
                 if shard.gate is not None:
-                    if is_final(record):
+                    if is_final(record) and shard.gate.final_out:
+                        # closed here unless on_result did (a success): by now a poll may
+                        # have opened the next window, which must stay open
                         shard.gate.close()
                     self._wake.set()  # the next window, or this one's final invocation
                 await self._finish_if_done(shard)
@@ -460,7 +496,7 @@ class StreamPoller:
             except ValueError:
                 result = None
             state = result.get("state") if isinstance(result, dict) else None
-            gate.state = state if state is not None else {}
+            gate.keep(state if state is not None else {})
         doc = json.dumps(gate.saved(str(records[-1].item_id))).encode()
         for attempt in range(1, 6):
             try:

@@ -12,6 +12,11 @@ record of the window was handled, one more invocation with no records and
 ``isFinalInvokeForWindow: true`` goes out (a *final marker* record, alone in its batch
 since nothing else of the shard is released before it is acknowledged).
 
+A state over Lambda's 1 MB terminates the window early: the final invocation goes out at
+once with ``isWindowTerminatedEarly: true`` (and that state), and the window goes on with
+a fresh state ``{}`` (Lambda: "subsequent invoke will continue the same window with a
+fresh state").
+
 State and position are saved together after each successful invocation (``window:SHARD``
 in the store: window, state, last sequence number), so a restarted daemon resumes the
 window where it was, with its state (Lambda restarts the window from its checkpoint); the
@@ -20,6 +25,7 @@ final invocation's success drops the state.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from datetime import UTC, datetime
@@ -27,10 +33,12 @@ from typing import Any
 
 from eventrun.abc import JSON, Record
 
-__all__ = ["FINAL", "WindowGate", "is_final"]
+__all__ = ["FINAL", "MAX_STATE_BYTES", "WindowGate", "is_final"]
 
 FINAL = "eventrun:window-final"
 """``data_key`` of the final marker record."""
+MAX_STATE_BYTES = 1024 * 1024
+"""Lambda's limit on a window's state (as JSON); a larger one ends the window early."""
 
 
 def is_final(record: Record) -> bool:
@@ -44,7 +52,7 @@ def _iso(epoch_s: float) -> str:
 class WindowGate:
     """One shard's open window: what was released of it, its state."""
 
-    __slots__ = ("current", "final_out", "released", "seconds", "state")
+    __slots__ = ("current", "early", "final_out", "released", "seconds", "state")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -53,6 +61,8 @@ class WindowGate:
         self.released: str | None = None
         """Sequence number of the last record of the window handed out."""
         self.final_out = False
+        self.early = False
+        """The state outgrew :data:`MAX_STATE_BYTES`: a final invocation is due now."""
 
     def window_of(self, record: Record) -> tuple[float, float]:
         start = math.floor(record.timestamp / self.seconds) * self.seconds
@@ -64,14 +74,28 @@ class WindowGate:
             self.current = (float(doc["start"]), float(doc["end"]))
             self.state = doc.get("state") if doc.get("state") is not None else {}
             self.released = str(doc["seq"])
+            self.early = bool(doc.get("early"))
 
     def saved(self, seq: str) -> dict[str, Any]:
         """What :meth:`restore` reads back."""
         if self.current is None:
             return {"seq": seq}
-        return {"start": self.current[0], "end": self.current[1], "state": self.state, "seq": seq}
+        doc = {"start": self.current[0], "end": self.current[1], "state": self.state, "seq": seq}
+        return {**doc, "early": True} if self.early else doc
+
+    def keep(self, state: JSON) -> None:
+        """The state an invocation of the window returned; over :data:`MAX_STATE_BYTES`
+        (as JSON), the window is to end early."""
+        self.state = state
+        if len(json.dumps(state, separators=(",", ":")).encode()) > MAX_STATE_BYTES:
+            self.early = True
 
     def close(self) -> None:
+        """The final invocation was handled: the window is over, or (ended early) goes on
+        with a fresh state."""
+        if self.early:
+            self.state, self.early, self.final_out = {}, False, False
+            return
         self.current = None
         self.state = {}
         self.released = None
@@ -100,7 +124,9 @@ class WindowGate:
             self.current = self.window_of(held[0])
             self.state, self.released = {}, None
         out: list[Record] = []
-        while held and len(out) < limit and self.window_of(held[0]) == self.current:
+        while (
+            not self.early and held and len(out) < limit and self.window_of(held[0]) == self.current
+        ):
             record = held.popleft()
             out.append(record)
             self.released = str(record.item_id)
@@ -111,7 +137,7 @@ class WindowGate:
             return self.release(
                 held, limit, acked=acked, caught_up_past_end=caught_up_past_end, token=token
             )
-        if acked != self.released or not (held or caught_up_past_end):
+        if acked != self.released or not (held or caught_up_past_end or self.early):
             return []
         self.final_out = True
         end = self.current[1]
@@ -139,5 +165,5 @@ class WindowGate:
             "shardId": shard,
             "eventSourceARN": arn,
             "isFinalInvokeForWindow": len(real) < len(records),
-            "isWindowTerminatedEarly": False,
+            "isWindowTerminatedEarly": self.early and len(real) < len(records),
         }

@@ -47,6 +47,9 @@ class DictState:
         self.claims[key] = now + ttl_s
         return True
 
+    async def release(self, key: str) -> None:
+        self.claims.pop(key, None)
+
 
 @dataclass
 class RecordingContext:

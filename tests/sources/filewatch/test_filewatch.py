@@ -51,6 +51,9 @@ class MemoryState:
         self.data[key] = b"1"
         return True
 
+    async def release(self, key: str) -> None:
+        self.data.pop(key, None)
+
 
 class RecordingContext:
     """A SourceContext that records every asynchronous invocation."""

@@ -262,10 +262,6 @@ async def test_dynamodb_stream_events_from_item_writes(tmp_path: Path, moto: Mot
     assert parsed[1].dynamodb.new_image["n"] == 2
 
 
-# Known intermittent failure (2 of 3 runs on 2026-12-07, fresh clone and main): after the
-# restart some records never reach a final window within 60 s. Kept out of `make test`
-# until fixed (issue 25 stays open for it); run it with `pytest -m long tests/sources/kinesis`.
-@pytest.mark.long
 async def test_tumbling_windows_carry_state_across_invocations_and_a_restart(
     tmp_path: Path, moto: MotoServer, kinesis: Any
 ) -> None:

@@ -5,6 +5,7 @@ in-memory ``KeyValueState``: what moto cannot be made to do on demand."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,11 @@ class MemoryState:
             return False
         self.values[key] = (b"1", self.now + ttl_s)
         return True
+
+    async def release(self, key: str) -> None:
+        found = self.values.get(key)
+        if found is not None and found[1] is not None:
+            del self.values[key]
 
 
 def _error(code: str) -> ClientError:
@@ -121,11 +127,11 @@ def _poller(api: MemoryShards, state: MemoryState, **config: Any) -> StreamPolle
     return poller
 
 
-async def _drain(poller: StreamPoller, count: int) -> list[Record]:
+async def _drain(poller: StreamPoller, count: int, limit: int = 100) -> list[Record]:
     got: list[Record] = []
     with anyio.fail_after(20):
         while len(got) < count:
-            got += await poller.poll(100)
+            got += await poller.poll(limit)
     return got
 
 
@@ -199,6 +205,39 @@ async def test_leases_split_between_members_and_pass_on_when_one_stops() -> None
     assert len([k for k in state.values if k.startswith("member:")]) <= 2 * 4
 
 
+async def test_a_clean_stop_releases_leases_and_membership_at_once() -> None:
+    """A member that stops cleanly gives back its shards and its slot: the other takes
+    every shard at its next renewal, in the same epoch (not two epochs later)."""
+    state = MemoryState()
+    a = Leases(state, 10.0, now=lambda: state.now)
+    b = Leases(state, 10.0, now=lambda: state.now)
+    shards = ["s0", "s1"]
+    for member in (a, b, a):
+        await member.refresh_members()
+    assert all([await a.acquire(s) for s in a.preferred(shards)])
+    assert all([await b.acquire(s) for s in b.preferred(shards)])
+    epoch = a.epoch()
+    await a.release_all()
+    assert a.held() == []
+    state.now += 0.1
+    await b.refresh_members()
+    assert b.members == 1
+    assert [s for s in b.preferred(shards) if await b.acquire(s)] == shards
+    assert b.epoch() == epoch
+
+
+async def test_a_poller_stopped_cleanly_lets_the_next_one_start_at_once() -> None:
+    api = MemoryShards({"shardId-0": [b"%d" % i for i in range(10)]})
+    state = MemoryState()
+    async with _poller(api, state) as poller:
+        got = await _drain(poller, 10)
+        await poller.ack(got[:4])
+    # same clock: the first poller's claims have not run out
+    async with _poller(api, state) as poller:
+        again = await _drain(poller, 6)
+    assert [r.data for r in again] == [b"%d" % i for i in range(4, 10)]
+
+
 def test_shard_end_marker_is_not_a_sequence_number() -> None:
     assert not SHARD_END.isdigit()
 
@@ -218,3 +257,64 @@ async def _poll_until_error(poller: StreamPoller) -> None:
     with anyio.fail_after(5):
         while True:
             await poller.poll(10)
+
+
+class TimedShards(MemoryShards):
+    """Records arriving at set times (``arrivals[payload]``, epoch seconds)."""
+
+    def __init__(self, shards: dict[str, list[bytes]], arrivals: dict[bytes, float]) -> None:
+        super().__init__(shards)
+        self.arrivals = arrivals
+
+    async def get_records(self, iterator: str, limit: int) -> dict[str, Any]:
+        answer = await super().get_records(iterator, limit)
+        for raw in answer["Records"]:
+            raw["ApproximateArrivalTimestamp"] = datetime.fromtimestamp(
+                self.arrivals[raw["Data"]], UTC
+            )
+        return answer
+
+
+async def test_the_next_window_opened_between_a_final_result_and_its_ack_stays_open() -> None:
+    """Regression: the dispatcher reports a final invocation's result (``on_result``, which
+    closes the window) and then acknowledges it (``ack``); a poll in between opens the next
+    window, and the ack used to close that one too: its state and its final invocation were
+    lost (records never reached a final window after a restart in the e2e test)."""
+    api = TimedShards({"shardId-0": [b"a", b"b"]}, {b"a": 100.5, b"b": 111.0})
+    state = MemoryState()
+    async with _poller(api, state, tumbling_window=10) as poller:
+        [a] = await _drain(poller, 1)
+        await poller.on_result([a], b'{"state": {"ids": ["a"]}}')
+        await poller.ack([a])
+        [final_a] = await _drain(poller, 1)
+        assert poller.batch_event([final_a])["isFinalInvokeForWindow"] is True
+        await poller.on_result([final_a], b'{"state": {}}')
+        [b] = await _drain(poller, 1)  # the next window opens before the ack below
+        assert poller.batch_event([b])["window"]["start"] == "1970-01-01T00:01:50Z"
+        await poller.ack([final_a])
+        await poller.on_result([b], b'{"state": {"ids": ["b"]}}')
+        await poller.ack([b])
+        [final_b] = await _drain(poller, 1)
+        event = poller.batch_event([final_b])
+    assert event["isFinalInvokeForWindow"] is True
+    assert event["window"]["start"] == "1970-01-01T00:01:50Z"
+    assert event["state"] == {"ids": ["b"]}
+
+
+async def test_a_state_over_1_mb_ends_the_window_early() -> None:
+    api = TimedShards({"shardId-0": [b"a", b"b"]}, {b"a": 100.5, b"b": 101.0})
+    async with _poller(api, MemoryState(), tumbling_window=10) as poller:
+        [a] = await _drain(poller, 1, limit=1)
+        big = json.dumps({"state": {"blob": "x" * (1024 * 1024)}}).encode()
+        await poller.on_result([a], big)
+        await poller.ack([a])
+        [final] = await _drain(poller, 1)
+        event = poller.batch_event([final])
+        assert (event["isFinalInvokeForWindow"], event["isWindowTerminatedEarly"]) == (True, True)
+        await poller.on_result([final], b'{"state": {}}')
+        await poller.ack([final])
+        [b] = await _drain(poller, 1)
+        event = poller.batch_event([b])
+    assert event["state"] == {}, "the same window goes on with a fresh state"
+    assert event["window"]["start"] == "1970-01-01T00:01:40Z"
+    assert event["isWindowTerminatedEarly"] is False

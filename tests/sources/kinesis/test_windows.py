@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 
 from eventrun.abc import Record
-from eventrun.sources.kinesis._windows import WindowGate, is_final
+from eventrun.sources.kinesis._windows import MAX_STATE_BYTES, WindowGate, is_final
 
 
 class _Token:
@@ -71,3 +71,30 @@ def test_a_saved_window_resumes_with_its_state_and_closes_if_time_moved_on() -> 
     [final] = other.release(held, 100, acked="7", caught_up_past_end=False, token=_Token())
     assert is_final(final)
     assert [r.item_id for r in held] == ["8"]
+
+
+def test_a_state_over_1_mb_ends_the_window_early_and_it_goes_on_with_a_fresh_state() -> None:
+    """Lambda: isWindowTerminatedEarly when the state exceeds 1 MB; the next invocation
+    continues the same window with a fresh state."""
+    gate = WindowGate(10.0)
+    held = deque([_record(1, 100.5), _record(2, 101.0), _record(3, 102.0)])
+    [first] = gate.release(held, 1, acked=None, caught_up_past_end=False, token=_Token())
+    assert first.item_id == "1"
+    gate.keep({"blob": "x" * MAX_STATE_BYTES})
+    assert gate.saved("1")["early"] is True, "a restart ends it early too"
+    # the final goes out at once, before the window's other records, not waiting for its end
+    [final] = gate.release(held, 100, acked="1", caught_up_past_end=False, token=_Token())
+    assert is_final(final)
+    event = gate.envelope([final], "shardId-0", "arn:x")
+    assert event["isFinalInvokeForWindow"] is True
+    assert event["isWindowTerminatedEarly"] is True
+    assert len(event["state"]["blob"]) == MAX_STATE_BYTES
+    gate.close()  # the final invocation succeeded
+    rest = gate.release(held, 100, acked="1", caught_up_past_end=False, token=_Token())
+    assert [r.item_id for r in rest] == ["2", "3"]
+    event = gate.envelope(rest, "shardId-0", "arn:x")
+    assert (event["state"], event["isWindowTerminatedEarly"]) == ({}, False)
+    assert event["window"] == {"start": "1970-01-01T00:01:40Z", "end": "1970-01-01T00:01:50Z"}
+    gate.keep({"n": 2})  # small again: the window ends at its end, normally
+    [last] = gate.release(held, 100, acked="3", caught_up_past_end=True, token=_Token())
+    assert gate.envelope([last], "shardId-0", "arn:x")["isWindowTerminatedEarly"] is False
