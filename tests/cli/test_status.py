@@ -3,6 +3,7 @@ from the config, and the rich table rendered from two snapshots (rates)."""
 
 from __future__ import annotations
 
+import codecs
 import copy
 import fcntl
 import http.server
@@ -245,6 +246,8 @@ class _Terminal:
         os.close(slave)
         self._master = master
         self._text = ""
+        # a chunk may end inside a multi-byte character (the table's box drawing)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -259,7 +262,7 @@ class _Terminal:
                 if not chunk:
                     self._cond.notify_all()
                     return
-                self._text += _ANSI.sub("", chunk.decode(errors="replace"))
+                self._text += _ANSI.sub("", self._decoder.decode(chunk))
                 self._cond.notify_all()
 
     def text(self) -> str:
@@ -298,7 +301,10 @@ def test_live_view_redraws_until_ctrl_c_and_retries_while_the_daemon_is_gone(
         term = _Terminal(d.url, interval)
         try:
             # the first table: the function, no invocations yet, no rates yet
-            term.wait_for(lambda t: any(r[5:6] == ["0"] for r in _work_rows(t)))
+            # a frame arrives in several reads: wait for its last section too
+            term.wait_for(
+                lambda t: any(r[5:6] == ["0"] for r in _work_rows(t)) and "local:work-dlq" in t
+            )
             assert _work_rows(term.text())[0][:6] == ["work", "1/0", "0", "-", "-", "0"]
             assert "Dead-letter queues" in term.text()
             assert "local:work-dlq" in term.text()
