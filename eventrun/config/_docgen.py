@@ -261,10 +261,28 @@ def _type_text(tp: Any, meta: list[Any] | None = None) -> str:
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _bounds_text(meta: list[Any], duration: bool) -> list[str]:
+    def num(v: Any) -> str:
+        if duration:
+            return format_duration(float(v))
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    lo = next((f">= {num(m.ge)}" for m in meta if isinstance(m, annotated_types.Ge)), None)
+    lo = lo or next((f"> {num(m.gt)}" for m in meta if isinstance(m, annotated_types.Gt)), None)
+    hi = next((f"<= {num(m.le)}" for m in meta if isinstance(m, annotated_types.Le)), None)
+    hi = hi or next((f"< {num(m.lt)}" for m in meta if isinstance(m, annotated_types.Lt)), None)
+    if lo and hi and lo.startswith(">=") and hi.startswith("<="):
+        return [f"{lo[3:]}..{hi[3:]}"]
+    return [text for text in (lo, hi) if text]
+
+
 def _allowed_text(field: FieldInfo) -> str:
     meta = list(field.metadata)
     tp = _unwrap(field.annotation, meta)
     parts = [m.describe() for m in meta if isinstance(m, Range)]
+    if not parts:  # plain pydantic bounds (Field(ge=..., le=...)), as plugins write them
+        duration = _type_text(field.annotation, list(field.metadata)) == "duration"
+        parts += _bounds_text(meta, duration)
     if get_origin(tp) is list:
         tp = _unwrap(get_args(tp)[0], [])
     if get_origin(tp) is Literal:

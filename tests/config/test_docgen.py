@@ -63,3 +63,21 @@ def test_optional_union_keeps_every_member() -> None:
 
     assert _type_text(str | list[str] | None) == "string or list of string"
     assert _type_text(int | None) == "integer"
+
+
+def test_plain_pydantic_bounds_show_as_allowed_values() -> None:
+    """Plugins bound their fields with ``Field(ge=..., le=...)``: the reference shows them."""
+    from pydantic import BaseModel, Field
+
+    from eventrun.config import Duration
+    from eventrun.config._docgen import _allowed_text
+
+    class Demo(BaseModel):
+        both: int = Field(1, ge=1, le=65535)
+        low: int = Field(1, gt=0)
+        wait: Duration = Field(30.0, ge=1, le=3600)
+
+    fields = Demo.model_fields
+    assert _allowed_text(fields["both"]) == "1..65535"
+    assert _allowed_text(fields["low"]) == "> 0"
+    assert _allowed_text(fields["wait"]) == "1s..1h"
