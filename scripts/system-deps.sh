@@ -32,6 +32,9 @@ command -v libtoolize >/dev/null 2>&1 || missing+=(libtool)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # the MQTT plugin's tests start their own Mosquitto (/usr/sbin: not on a user's PATH)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+# libfaketime: the clock-jump test shifts a real daemon's wall clock (tests/chaos/test_clock.py)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || ls /usr/lib/*/faketime/libfaketime.so.1 \
+  >/dev/null 2>&1 || missing+=(libfaketime)
 # `system-deps.sh bench`: the HTTP load generator for make bench
 if [ "${1:-}" = bench ]; then command -v wrk >/dev/null 2>&1 || missing+=(wrk); fi
 # kinesalite (npm), the second Kinesis implementation the stream tests run against,

@@ -99,6 +99,9 @@ class AsyncInvoker:
         self._limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
         self._stopping = False
         self._in_flight = 0
+        self._running: set[str] = set()
+        """Entries being invoked here: one leased again (its lease ran out by the wall
+        clock: a clock stepped forward, a store unreachable while held) is not run twice."""
         self._idle = anyio.Event()
         self.stats = AsyncStats()
         self._log = log.bind(function=settings.function)
@@ -154,6 +157,10 @@ class AsyncInvoker:
                         await anyio.sleep(min(10.0, 0.1 * 2**failures))
                         continue
                 for entry in entries:
+                    if entry.id in self._running:
+                        self._log.warning("async.lease_expired_in_flight", entry=entry.id)
+                        continue
+                    self._running.add(entry.id)
                     borrower = object()
                     await self._limiter.acquire_on_behalf_of(borrower)
                     tg.start_soon(self._handle, entry, borrower)
@@ -172,6 +179,7 @@ class AsyncInvoker:
             # (at-least-once), rather than taking the daemon down with it
             self._log.warning("async.store_failed", request_id=entry.id, error=str(exc))
         finally:
+            self._running.discard(entry.id)
             self._in_flight -= 1
             self._limiter.release_on_behalf_of(borrower)
             self._kick.set()

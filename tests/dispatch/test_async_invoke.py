@@ -494,3 +494,50 @@ async def test_an_invocation_that_failed_for_good_is_logged_as_async_failed(
     )
     record = json.loads(failures.messages[0].payload)
     assert record["requestContext"]["condition"] == "RetriesExhausted"
+
+
+async def test_an_invocation_running_here_is_not_run_again_when_the_wall_clock_jumps(
+    tmp_path: Path,
+) -> None:
+    """Regression (found by tests/chaos/test_clock.py): leases run on the wall clock, so a
+    clock stepped an hour forward lets the invoker lease an entry it is still running;
+    it used to invoke it a second time."""
+    from eventrun.dispatch._async_invoke import AsyncInvoker, AsyncSettings
+
+    class _Ok:
+        ok = True
+        error_type = None
+        payload = b"{}"
+
+    clock = FakeClock()
+    calls: list[str] = []
+    started, finish = anyio.Event(), anyio.Event()
+
+    async def invoke(payload: bytes, *, request_id: str) -> Any:
+        calls.append(request_id)
+        started.set()
+        await finish.wait()
+        return _Ok()
+
+    async with open_store("sqlite:///s.db", config_dir=tmp_path) as store:
+        settings = AsyncSettings(function="f", concurrency=4, timeout_s=1.0, idle_poll_s=0.01)
+        invoker = AsyncInvoker(
+            settings, invoke, store, clock=clock, on_success=None, on_failure=MemorySink()
+        )
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                await tg.start(invoker.run)
+                await invoker.enqueue(b'{"n": 1}')
+                with anyio.fail_after(10):
+                    await started.wait()
+                clock.jump_wall(3600)  # the entry's lease (6 s) has run out by wall time
+                with anyio.fail_after(10):
+                    # no event for "the invoker leased it again" but the log line
+                    while not any(e["event"] == "async.lease_expired_in_flight" for e in logs):  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                finish.set()
+                with anyio.fail_after(10):
+                    while await store.depth("async:f"):  # noqa: ASYNC110 - no change event
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+    assert len(calls) == 1, f"invoked {len(calls)} times"

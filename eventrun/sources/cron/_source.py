@@ -67,8 +67,9 @@ Overlap = Literal["allow", "skip", "queue"]
 CURSOR_KEY = "last_tick"
 CLAIM_LEAD_S = 0.25
 """Wake this long before a tick to claim it, so the store round trip is not jitter."""
-MAX_SLEEP_S = 60.0
-"""Re-read wall time at least this often while waiting (NTP steps, suspend)."""
+MAX_SLEEP_S = 5.0
+"""Re-read wall time at least this often while waiting, so a wall clock stepped forward
+(NTP, an operator, a resumed VM) is noticed within this long; a wake-up costs nothing."""
 JUMP_S = 5.0
 """A tick found this late after its wait means the wall clock jumped forward (or the loop
 stalled), not a slow timer: the ticks it skipped are missed ticks, caught up as at a start."""
@@ -171,6 +172,8 @@ class CronSource:
             cursor = await self._start(ctx, tg)
             task_status.started()
             while (tick := self.schedule.next_after(cursor)) is not None:
+                if (back := cursor - ctx.clock.time()) > JUMP_S:
+                    self._log_moved_back(back, tick)
                 await self._sleep_until_wall(ctx, tick - CLAIM_LEAD_S)
                 if ctx.clock.time() - tick > JUMP_S:
                     # the wall clock jumped forward past ticks (or the loop stalled): the
@@ -258,10 +261,26 @@ class CronSource:
             log.warning("cron.cursor_save_failed", function=self.spec.function, error=str(exc))
 
     async def _sleep_until_wall(self, ctx: SourceContext, wall: float) -> None:
-        """Sleep on the monotonic clock until wall time ``wall``, re-checking wall time."""
+        """Sleep on the monotonic clock until wall time ``wall``, re-checking wall time.
+        A wall clock set back (``remaining`` grew) only delays the tick: every tick up to
+        the cursor already fired, none fires twice."""
         clock = ctx.clock
+        expected: float | None = None
         while (remaining := wall - clock.time()) > EARLY_S:
-            await clock.sleep_until(clock.monotonic() + min(remaining, MAX_SLEEP_S))
+            if expected is not None and remaining - expected > JUMP_S:
+                self._log_moved_back(remaining - expected, wall)
+            step = min(remaining, MAX_SLEEP_S)
+            started = clock.monotonic()
+            await clock.sleep_until(started + step)
+            expected = remaining - (clock.monotonic() - started)
+
+    def _log_moved_back(self, by_s: float, next_tick: float) -> None:
+        log.warning(
+            "cron.clock_moved_back",
+            function=self.spec.function,
+            by_s=round(by_s, 3),
+            next_tick=_iso(int(next_tick)),
+        )
 
     async def _dispatch(self, ctx: SourceContext, tg: TaskGroup, tick: int, event: JSON) -> None:
         if self.overlap == "allow":
