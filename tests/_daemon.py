@@ -103,7 +103,6 @@ class Daemon:
                 str(self.port),
                 "--log-format",
                 "json",
-                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
