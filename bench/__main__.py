@@ -463,13 +463,15 @@ def _cost_section(runs: list[dict[str, Any]]) -> list[str]:
     plots = _plots.write(runs, HERE / "plots")
     if not plots:
         return []
+    took = sum(run["seconds"] for run in runs if run["name"] in plots)
     lines = [
         "",
         "## Cost as work grows",
         "",
         "Medians with min..max bars over alternating repetitions; the tables are in each "
         "curve's own section below. Ratios and shapes matter, absolute values move with the "
-        "load of this shared machine.",
+        f"load of this shared machine. The {len(plots)} curves took {took / 60:.1f} minutes "
+        "(sizes and durations chosen to stay under about 15).",
     ]
     for run in runs:
         if run["name"] not in plots:

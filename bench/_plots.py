@@ -96,7 +96,7 @@ def _record_size(doc: Doc, fig: Any) -> None:
                 f"{cell['ratio']:.2f}x",
                 (s, cell["process_mbps"]["median"]),
                 textcoords="offset points",
-                xytext=(0, -14),
+                xytext=(0, 6),
                 ha="center",
                 fontsize=7,
             )
