@@ -71,6 +71,32 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "cron_jitter": ("bench.cron_jitter", ["--seconds", "60", "--uvloop"], ["--seconds", "10"]),
     "filewatch": ("bench.filewatch_latency", [], ["--files", "50"]),
     "memory": ("bench.memory", [], []),
+    # cost as work grows: each curve's sizes and durations keep the five under ~15 minutes
+    "curve_functions": (
+        "bench.curve_functions",
+        [],
+        ["--functions", "1", "10", "100", "--reps", "1", "--warm", "3"],
+    ),
+    "curve_partitions": (
+        "bench.curve_partitions",
+        [],
+        ["--partitions", "4", "32", "--records", "20000", "--reps", "1"],
+    ),
+    "curve_store": (
+        "bench.curve_store",
+        [],
+        ["--depths", "1000", "10000", "--reps", "1", "--ops", "50"],
+    ),
+    "curve_record_size": (
+        "bench.curve_record_size",
+        [],
+        ["--megabytes", "20", "--min-records", "20", "--max-records", "5000", "--reps", "1"],
+    ),
+    "curve_concurrency": (
+        "bench.curve_concurrency",
+        [],
+        ["--levels", "1", "4", "16", "--seconds", "1", "--reps", "1"],
+    ),
 }
 VERSIONS = [
     "eventrun",
@@ -393,6 +419,73 @@ def _machine() -> list[str]:
     ]
 
 
+def _curve_notes(name: str, d: dict[str, Any]) -> str:
+    """One line of what a curve shows, from its data (the table is in its own section)."""
+    if name == "curve_functions":
+        res, sizes = d["results"], [str(n) for n in d["functions"]]
+        cells = ", ".join(
+            f"{key} {res[key][sizes[0]]['median']:.1f} -> {res[key][sizes[-1]]['median']:.1f}"
+            for key in ("start s", "idle RSS MB", "MB/warm worker")
+        )
+        return f"{sizes[0]} -> {sizes[-1]} functions: {cells}."
+    if name == "curve_partitions":
+        parts = ", ".join(
+            f"{mode} x{g['rps']:.2f} rec/s, x{g['cpu_us_per_record']:.2f} CPU/rec"
+            for mode, g in d["growth"].items()
+        )
+        return f"{d['partitions'][-1]} partitions over {d['partitions'][0]}: {parts}."
+    if name == "curve_store":
+        worst = []
+        for backend, ops in d["growth"].items():
+            op, g = min(ops.items(), key=lambda kv: kv[1])
+            worst.append(f"{backend} {g:.2f}x ({op})")
+        return (
+            f"rate at {d['depths'][-1]:,} entries over {d['depths'][0]:,}, the worst "
+            f"operation: {', '.join(worst)}."
+        )
+    if name == "curve_record_size":
+        parts = [
+            f"{broker} {size} B {cell['ratio']:.2f}x"
+            for broker, by_size in d["results"].items()
+            for size, cell in by_size.items()
+        ]
+        return f"process / raw client MB/s: {', '.join(parts)}."
+    if name == "curve_concurrency":
+        parts = [f"{n}: {c['ratio_vs_ideal']:.2f}x" for n, c in d["results"].items()]
+        return f"share of the ideal req/s by workers: {', '.join(parts)}."
+    return ""
+
+
+def _cost_section(runs: list[dict[str, Any]]) -> list[str]:
+    """ "Cost as work grows": each curve's plot (bench/plots/) and one line of figures."""
+    from bench import _plots
+
+    plots = _plots.write(runs, HERE / "plots")
+    if not plots:
+        return []
+    took = sum(run["seconds"] for run in runs if run["name"] in plots)
+    lines = [
+        "",
+        "## Cost as work grows",
+        "",
+        "Medians with min..max bars over alternating repetitions; the tables are in each "
+        "curve's own section below. Ratios and shapes matter, absolute values move with the "
+        f"load of this shared machine. The {len(plots)} curves took {took / 60:.1f} minutes "
+        "(sizes and durations chosen to stay under about 15).",
+    ]
+    for run in runs:
+        if run["name"] not in plots:
+            continue
+        try:
+            note = _curve_notes(run["name"], run["data"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            note = ""
+        lines += ["", f"### {run['name']}", "", f"![{run['name']}](plots/{plots[run['name']]})"]
+        if note:
+            lines += ["", note]
+    return lines
+
+
 def render(runs: list[dict[str, Any]]) -> str:
     rows: list[Row] = []
     for run in runs:
@@ -415,6 +508,7 @@ def render(runs: list[dict[str, Any]]) -> str:
     for label, value, target, ok in rows:
         mark = "yes" if ok else ("no" if ok is False else "-")
         lines.append(f"| {label} | {value} | {target} | {mark} |")
+    lines += _cost_section(runs)
     for run in runs:
         lines += [
             "",
@@ -445,6 +539,9 @@ def main() -> None:
         Path(args.output).write_text(render(runs))
         return
     names = args.only or list(BENCHES)
+    kept: list[dict[str, Any]] = []
+    if args.only and (HERE / "results.json").exists():  # keep the other benches' results
+        kept = json.loads((HERE / "results.json").read_text())
     runs = []
     for name in names:
         print(f"== {name}", flush=True)
@@ -453,6 +550,9 @@ def main() -> None:
         if run["error"]:
             print(run["error"], file=sys.stderr, flush=True)
         runs.append(run)
+    fresh = {run["name"]: run for run in runs}
+    merged = [fresh.pop(run["name"], run) for run in kept if run.get("name") in BENCHES]
+    runs = [*merged, *fresh.values()]
     (HERE / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
     Path(args.output).write_text(render(runs))
     print(f"wrote {args.output}")

@@ -146,21 +146,32 @@ def tansu() -> Iterator[str]:
 
 
 async def load(
-    bootstrap: str, topic: str, count: int, value_bytes: int, keys: int
+    bootstrap: str,
+    topic: str,
+    count: int,
+    value_bytes: int,
+    keys: int,
+    partitions: int = PARTITIONS,
 ) -> dict[int, int]:
-    """Create ``topic`` (4 partitions) and produce ``count`` records round-robin over the
-    partitions (producer batches of up to 1 MB, so fetches are large); a key always
-    lands in one partition. Values are JSON ``{"key", "seq"}``
-    padded to ``value_bytes``. Returns the end offset of each partition (from the
-    producer's metadata: Tansu's ListOffsets answers the last batch's base offset + 1)."""
+    """Create ``topic`` (``partitions``, default 4) and produce ``count`` records
+    round-robin over the partitions (producer batches of up to 1 MB, or one record when
+    a record is larger, so fetches are large); a key always lands in one partition.
+    Values are JSON ``{"key", "seq"}`` padded to ``value_bytes``. Returns the end offset
+    of each partition (from the producer's metadata: Tansu's ListOffsets answers the last
+    batch's base offset + 1)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
+    batch = max(1000 * 1024, value_bytes + 4096)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=100, max_batch_size=1000 * 1024
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=100,
+        max_batch_size=batch,
+        max_request_size=max(1 << 20, batch + 4096),
     )
     await producer.start()
     seqs = [0] * keys
@@ -172,9 +183,9 @@ async def load(
             head = f'{{"key":"k{k}","seq":{seqs[k]},"pad":"'
             value = (head + "x" * max(0, value_bytes - len(head) - 2) + '"}').encode()
             futures.append(
-                await producer.send(topic, value, key=f"k{k}".encode(), partition=k % PARTITIONS)
+                await producer.send(topic, value, key=f"k{k}".encode(), partition=k % partitions)
             )
-        ends = dict.fromkeys(range(PARTITIONS), 0)
+        ends = dict.fromkeys(range(partitions), 0)
         for future in futures:
             meta = await future
             ends[meta.partition] = max(ends[meta.partition], meta.offset + 1)

@@ -21,8 +21,11 @@ planner uses the id index, not a scan of the queue (20 ms per ack at 100k entrie
 
 Caps: triggers keep ``queue_stats`` (entries and payload bytes per queue) current on every
 insert and delete, so :meth:`SqliteStore.put` checks the caps with one primary-key lookup
-inside its transaction. A database from before the table existed is counted once when
-opened. Retention (:meth:`SqliteStore.trim`) walks the ``(queue, enqueued_at)`` index.
+inside its transaction; :meth:`SqliteStore.depth` and :meth:`SqliteStore.queues` read the
+same counters (a ``COUNT(*)`` made both cost time in proportion to the queue: 3 ms at
+100k entries, every 2 s for the metrics). A database from before the table existed is
+counted once, the first time it is opened. Retention (:meth:`SqliteStore.trim`) walks
+the ``(queue, enqueued_at)`` index.
 
 Why this module is over 400 lines: it is one whole backend of the :class:`Store` interface
 (queues, leases, DLQ, key-value state, caps), which reads best side by side with its SQL.
@@ -83,9 +86,6 @@ CREATE TABLE IF NOT EXISTS queue_stats (
     depth INTEGER NOT NULL,
     bytes INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO queue_stats (queue, depth, bytes)
-    SELECT queue, COUNT(*), COALESCE(SUM(length(payload)), 0) FROM entries
-    WHERE NOT EXISTS (SELECT 1 FROM queue_stats) GROUP BY queue;
 CREATE TRIGGER IF NOT EXISTS entries_counted AFTER INSERT ON entries BEGIN
     INSERT INTO queue_stats (queue, depth, bytes) VALUES (new.queue, 1, length(new.payload))
     ON CONFLICT (queue) DO UPDATE SET depth = depth + 1, bytes = bytes + excluded.bytes;
@@ -94,11 +94,16 @@ CREATE TRIGGER IF NOT EXISTS entries_uncounted AFTER DELETE ON entries BEGIN
     UPDATE queue_stats SET depth = depth - 1, bytes = bytes - length(old.payload)
     WHERE queue = old.queue;
 END;
-COMMIT;
 """
-"""Per-queue counters for the caps. Rows are never deleted, so an empty table next to a
-non-empty ``entries`` means a database from before the caps: it is counted once, in the
-same transaction that creates the triggers."""
+"""Per-queue counters for the caps, :meth:`SqliteStore.depth` and :meth:`SqliteStore.queues`.
+Rows are never deleted, so an empty table next to a non-empty ``entries`` means a database
+from before the caps: it is counted once (``_BACKFILL``), in the same transaction that
+creates the triggers. Only then: the counting query scans every entry, so it must not run
+on every open (it made opening a store of 10^6 entries take 0.1 s)."""
+_BACKFILL = """
+INSERT INTO queue_stats (queue, depth, bytes)
+    SELECT queue, COUNT(*), COALESCE(SUM(length(payload)), 0) FROM entries GROUP BY queue
+"""
 _COLUMNS = "id, queue, payload, enqueued_at, available_at, attempts, meta, seq"
 _CHUNK = 500
 """Ids per ``IN (...)`` statement, well under SQLite's bound-parameter limit."""
@@ -189,7 +194,15 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(_SCHEMA)
-            conn.executescript(_STATS)
+            try:
+                conn.executescript(_STATS)  # leaves its transaction open
+                if conn.execute("SELECT 1 FROM queue_stats LIMIT 1").fetchone() is None:
+                    conn.execute(_BACKFILL)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
@@ -340,8 +353,8 @@ class SqliteStore:
 
     async def depth(self, queue: str) -> int:
         def depth(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT COUNT(*) FROM entries WHERE queue = ?", (queue,)).fetchone()
-            return int(row[0])
+            row = conn.execute("SELECT depth FROM queue_stats WHERE queue = ?", (queue,)).fetchone()
+            return 0 if row is None else int(row[0])
 
         return await self._call(depth)
 
@@ -380,7 +393,9 @@ class SqliteStore:
 
     async def queues(self) -> list[str]:
         def queues(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute("SELECT DISTINCT queue FROM entries ORDER BY queue").fetchall()
+            rows = conn.execute(
+                "SELECT queue FROM queue_stats WHERE depth > 0 ORDER BY queue"
+            ).fetchall()
             return [str(row[0]) for row in rows]
 
         return await self._call(queues)

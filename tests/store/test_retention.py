@@ -43,16 +43,16 @@ async def test_a_failing_sweep_is_logged_once_per_streak_and_retried(tmp_path: P
         def failures(logs: list[dict[str, Any]]) -> int:
             return len([e for e in logs if e["event"] == "dlq.sweep_failed"])
 
-        _rename(path, "entries", "entries_away")
+        _rename(path, "queue_stats", "stats_away")
         with capture_logs() as logs:
             async with anyio.create_task_group() as tg:
                 await tg.start(partial(retention.run, store, interval_s=INTERVAL_S))
                 await _until(lambda: failures(logs) == 1)
                 await anyio.sleep(10 * INTERVAL_S)  # ten more failing sweeps: still one line
                 assert failures(logs) == 1
-                _rename(path, "entries_away", "entries")
+                _rename(path, "stats_away", "queue_stats")
                 await _until(lambda: retention.expired == {"local:a": 1})  # retried, recovered
-                _rename(path, "entries", "entries_away")
+                _rename(path, "queue_stats", "stats_away")
                 await _until(lambda: failures(logs) == 2)  # a new streak is logged again
                 tg.cancel_scope.cancel()
     failed = [e for e in logs if e["event"] == "dlq.sweep_failed"]

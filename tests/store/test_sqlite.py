@@ -110,7 +110,7 @@ async def test_a_database_error_while_open_is_a_store_error_naming_the_file(
         with pytest.raises(StoreError, match=r"^SQLite store .*s\.db: no such table: entries"):
             await store.put("local:x", [b"2"])
         with pytest.raises(StoreError, match="no such table"):
-            await store.depth("local:x")
+            await store.peek("local:x")
 
 
 async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
