@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_queue_seq ON entries (queue, seq);
 CREATE INDEX IF NOT EXISTS entries_queue_enqueued ON entries (queue, enqueued_at);
+CREATE INDEX IF NOT EXISTS entries_queue_visible
+    ON entries (queue, max(available_at, leased_until), seq);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,
@@ -286,16 +288,22 @@ class SqliteStore:
     async def lease(
         self, queue: str, *, now: float, limit: int, lease_s: float
     ) -> list[QueueEntry]:
-        """Take up to ``limit`` available entries, oldest first, hidden until ``now + lease_s``."""
+        """Take up to ``limit`` available entries, hidden until ``now + lease_s``: new
+        entries first, oldest first, then retried ones and those whose lease ran out, in
+        the order they became available again.
+
+        Walks the ``entries_queue_visible`` index from its start, so entries waiting
+        (backoff, leased) cost nothing however many there are."""
         if limit <= 0:
             return []
 
         def lease(conn: sqlite3.Connection) -> list[QueueEntry]:
             rows = conn.execute(
                 f"UPDATE entries SET leased_until = ? WHERE seq IN ("
-                f" SELECT seq FROM entries WHERE queue = ? AND available_at <= ?"
-                f" AND leased_until <= ? ORDER BY seq LIMIT ?) RETURNING {_COLUMNS}",
-                (now + lease_s, queue, now, now, limit),
+                f" SELECT seq FROM entries WHERE queue = ?"
+                f" AND max(available_at, leased_until) <= ?"
+                f" ORDER BY max(available_at, leased_until), seq LIMIT ?) RETURNING {_COLUMNS}",
+                (now + lease_s, queue, now, limit),
             ).fetchall()
             rows.sort(key=lambda row: row[7])
             return [_entry(row) for row in rows]

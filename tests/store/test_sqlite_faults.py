@@ -61,6 +61,15 @@ async def test_a_full_disk_fails_writes_clearly_and_recovers_when_space_returns(
         assert "free space" in message
         # every put that returned is there; the failed one left nothing behind
         assert await store.depth("q") == len(written)
+
+        # the last free pages, filled with small writes, so even a lease finds none
+        async def fill_up() -> None:
+            for _ in range(10_000):
+                written.extend(await store.put("q", [b"x"]))
+
+        with pytest.raises(StoreError, match="disk is full"):
+            await fill_up()
+        assert await store.depth("q") == len(written)
         # reads keep working (a lease writes, so it waits for space like a put)
         assert [e.id for e in await store.peek("q", limit=5)] == written[:5]
         with pytest.raises(StoreError, match="disk is full"):
