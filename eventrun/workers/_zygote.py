@@ -109,7 +109,9 @@ def _enter_function(msg: Spawn, base_path: Sequence[str]) -> None:
     sys.dont_write_bytecode = bool(msg.env.get("PYTHONDONTWRITEBYTECODE"))
     extra = [os.path.abspath(p) for p in msg.env.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:] = list(dict.fromkeys([msg.cwd, *extra, *base_path]))
-    sys.path_importer_cache.clear()
+    # finders of directories the function's path does not have (the zygote's own cwd)
+    for entry in [e for e in sys.path_importer_cache if e not in sys.path]:
+        del sys.path_importer_cache[entry]
     for name in ("eventrun.workers", "eventrun"):
         if getattr(sys.modules.get(name), _STUB, False):
             del sys.modules[name]
