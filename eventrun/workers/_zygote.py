@@ -96,7 +96,8 @@ def _interpreter_path() -> list[str]:
     """``sys.path`` of this interpreter without the script directory and without the
     entries its own ``PYTHONPATH`` added: what every function's path ends with."""
     own = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
-    return [p for p in sys.path[1:] if p and os.path.abspath(p) not in own]
+    entries = sys.path[1:] if sys.path[:1] == [""] else sys.path  # "" unless -P
+    return [p for p in entries if p and os.path.abspath(p) not in own]
 
 
 def _enter_function(msg: Spawn, base_path: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ import pytest
 import structlog.testing
 
 from eventrun.workers import ProcessRunner, Zygote, function_environment, open_zygote
+from eventrun.workers._zygote_host import zygote_environment
 
 from .conftest import APPS, Settings, event
 
@@ -256,3 +257,22 @@ async def test_workers_start_without_the_daemon_side_but_can_import_eventrun(
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(") ", 1)[1].split()[1])
+
+
+async def test_a_zygote_that_cannot_start_is_given_up_and_workers_are_spawned_instead(
+    tmp_path: Path,
+) -> None:
+    root = _function(tmp_path / "fn", "x")
+    fn = ("fn", Settings(handler="app.handler"), root)
+    zygote = Zygote(zygote_environment(_envs(fn)), tmp_path / "no-such-directory")
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(zygote.run)
+            async with _pools(zygote, fn) as (runner,):
+                first, second = await _call(runner, {}), await _call(runner, {"n": 2})
+            await zygote.aclose()
+    assert first["ppid"] == os.getpid()  # a fresh interpreter, started by the pool
+    assert second["pid"] == first["pid"]  # and kept warm as any worker
+    (failed,) = [e for e in logs if e["event"] == "zygote.start_failed"]
+    assert "FileNotFoundError" in failed["error"]
+    assert not [e for e in logs if e["event"] in ("zygote.started", "zygote.restarted")]
