@@ -133,6 +133,7 @@ class Zygote:
                     log.warning(
                         "zygote.start_failed",
                         zygote=self.name,
+                        cwd=str(self.cwd),
                         error=repr(exc),
                         output=self._output_tail(),
                         attempt=failures,

@@ -275,4 +275,5 @@ async def test_a_zygote_that_cannot_start_is_given_up_and_workers_are_spawned_in
     assert second["pid"] == first["pid"]  # and kept warm as any worker
     (failed,) = [e for e in logs if e["event"] == "zygote.start_failed"]
     assert "FileNotFoundError" in failed["error"]
+    assert failed["cwd"] == str(tmp_path / "no-such-directory")
     assert not [e for e in logs if e["event"] in ("zygote.started", "zygote.restarted")]
