@@ -310,6 +310,7 @@ class Runtime:
             "sources": sources,
             "dlq": dict(self.depths.local),
             "queues_refreshed_at": self.depths.refreshed_at,
+            "zygote": self.zygote.statistics() if self.zygote is not None else None,
         }
 
     # -- lifecycle ----------------------------------------------------------------

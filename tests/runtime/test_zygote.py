@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import textwrap
 from pathlib import Path
 
@@ -84,6 +85,10 @@ def test_one_zygote_forks_every_process_functions_workers_and_drains_with_the_da
         assert two["two"] == "2"
         assert _get(d, "/inline")["pid"] == d.proc.pid
         assert not d.events("zygote.own")
+        status = httpx.get(f"{d.url}/status", timeout=10).json()["zygote"]
+        assert status["pid"] == zygote
+        assert status["restarts"] == 0
+        assert status["workers"] == 2  # one, two; the inline function has none
         assert d.terminate() == 0
     assert _gone(zygote)
     assert not d.events("zygote.died")
@@ -107,3 +112,20 @@ def test_the_zygote_dies_with_a_killed_daemon(config: Path) -> None:
         finally:
             for fd in pidfds:
                 os.close(fd)
+
+
+def test_a_killed_zygote_is_restarted_and_new_functions_fork_from_the_new_one(
+    config: Path,
+) -> None:
+    with daemon(config) as d:
+        old = d.events("zygote.started")[0]["pid"]
+        assert isinstance(old, int)
+        os.kill(old, signal.SIGKILL)
+        restarted = d.wait_for(lambda e: e.get("event") == "zygote.restarted")
+        (died,) = d.events("zygote.died")
+        assert died["returncode"] == -signal.SIGKILL
+        new = restarted["pid"]
+        assert new != old
+        assert _get(d, "/two")["ppid"] == new  # never invoked before the kill
+        assert _get(d, "/one")["ppid"] == new  # its min_warm worker died with the old one
+        assert httpx.get(f"{d.url}/status", timeout=10).json()["zygote"]["restarts"] == 1
