@@ -1,12 +1,14 @@
 """The runtime: one daemon's functions, sources, store, sinks and HTTP server.
 
-:meth:`Runtime.serve` owns the root task group. Start-up order: store, sinks, function
+:meth:`Runtime.serve` owns the root task group. Start-up order: store, sinks, the zygote
+(the process that forks every ``runtime: process`` function's workers), function
 runners (``min_warm`` workers initialised), async-invocation queues, push sources (HTTP
 routes, cron, file-watch), pollers (each connects with backoff; the daemon is *ready* once
 every source started), then the HTTP server. Shutdown is driven by a ``stop`` event (the
 CLI turns SIGTERM/SIGINT into it) and phased: stop push sources and intake, let in-flight
 batches and async invocations finish within ``shutdown_grace``, release what is unfinished
-(SQS visibility 0, Kafka uncommitted, Redis pending), close sinks and runners, exit.
+(SQS visibility 0, Kafka uncommitted, Redis pending), close runners, the zygote and
+sinks, exit.
 
 Why this module is over 500 lines: it is the one place that wires config to components
 (runners, async invokers, dispatchers, push-source contexts, destinations, metrics) and
