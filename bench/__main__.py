@@ -33,8 +33,8 @@ Row = tuple[str, str, str, bool | None]
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "workers": (
         "bench.workers",
-        ["--warm", "3000", "--cold", "40"],
-        ["--warm", "500", "--cold", "10"],
+        ["--warm", "3000", "--cold", "40", "--functions", "48"],
+        ["--warm", "500", "--cold", "10", "--functions", "40"],
     ),
     "runtime_api": (
         "bench.runtime_api",
@@ -188,7 +188,9 @@ def _rows_workers(d: dict[str, Any] | None) -> list[Row]:
     res = _get(d, "results") or {}
     cold = _get(res, "cold start, fork server", "p50_ms")
     warm = _get(res, "warm round trip, fork server", "p50_ms")
+    first = _get(res, "first invocation, zygote", "p99_ms")
     return [
+        _max_row("First invocation of a never-invoked function p99 (zygote)", first, 30, "ms"),
         _max_row("Cold start p50 (fork + import)", cold, 150, "ms"),
         _max_row("Warm round trip p50 (process)", warm, 0.5, "ms"),
     ]
@@ -352,14 +354,22 @@ def _rows_memory(d: dict[str, Any] | None) -> list[Row]:
     return [
         _max_row("Idle daemon RSS, 10 functions", _get(d, "idle_daemon_rss_mb"), 100, "MB"),
         _max_row(
-            "Idle daemon + its fork-server templates, RSS",
-            _get(d, "idle_total_rss_mb"),
-            100,
+            "Idle daemon + zygote RSS (a page both map counted once)",
+            _get(d, "idle_total_rss_mb_shared_once") or _get(d, "idle_total_rss_mb"),
+            70,
             "MB",
         ),
+        _reported_mb("Idle daemon + zygote, sum of RSS", _get(d, "idle_total_rss_mb")),
+        _reported_mb("Idle daemon + zygote, sum of PSS", _get(d, "idle_total_pss_mb")),
         _max_row("Warm worker RSS", _get(d, "worker_rss_mb_median"), 40, "MB"),
         _max_row("Warm worker USS (private memory)", _get(d, "worker_uss_mb_median"), 40, "MB"),
     ]
+
+
+def _reported_mb(label: str, value: Any) -> Row:
+    if not isinstance(value, int | float):
+        return (label, "not measured", "(reported)", None)
+    return (label, f"{value:.2f} MB", "(reported)", None)
 
 
 def _rows_pipeline(d: dict[str, Any] | None) -> list[Row]:

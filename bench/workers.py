@@ -1,11 +1,17 @@
 """Worker pool micro-benchmark: cold start and warm round trip (SPEC §4 targets).
 
-    .venv/bin/python bench/workers.py [--warm N] [--cold N]
+    .venv/bin/python bench/workers.py [--warm N] [--cold N] [--functions N]
 
-Cold start = spawn (fork from the template, or a fresh interpreter) + handler import,
+Cold start = spawn (fork from the zygote, or a fresh interpreter) + handler import,
 as reported in ``InvokeResult.init_duration_s``. Warm round trip = ``await
 runner.invoke()`` of a trivial handler, measured by the caller, structlog rendering
 JSON lines to /dev/null (what a daemon with JSON logs pays).
+
+First invocation of a never-invoked function = ``await runner.invoke()`` of each of
+``--functions`` distinct functions (``min_warm: 0``, a small module of their own each),
+measured by the caller: with the daemon's one zygote (it is up before the first
+function is invoked, as in a daemon), and with a template per function started by its
+first invocation (the design before the zygote).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,7 +32,7 @@ import structlog
 
 from bench._procs import emit
 from eventrun.config import DEFAULT_INHERIT_ENV
-from eventrun.workers import InlineRunner, ProcessRunner
+from eventrun.workers import InlineRunner, ProcessRunner, function_environment, open_zygote
 
 HANDLER = """
 def handler(event, context):
@@ -81,6 +88,33 @@ async def cold(root: Path, n: int, fork_server: bool) -> list[float]:
     return samples
 
 
+async def first_invocations(root: Path, n: int, zygote: bool) -> list[float]:
+    """Each of ``n`` functions invoked once, in turn, none ever invoked before."""
+    functions = []
+    for i in range(n):
+        code = root / f"{'z' if zygote else 't'}{i}"
+        code.mkdir()
+        (code / f"fn{i}.py").write_text(HANDLER)
+        functions.append((f"fn{i}", Settings(handler=f"fn{i}.handler"), code))
+    envs = [function_environment(name, s, code, "us-east-1") for name, s, code in functions]
+    samples: list[float] = []
+    async with AsyncExitStack() as stack:
+        shared = await stack.enter_async_context(open_zygote(envs)) if zygote else None
+        runners = [
+            await stack.enter_async_context(
+                ProcessRunner(name, settings, config_dir=code, zygote=shared)
+            )
+            for name, settings, code in functions
+        ]
+        for runner in runners:
+            started = time.perf_counter()
+            result = await runner.invoke(b"{}")
+            samples.append(time.perf_counter() - started)
+            if not result.ok or result.init_duration_s is None:
+                raise SystemExit(f"unexpected result: {result}")
+    return samples
+
+
 async def warm(root: Path, n: int, fork_server: bool) -> list[float]:
     samples: list[float] = []
     settings = Settings(min_warm=1)
@@ -116,6 +150,10 @@ async def main(args: argparse.Namespace) -> None:
         root = Path(tmp)
         (root / "bench_app.py").write_text(HANDLER)
         print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+        first = await first_invocations(root, args.functions, True)
+        line("first invocation, zygote", first, 1e3, "ms")
+        first = await first_invocations(root, args.functions, False)
+        line("first invocation, template per fn", first, 1e3, "ms")
         line("cold start, fork server", await cold(root, args.cold, True), 1e3, "ms")
         line("cold start, fresh interpreter", await cold(root, args.cold // 2, False), 1e3, "ms")
         line("warm round trip, fork server", await warm(root, args.warm, True), 1e3, "ms")
@@ -128,4 +166,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", type=int, default=5000)
     parser.add_argument("--cold", type=int, default=40)
+    parser.add_argument("--functions", type=int, default=48)
     anyio.run(main, parser.parse_args())

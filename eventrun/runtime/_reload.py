@@ -38,7 +38,7 @@ from anyio.abc import TaskStatus
 from eventrun.common import one_line
 from eventrun.config import FunctionConfig, LoadedConfig, load_config
 from eventrun.exceptions import EventrunError
-from eventrun.workers import FunctionRunner, create_runner
+from eventrun.workers import FunctionRunner, Zygote, create_runner
 
 if TYPE_CHECKING:
     from eventrun.runtime._runtime import Runtime
@@ -65,12 +65,16 @@ async def host_runner(
     config_dir: Path,
     hidden_env: Collection[str],
     retire: anyio.Event,
+    zygote: Zygote | None = None,
     *,
     task_status: TaskStatus[FunctionRunner] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a function's runner until ``retire`` is set, then let its in-flight
-    invocations finish (at most the function's timeout plus a second) and close it."""
-    async with create_runner(name, cfg, config_dir=config_dir, hidden_env=hidden_env) as runner:
+    invocations finish (at most the function's timeout plus a second) and close it.
+    ``zygote``: the daemon's, which forks the workers of a ``runtime: process`` function."""
+    async with create_runner(
+        name, cfg, config_dir=config_dir, hidden_env=hidden_env, zygote=zygote
+    ) as runner:
         task_status.started(runner)
         await retire.wait()
         with anyio.move_on_after(cfg.timeout + 1.0):

@@ -1,12 +1,14 @@
 """The runtime: one daemon's functions, sources, store, sinks and HTTP server.
 
-:meth:`Runtime.serve` owns the root task group. Start-up order: store, sinks, function
+:meth:`Runtime.serve` owns the root task group. Start-up order: store, sinks, the zygote
+(the process that forks every ``runtime: process`` function's workers), function
 runners (``min_warm`` workers initialised), async-invocation queues, push sources (HTTP
 routes, cron, file-watch), pollers (each connects with backoff; the daemon is *ready* once
 every source started), then the HTTP server. Shutdown is driven by a ``stop`` event (the
 CLI turns SIGTERM/SIGINT into it) and phased: stop push sources and intake, let in-flight
 batches and async invocations finish within ``shutdown_grace``, release what is unfinished
-(SQS visibility 0, Kafka uncommitted, Redis pending), close sinks and runners, exit.
+(SQS visibility 0, Kafka uncommitted, Redis pending), close runners, the zygote and
+sinks, exit.
 
 Why this module is over 500 lines: it is the one place that wires config to components
 (runners, async invokers, dispatchers, push-source contexts, destinations, metrics) and
@@ -63,7 +65,15 @@ from eventrun.runtime._clock import SystemClock
 from eventrun.runtime._gc import tuned_gc
 from eventrun.runtime._reload import host_runner, reload_runtime
 from eventrun.store import DlqRetention, Store, open_configured_store
-from eventrun.workers import FunctionRunner, InvokeResult
+from eventrun.workers import (
+    FunctionRunner,
+    InvokeResult,
+    Zygote,
+    code_directory,
+    function_environment,
+    open_zygote,
+    runs_python_workers,
+)
 
 __all__ = ["FunctionHandle", "Runtime"]
 
@@ -206,6 +216,7 @@ class Runtime:
         )
         self._serving = False
         self._runners: TaskGroup | None = None
+        self.zygote: Zygote | None = None
         self._retire: dict[str, anyio.Event] = {}
 
     # -- invocation ---------------------------------------------------------------
@@ -304,6 +315,7 @@ class Runtime:
             "sources": sources,
             "dlq": dict(self.depths.local),
             "queues_refreshed_at": self.depths.refreshed_at,
+            "zygote": self.zygote.statistics() if self.zygote is not None else None,
         }
 
     # -- lifecycle ----------------------------------------------------------------
@@ -399,7 +411,7 @@ class Runtime:
         hidden = hidden_env(self.config)
         # create_runner resolves the function's code: directory against the config's
         runner: FunctionRunner = await self._runners.start(
-            host_runner, name, cfg, self.loaded.dir, hidden, retire
+            host_runner, name, cfg, self.loaded.dir, hidden, retire, self.zygote
         )
         return runner
 
@@ -421,8 +433,23 @@ class Runtime:
         for event in self._retire.values():
             event.set()
 
+    async def _start_zygote(self, stack: contextlib.AsyncExitStack) -> None:
+        """The one zygote that forks every ``runtime: process`` function's workers; left
+        after the runners (the stack unwinds in reverse), so it outlives their drain."""
+        hidden = hidden_env(self.config)
+        envs = [
+            function_environment(
+                name, cfg, code_directory(cfg, self.loaded.dir), "us-east-1", hidden=hidden
+            )
+            for name, cfg in self.config.functions.items()
+            if runs_python_workers(cfg)
+        ]
+        if envs:
+            self.zygote = await stack.enter_async_context(open_zygote(envs))
+
     async def _start_functions(self, stack: contextlib.AsyncExitStack) -> None:
         assert self.router is not None
+        await self._start_zygote(stack)
         self._runners = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._retire_all)
         for name, cfg in self.config.functions.items():

@@ -2,8 +2,9 @@
 
 ``create_runner(name, settings, config_dir=...)`` returns a :class:`FunctionRunner`:
 
-* ``runtime: process`` -> a pool of worker processes forked from a per-function
-  template (fork server), with timeouts, memory limits, crash recovery and recycling;
+* ``runtime: process`` -> a pool of worker processes forked from the daemon's zygote
+  (one pre-imported template process for every function, :func:`open_zygote`), with
+  timeouts, memory limits, crash recovery and recycling;
 * ``runtime: inline`` -> handlers called in the daemon's event loop (no isolation: they
   see the daemon's whole environment, memory and descriptors);
 * ``runtime: nodejs*`` / ``provided*``, or a ``command`` -> processes that speak Lambda's
@@ -26,6 +27,7 @@ from ._pool import ProcessRunner
 from ._rapi_launch import problems as runtime_problems
 from ._rapi_launch import uses_runtime_api, version_note
 from ._rapi_pool import RuntimeApiRunner
+from ._zygote_host import Zygote, open_zygote
 
 __all__ = [
     "FunctionRunner",
@@ -35,10 +37,13 @@ __all__ = [
     "LambdaContext",
     "ProcessRunner",
     "RuntimeApiRunner",
+    "Zygote",
     "code_directory",
     "create_runner",
     "function_environment",
     "load_handler",
+    "open_zygote",
+    "runs_python_workers",
     "runtime_problems",
     "uses_runtime_api",
     "version_note",
@@ -59,6 +64,7 @@ def create_runner(
     config_dir: Path,
     region: str = "us-east-1",
     hidden_env: Collection[str] = (),
+    zygote: Zygote | None = None,
 ) -> FunctionRunner:
     """The runner ``settings.runtime`` asks for; enter it with ``async with`` before use.
 
@@ -68,6 +74,7 @@ def create_runner(
 
     ``hidden_env``: variables of the daemon a worker never inherits, whatever the
     function's ``inherit_env`` says (the bearer-token variable); ``EVENTRUN_*`` never is.
+    ``zygote``: the daemon's (:func:`open_zygote`), for ``runtime: process`` functions.
     """
     code_dir = code_directory(settings, config_dir)
     command = getattr(settings, "command", None)
@@ -82,4 +89,13 @@ def create_runner(
         )
     if settings.runtime == "inline":
         return InlineRunner(name, settings, config_dir=code_dir, region=region)
-    return ProcessRunner(name, settings, config_dir=code_dir, region=region, hidden_env=hidden_env)
+    return ProcessRunner(
+        name, settings, config_dir=code_dir, region=region, hidden_env=hidden_env, zygote=zygote
+    )
+
+
+def runs_python_workers(settings: FunctionSettings) -> bool:
+    """Whether :func:`create_runner` gives ``settings`` a pool of Python worker processes
+    (forked by a zygote)."""
+    command = getattr(settings, "command", None)
+    return not uses_runtime_api(settings.runtime, command) and settings.runtime != "inline"

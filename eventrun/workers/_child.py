@@ -20,8 +20,8 @@ cannot raise it (a worker holds no ``CAP_SYS_RESOURCE``, see :mod:`._harden`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib
 import inspect
 import json
 import logging
@@ -34,7 +34,7 @@ import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -55,10 +55,18 @@ from ._protocol import (
     send_frame_blocking,
 )
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = ["serve"]
 
 _MIB = 1024 * 1024
-_RUNTIME_FILES = frozenset({__file__, asyncio.base_events.__file__, asyncio.events.__file__})
+# asyncio is imported by a worker whose handler is async, not by the zygote (it would add
+# about 6 MB to it); its files are found next to os.py's, as Python installs them
+_STDLIB = os.path.dirname(os.__file__)
+_RUNTIME_FILES = frozenset(
+    {__file__, *(os.path.join(_STDLIB, "asyncio", f) for f in ("base_events.py", "events.py"))}
+)
 _LOG_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s"
 
 
@@ -171,6 +179,8 @@ class _Worker:
 
     def _await(self, awaitable: Any) -> Any:
         if self.loop is None:
+            import asyncio
+
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
         return self.loop.run_until_complete(awaitable)
@@ -238,6 +248,8 @@ def _init(sock: socket.socket) -> _Worker:
         )
         send_frame_blocking(sock, encode(ready))
         os._exit(0)
+    if inspect.iscoroutinefunction(handler):
+        importlib.import_module("asyncio")  # in the init phase, not the first invocation
     worker = _Worker(handler, FunctionInfo.from_environ(environ), memory_mb)
     ready = Ready(os.getpid(), time.perf_counter() - started, capture.drain())
     send_frame_blocking(sock, encode(ready))

@@ -48,8 +48,9 @@ from ._api import (
 )
 from ._channel import Channel
 from ._invocation import Worker, init_failure, run_invocation
-from ._launch import ForkServerLauncher, Launcher, SpawnLauncher
+from ._launch import Launcher, SpawnLauncher
 from ._protocol import ChannelClosed, FrameError, Ready, decode_from_worker
+from ._zygote_host import Zygote, ZygoteLauncher, startup_environment
 
 __all__ = ["ProcessRunner"]
 
@@ -78,7 +79,12 @@ class ProcessRunner:
         init_timeout: float = 10.0,
         stop_grace: float = 2.0,
         hidden_env: Collection[str] = (),
+        zygote: Zygote | None = None,
     ) -> None:
+        """``zygote``: the daemon's, which forks this pool's workers when the function's
+        interpreter start-up variables are its own; otherwise (or without one) the pool
+        starts a zygote of its own with its first worker. ``fork_server=False``: a fresh
+        interpreter per worker."""
         self.name = name
         self.settings = settings
         self.task_root = Path(config_dir).resolve()
@@ -86,6 +92,7 @@ class ProcessRunner:
         self.init_timeout = init_timeout
         self.stop_grace = stop_grace
         self._fork_server = fork_server
+        self._zygote = zygote
         # fast_acquire: a free slot is taken without a trip through the event loop (an
         # invocation always suspends anyway, waiting for its worker's answer)
         self._slots = anyio.Semaphore(max(1, settings.concurrency), fast_acquire=True)
@@ -120,12 +127,7 @@ class ProcessRunner:
             stack.push_async_callback(self._stop)
             self._launcher = SpawnLauncher(self._tg, self.env, self.task_root)
             if self._fork_server:
-                # min_warm 0: the template starts with the first worker, not here, so an
-                # idle function costs no process (and no memory).
-                launcher = ForkServerLauncher(self._tg, self.env, self.task_root, name=self.name)
-                self._launcher = launcher
-                if self._warm_target() > 0:
-                    await launcher.ensure_started()
+                self._launcher = await self._zygote_launcher(self._tg)
             async with anyio.create_task_group() as warm:
                 for _ in range(self._warm_target()):
                     warm.start_soon(self._add_warm)
@@ -163,6 +165,27 @@ class ProcessRunner:
                     await worker.proc.exited.wait()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    async def _zygote_launcher(self, tg: TaskGroup) -> ZygoteLauncher:
+        shared = self._zygote
+        if shared is not None and shared.serves(self.env):
+            return ZygoteLauncher(tg, shared, self.env, self.task_root, own=False)
+        if shared is not None:
+            ours, theirs = startup_environment(self.env), startup_environment(shared.env)
+            differ = [k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)]
+            log.info(
+                "zygote.own",
+                function=self.name,
+                reason="interpreter start-up variables differ from the daemon's zygote",
+                variables=sorted(differ),
+            )
+        # min_warm 0: the pool's own zygote starts with its first worker, not here, so
+        # an idle function costs no process (and no memory).
+        own = Zygote(self.env, self.task_root, name=self.name, stop_grace=self.stop_grace)
+        launcher = ZygoteLauncher(tg, own, self.env, self.task_root, own=True)
+        if self._warm_target() > 0:
+            await launcher.ensure_started()
+        return launcher
 
     def _warm_target(self) -> int:
         return min(self.settings.min_warm, max(1, self.settings.concurrency))

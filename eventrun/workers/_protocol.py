@@ -95,14 +95,18 @@ class Result(msgspec.Struct, tag="result", array_like=True):
     """The worker exits after sending this (out of memory); the daemon must replace it."""
 
 
-# -- fork server control messages (see _forkserver) ---------------------------------
+# -- zygote control messages (see _zygote) -----------------------------------------
 
 
 class Spawn(msgspec.Struct, tag="spawn", array_like=True):
-    """Daemon -> fork server: fork a worker (its socket and memfd travel as SCM_RIGHTS)."""
+    """Daemon -> zygote: fork a worker for one function (its socket and memfd travel as
+    SCM_RIGHTS); the worker takes ``env`` as its whole environment and ``cwd`` as its
+    working directory (the function's task root) before it imports anything."""
 
     token: int
     log_stream_name: str
+    cwd: str
+    env: dict[str, str]
 
 
 class Hello(msgspec.Struct, tag="hello", array_like=True):
@@ -120,7 +124,7 @@ class Exited(msgspec.Struct, tag="exited", array_like=True):
 
 
 FromTemplate = Hello | Spawned | Exited
-"""What the fork server sends (control socket, one message per packet)."""
+"""What the zygote sends (control socket, one message per packet)."""
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -230,17 +230,18 @@ async def test_worker_holds_no_daemon_descriptor_and_output_is_still_captured(
     assert logs.index("hello from stderr") < logs.index("END RequestId: fd-check")
 
 
-async def test_fork_server_output_goes_to_the_log_not_the_daemons_stderr(
+async def test_zygote_output_goes_to_the_log_not_the_daemons_stderr(
     process_runner: RunnerFactory, tmp_path: Path
 ) -> None:
-    """A template that dies at start wrote its traceback into its own memfd; the daemon
-    logs its tail with ``forkserver.start_failed`` (and the pool falls back to spawning)."""
+    """A pool's own zygote that dies at start wrote its traceback into its own memfd; the
+    daemon logs its tail with ``zygote.start_failed`` (and the pool falls back to
+    spawning, without retrying the zygote)."""
     (tmp_path / "msgspec.py").write_text("raise RuntimeError('broken msgspec for this test')\n")
     with capture_logs() as logs:
         async with process_runner(environment={"PYTHONPATH": str(tmp_path)}) as runner:
             result = await runner.invoke(event({}))
     assert not result.ok  # the spawned fallback cannot import it either
-    failed = [e for e in logs if e["event"] == "forkserver.start_failed"]
+    failed = [e for e in logs if e["event"] == "zygote.start_failed"]
     assert len(failed) == 1, logs
     assert "broken msgspec for this test" in failed[0]["output"]
 
