@@ -246,6 +246,19 @@ class SqsConnection(AwsConnection):
     Unset credentials fall back to the standard AWS chain (environment, profile, role).
     """
 
+    connect_timeout: Annotated[Duration, Range(0.5, 120, duration=True)] = Field(
+        5.0, description="How long to wait for a TCP (and TLS) connection to the endpoint."
+    )
+    read_timeout: Annotated[Duration, Range(2, 900, duration=True)] = Field(
+        6.0,
+        description=(
+            "How long a request may wait for the next bytes of its answer before it is "
+            "abandoned and retried on a new connection. It must exceed the source's 1 s "
+            "long poll (ReceiveMessage WaitTimeSeconds); a larger one only delays "
+            "recovery from an endpoint that stopped answering."
+        ),
+    )
+
 
 class KinesisConnection(AwsConnection):
     """A Kinesis Data Streams endpoint and credentials (``connections.kinesis.NAME``).
