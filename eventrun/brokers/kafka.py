@@ -14,8 +14,7 @@
   aiokafka reconnects in the background and its ``getmany`` just returns nothing while
   the cluster is down, so the source asks after an empty poll.
 * :func:`probe` makes a round trip on every open connection and closes the ones that do
-  not answer in time, and :func:`drop_coordinator` closes the group coordinator's
-  connection. aiokafka abandons a request only after ``request_timeout_ms`` (40 s by
+  not answer in time. aiokafka abandons a request only after ``request_timeout_ms`` (40 s by
   default, and it must exceed a JoinGroup's wait for the whole group, so it cannot be
   short), and a request *we* abandon (a commit cut off by our own timeout) leaves its
   connection open: on a half-open connection (a peer that accepted the request and never
@@ -40,7 +39,6 @@ __all__ = [
     "bootstrap_string",
     "classify",
     "client_kwargs",
-    "drop_coordinator",
     "probe",
     "producer_kwargs",
     "reachable",
@@ -156,16 +154,3 @@ async def probe(client_owner: Any, timeout_s: float, *, coordinator: bool = True
     for conn in dead:
         conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
     return len(dead)
-
-
-def drop_coordinator(consumer: Any) -> bool:
-    """Close the group coordinator's connection of a started consumer (a request on it
-    was abandoned); True when there was one to close."""
-    client = getattr(consumer, "_client", None)
-    coordinator = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", None)
-    conns: dict[Any, Any] = getattr(client, "_conns", None) or {}
-    conn = conns.get((coordinator, ConnectionGroup.COORDINATION))
-    if conn is None or not conn.connected():
-        return False
-    conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
-    return True

@@ -35,7 +35,8 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
   connection gets a metadata round trip; one silent for ``probe_timeout_s`` is closed,
   which fails the fetch hung on it, and aiokafka dials anew (its own request timeout,
   40 s, would otherwise hold the partition that long). A commit cut off by
-  ``commit_timeout_s`` closes the coordinator's connection for the same reason.
+  ``commit_timeout_s`` probes the connections the same way: the retry must not queue
+  behind the hung commit.
 * ``statistics()`` (no I/O): ``offset_lag`` (sum) and ``offset_lag.SHARD`` (high
   watermark minus the acked position), ``iterator_age_s`` (Lambda's IteratorAge: age of
   the last record of the latest ack), ``partitions`` (assigned count).
@@ -204,7 +205,22 @@ class KafkaPoller:
             return
         with anyio.move_on_after(self.commit_timeout_s + 5, shield=True):
             await self._flush(consumer)
+            await self._stop(consumer)
+
+    async def _stop(self, consumer: AIOKafkaConsumer) -> None:
+        """``consumer.stop()``, which leaks a CancelledError when a fetch that failed on a
+        broken connection is in its retry pause (aiokafka's fetcher awaits the task it
+        cancelled): inside our shielded scope no cancellation is ours unless the task is
+        being cancelled, so a leaked one is logged, not raised."""
+        try:
             await consumer.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("kafka.stop_incomplete", trigger=self.spec.name, error="CancelledError")
+        except (kafka_errors.KafkaError, OSError) as exc:
+            log.warning("kafka.stop_incomplete", trigger=self.spec.name, error=repr(exc))
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -376,9 +392,12 @@ class KafkaPoller:
                     if self._pending.get(tp, -1) < pos:
                         self._pending[tp] = pos
                 if isinstance(exc, TimeoutError) and timeout_s is None:
-                    # abandoned after the full bound: its connection is half-open (a
-                    # retry would queue behind the hung request), close it
-                    client_util.drop_coordinator(consumer)
+                    # abandoned after the full bound: a connection is half-open (the
+                    # coordinator's, or the one a coordinator lookup goes over) and a
+                    # retry would queue behind the hung request: close what is silent
+                    await client_util.probe(
+                        consumer, self.probe_timeout_s, coordinator=not self._rebalancing
+                    )
                 log.warning("source.commit_failed", trigger=self.spec.name, error=repr(exc))
             else:
                 for tp, pos in offsets.items():
