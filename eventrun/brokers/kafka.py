@@ -15,11 +15,12 @@
   the cluster is down, so the source asks after an empty poll.
 * :func:`probe` makes a round trip on every open connection and closes the ones that do
   not answer in time. aiokafka abandons a request only after ``request_timeout_ms`` (40 s by
-  default, and it must exceed a JoinGroup's wait for the whole group, so it cannot be
-  short), and a request *we* abandon (a commit cut off by our own timeout) leaves its
-  connection open: on a half-open connection (a peer that accepted the request and never
-  answers) every later request waits behind it. Closing the connection fails what is
-  pending on it at once, and aiokafka dials a new one for the retry.
+  default, the connection's ``request_timeout``; it must exceed a JoinGroup's wait for
+  the whole group, so it cannot be short), and a request *we* abandon (a commit cut off
+  by our own timeout) leaves its connection open: on a half-open connection (a peer that
+  accepted the request and never answers) every later request waits behind it. Closing
+  the connection fails what is pending on it at once, and aiokafka dials a new one for
+  the retry.
 """
 
 from __future__ import annotations

@@ -62,6 +62,10 @@ class Rig:
     ordered: bool = True
     direct: bool = True
     """``send`` bypasses the proxy (so records arrive while the fault lasts)."""
+    lease_s: float | None = None
+    """The visibility timeout (SQS): a fault at least this long lets the visibility of
+    every message the daemon holds run out (no extension reaches the endpoint), and
+    each may come back once: those held at the fault are added to the bound."""
 
 
 def _inject(proxy: FaultProxy, fault: str) -> None:
@@ -107,6 +111,10 @@ def _run(
     finally:
         daemon.stop()
     assert at_fault < (first if rig.direct else mid), "the run finished before the fault"
+    bound, extra = rig.bound, {}
+    if rig.lease_s is not None and fault_s >= rig.lease_s:
+        held = (first if rig.direct else mid) - at_fault
+        bound, extra = bound + held, {"held_at_fault": held}
     verdict(
         f"{name}-{fault}-{fault_s:.0f}s",
         records,
@@ -117,7 +125,8 @@ def _run(
         resets=proxy.resets,
         poll_errors=poll_errors,
         recovered_s=recovered_s,
-    ).check(max_duplicates=rig.bound, ordered=rig.ordered)
+        **extra,
+    ).check(max_duplicates=bound, ordered=rig.ordered)
 
 
 # -- Redis Streams -----------------------------------------------------------------
@@ -307,6 +316,7 @@ def sqs_rig(tmp_path: Path, fault_proxy: type[FaultProxy]) -> Iterator[Rig]:
                 disruptions=1, batch_size=5, shards=4, parallelization_factor=1, concurrency=2
             ),
             ordered=False,
+            lease_s=10.0,
         )
     finally:
         moto.stop()

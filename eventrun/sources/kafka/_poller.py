@@ -36,7 +36,10 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
   which fails the fetch hung on it, and aiokafka dials anew (its own request timeout,
   40 s, would otherwise hold the partition that long). A commit cut off by
   ``commit_timeout_s`` probes the connections the same way: the retry must not queue
-  behind the hung commit.
+  behind the hung commit. Not covered: a connection being opened (its ApiVersions
+  handshake, under aiokafka's client-wide connect lock) is not probeable and waits out
+  the request timeout: after a silence longer than the session timeout, recovery takes
+  up to the connection's ``request_timeout`` (aiokafka's 40 s unless set).
 * ``statistics()`` (no I/O): ``offset_lag`` (sum) and ``offset_lag.SHARD`` (high
   watermark minus the acked position), ``iterator_age_s`` (Lambda's IteratorAge: age of
   the last record of the latest ack), ``partitions`` (assigned count).

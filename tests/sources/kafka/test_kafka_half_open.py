@@ -116,3 +116,43 @@ async def test_probe_closes_only_connections_that_do_not_answer_and_stop_stays_q
             closed = await client_util.probe(consumer, 1.0)
         proxy.mode = "pass"
     assert closed >= 1
+
+
+async def test_a_rejoin_after_a_long_silence_is_bounded_by_the_request_timeout(
+    proxied: tuple[KafkaBroker, FaultProxy],
+) -> None:
+    """A fault longer than the session timeout: the member rejoins, and the new
+    connection's handshake (ApiVersions, under aiokafka's client-wide connect lock) goes
+    out into the fault and waits out ``request_timeout``: 40 s unless the connection
+    sets a shorter one (``connections.kafka.NAME.request_timeout``)."""
+    broker, proxy = proxied
+    topic = await create_topic(broker.bootstrap, partitions=1)
+    await produce(broker.bootstrap, topic, [(0, None, b"before")])
+    async with _poller(broker, topic, request_timeout_ms=8000) as poller:
+        await poller.ack(await poll_until([poller], 1))
+        proxy.mode = "blackhole"
+        with anyio.move_on_after(12):  # several session timeouts (FAST_GROUP: 2 s)
+            while True:
+                try:
+                    await poller.poll(10)
+                except SourceUnavailable:
+                    await anyio.sleep(0.2)
+        proxy.mode = "pass"
+        await produce(broker.bootstrap, topic, [(0, None, b"after")])
+        got: list[Record] = []
+        with anyio.fail_after(RECOVERY_S):
+            while not got:
+                try:
+                    got = list(await poller.poll(10))
+                except SourceUnavailable:
+                    await anyio.sleep(0.2)
+        await poller.ack(got)
+    assert [r.data for r in got] == [b"after"]
+
+
+def test_the_connection_s_request_timeout_reaches_aiokafka() -> None:
+    from eventrun.config import KafkaConnection
+
+    kwargs = KafkaConnection(bootstrap_servers="b:9092", request_timeout="8s").aiokafka_kwargs()
+    assert kwargs["request_timeout_ms"] == 8000
+    assert "request_timeout_ms" not in KafkaConnection(bootstrap_servers="b:9092").aiokafka_kwargs()

@@ -65,7 +65,7 @@ async def test_a_poll_against_a_silent_endpoint_gives_up_after_its_timeouts(
             [after] = await collect(poller, 1)
         await poller.ack([after])
     assert 2 <= waited <= bound + 1, waited  # the read timeout, not aiobotocore's 30 s
-    assert after.event["body"] == "after"
+    assert after.plain_event()["body"] == "after"
     assert await counts(sqs_client, queue) == (0, 0)
 
 
