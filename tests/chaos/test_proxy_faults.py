@@ -253,6 +253,29 @@ def test_kafka_through_proxy_faults_loses_nothing(
     _run(kafka_rig, "kafka-proxy", fault, fault_s, first=0, before=200, mid=2000)
 
 
+@pytest.mark.kafka
+@pytest.mark.long
+def test_kafka_long_blackhole_with_a_short_request_timeout(kafka_rig: Rig) -> None:
+    """After a silence longer than the session timeout the consumer dials new
+    connections, whose handshake went out into the fault and waits out aiokafka's
+    request timeout (40 s by default): ``request_timeout: 10s`` shortens that wait."""
+    text = kafka_rig.config.read_text()
+    short = text.replace(
+        '"heartbeat_interval": "1s"', '"heartbeat_interval": "1s", "request_timeout": "10s"'
+    )
+    assert short != text
+    kafka_rig.config.write_text(short)
+    _run(
+        kafka_rig,
+        "kafka-proxy-request-timeout-10s",
+        "blackhole",
+        LONG_S,
+        first=0,
+        before=200,
+        mid=2000,
+    )
+
+
 # -- SQS (moto) --------------------------------------------------------------------
 
 
