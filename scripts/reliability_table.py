@@ -24,8 +24,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-KNOWN = ("name", "produced", "lost", "order_violations", "duplicates", "duplicate_bound")
+KNOWN = ("name", "produced", "lost", "order_violations", "duplicates", "duplicate_bound", "when")
 _WHEN = re.compile(r" on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)")
+_KEPT = re.compile(r"^Rows not re-run then are from the run of (.+? UTC): (.*)\.$")
 _DUPS = re.compile(r"^(\d+) \((\d+)\)$")
 
 
@@ -39,10 +40,17 @@ def _value(text: str) -> Any:
 
 
 def read_table(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """The run date and the rows of a table this script wrote."""
+    """The run date and the rows of a table this script wrote; each row's ``when`` is
+    the date of the run it comes from."""
     when = _WHEN.search(text)
+    run = when.group(1) if when else None
+    dates: dict[str, str] = {}
     rows = []
     for line in text.splitlines():
+        kept = _KEPT.match(line)
+        if kept:
+            dates.update(dict.fromkeys(kept.group(2).split(", "), kept.group(1)))
+            continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         dups = _DUPS.match(cells[4]) if len(cells) == 6 else None
         if dups is None:
@@ -58,11 +66,13 @@ def read_table(text: str) -> tuple[str | None, list[dict[str, Any]]]:
         for pair in filter(None, (p.strip() for p in cells[5].split(","))):
             key, _, value = pair.partition("=")
             row[key] = _value(value)
+        row["when"] = dates.get(row["name"], run)
         rows.append(row)
-    return (when.group(1) if when else None), rows
+    return run, rows
 
 
-def render(rows: list[dict[str, Any]], kept: list[str], kept_when: str | None) -> str:
+def render(rows: list[dict[str, Any]]) -> str:
+    """The page; rows with a ``when`` come from an earlier run (``--merge``)."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpus = os.cpu_count()
     out = ["# Reliability: what each fault does to each source\n"]
@@ -71,10 +81,14 @@ def render(rows: list[dict[str, Any]], kept: list[str], kept_when: str | None) -
         f"{when}, {platform.system()} {platform.machine()}, {cpus} CPUs, Python "
         f"{platform.python_version()}. Regenerate: `make chaos`.\n"
     )
-    if kept:
+    earlier: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("when"):
+            earlier.setdefault(row["when"], []).append(row["name"])
+    for date in sorted(earlier):
         out.append(
-            f"Rows not re-run then are from the run of {kept_when or 'an earlier date'}: "
-            + ", ".join(sorted(kept))
+            f"Rows not re-run then are from the run of {date}: "
+            + ", ".join(sorted(earlier[date]))
             + ".\n"
         )
     out.append(
@@ -111,14 +125,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    for row in rows:
+        row.pop("when", None)
     kept: list[dict[str, Any]] = []
-    kept_when = None
     if args.merge:
         with open(args.merge, encoding="utf-8") as f:
-            kept_when, old = read_table(f.read())
+            _, old = read_table(f.read())
         fresh = {row["name"] for row in rows}
         kept = [row for row in old if row["name"] not in fresh]
-    print(render(rows + kept, [row["name"] for row in kept], kept_when), end="")
+    print(render(rows + kept), end="")
 
 
 if __name__ == "__main__":

@@ -47,22 +47,31 @@ ROWS = [
 
 def test_a_table_reads_back_as_its_rows() -> None:
     script = _script()
-    when, rows = script.read_table(script.render(ROWS, [], None))
+    when, rows = script.read_table(script.render(ROWS))
     assert when is not None
-    assert sorted(rows, key=lambda r: r["name"]) == ROWS
+    assert sorted(rows, key=lambda r: r["name"]) == [{**row, "when": when} for row in ROWS]
 
 
-def test_merge_keeps_the_rows_a_partial_run_did_not_make(
+def test_merge_keeps_the_rows_a_partial_run_did_not_make_with_their_dates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = _script()
     old = tmp_path / "reliability.md"
-    old.write_text(script.render(ROWS, [], None).replace(" on 20", " on 1999-01-01 00:00 UTC X", 1))
-    fresh = {**ROWS[0], "duplicates": 0, "recovered_s": 1.5}
+    first = script.render([{**ROWS[0], "when": "1999-01-01 00:00 UTC"}, ROWS[1]])
+    old.write_text(first.replace(" on 20", " on 2000-01-01 00:00 UTC X", 1))
+    fresh = {**ROWS[0], "name": "redis-proxy-reset-5s", "recovered_s": 1.5}
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps(fresh) + "\n")
-    script.main(["--merge", str(old), str(results)])
-    out = capsys.readouterr().out
+    for _ in range(2):  # merging twice keeps each row's own run
+        script.main(["--merge", str(old), str(results)])
+        old.write_text(capsys.readouterr().out)
+    out = old.read_text()
     _, rows = script.read_table(out)
-    assert sorted(rows, key=lambda r: r["name"]) == [fresh, ROWS[1]]
-    assert "from the run of 1999-01-01 00:00 UTC: sqs-sigkill." in out
+    assert {row["name"]: row["when"] for row in rows if row["name"] != fresh["name"]} == {
+        ROWS[0]["name"]: "1999-01-01 00:00 UTC",
+        ROWS[1]["name"]: "2000-01-01 00:00 UTC",
+    }
+    assert "from the run of 1999-01-01 00:00 UTC: kafka-proxy-blackhole-5s." in out
+    assert "from the run of 2000-01-01 00:00 UTC: sqs-sigkill." in out
+    (again,) = [row for row in rows if row["name"] == fresh["name"]]
+    assert {k: v for k, v in again.items() if k != "when"} == fresh
