@@ -13,21 +13,34 @@
 * :func:`reachable` answers whether a started client can talk to any broker right now:
   aiokafka reconnects in the background and its ``getmany`` just returns nothing while
   the cluster is down, so the source asks after an empty poll.
+* :func:`probe` makes a round trip on every open connection and closes the ones that do
+  not answer in time. aiokafka abandons a request only after ``request_timeout_ms`` (40 s by
+  default, the connection's ``request_timeout``; it must exceed a JoinGroup's wait for
+  the whole group, so it cannot be short), and a request *we* abandon (a commit cut off
+  by our own timeout) leaves its connection open: on a half-open connection (a peer that
+  accepted the request and never answers) every later request waits behind it. Closing
+  the connection fails what is pending on it at once, and aiokafka dials a new one for
+  the retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 from aiokafka import errors as kafka_errors
+from aiokafka.client import ConnectionGroup
+from aiokafka.conn import CloseReason
+from aiokafka.protocol.metadata import MetadataRequest
 
 __all__ = [
     "ErrorClass",
     "bootstrap_string",
     "classify",
     "client_kwargs",
+    "probe",
     "producer_kwargs",
     "reachable",
 ]
@@ -109,3 +122,36 @@ async def reachable(client_owner: Any, timeout_s: float = 1.0) -> bool:
         except (kafka_errors.KafkaError, OSError):
             return False
     return False
+
+
+async def probe(client_owner: Any, timeout_s: float, *, coordinator: bool = True) -> int:
+    """Send a metadata request for no topics (the cheapest round trip) on every open
+    connection of the started consumer/producer ``client_owner``, concurrently; close
+    each connection that does not answer within ``timeout_s``. ``coordinator=False``
+    leaves the group coordinator's connection alone (a JoinGroup may legitimately wait
+    there for the whole group). Returns how many connections were closed."""
+    client = getattr(client_owner, "_client", None)
+    conns: dict[Any, Any] = getattr(client, "_conns", None) or {}
+    groups = {ConnectionGroup.DEFAULT}
+    if coordinator:
+        groups.add(ConnectionGroup.COORDINATION)
+    live = [
+        conn for (_, group), conn in list(conns.items()) if group in groups and conn.connected()
+    ]
+    dead: list[Any] = []
+
+    async def one(conn: Any) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await conn.send(MetadataRequest([]))
+        except TimeoutError:
+            dead.append(conn)
+        except (kafka_errors.KafkaError, OSError):
+            pass  # broken already: aiokafka closed it and dials anew
+
+    async with anyio.create_task_group() as tg:
+        for conn in live:
+            tg.start_soon(one, conn)
+    for conn in dead:
+        conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
+    return len(dead)

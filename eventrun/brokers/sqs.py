@@ -4,7 +4,11 @@
   with ``client_kwargs() -> dict`` for ``session.create_client("sqs", **kwargs)``; with no
   connection the standard AWS environment applies: ``AWS_REGION``, credentials chain,
   ``AWS_ENDPOINT_URL_SQS``...). Retries are kept short (two attempts) because the
-  runtime's poll loop and the sink's caller own backoff.
+  runtime's poll loop and the sink's caller own backoff. Every request is bounded: the
+  connection's ``connect_timeout`` and ``read_timeout`` (default 5 s and 6 s; the read
+  timeout must exceed the source's 1 s long poll), so a request to an endpoint that
+  accepted it and never answers is abandoned, and retried on a new connection, after
+  :func:`request_bound_s` at most.
 * :func:`classify` sorts a botocore/aiohttp exception into ``"missing"`` (the queue does
   not exist), ``"auth"`` (credentials/permissions), ``"rejected"`` (the request itself is
   invalid), or ``"unavailable"`` (connection trouble, throttling, server errors). The
@@ -25,8 +29,13 @@ __all__ = [
     "error_code",
     "is_queue_url",
     "open_client",
+    "request_bound_s",
     "resolve_queue_url",
 ]
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 6.0
+ATTEMPTS = 2
 
 ErrorClass = Literal["missing", "auth", "rejected", "unavailable"]
 
@@ -119,17 +128,31 @@ def open_client(
         kwargs["region_name"] = match.group(1)
     if "region_name" not in kwargs:
         kwargs["region_name"] = os.environ.get("AWS_REGION") or os.environ["AWS_DEFAULT_REGION"]
+    connect_s, read_s = _timeouts(connection)
     kwargs.setdefault(
         "config",
         AioConfig(
-            retries={"total_max_attempts": 2, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=30,
+            retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
+            connect_timeout=connect_s,
+            read_timeout=read_s,
             max_pool_connections=max_pool_connections,
         ),
     )
     client: AbstractAsyncContextManager[Any] = get_session().create_client("sqs", **kwargs)
     return client
+
+
+def _timeouts(connection: Any) -> tuple[float, float]:
+    connect = getattr(connection, "connect_timeout", None) or CONNECT_TIMEOUT_S
+    read = getattr(connection, "read_timeout", None) or READ_TIMEOUT_S
+    return float(connect), float(read)
+
+
+def request_bound_s(connection: Any) -> float:
+    """The longest one API call of a client from :func:`open_client` can take when the
+    endpoint never answers: every attempt connects and waits out its read timeout."""
+    connect_s, read_s = _timeouts(connection)
+    return ATTEMPTS * (connect_s + read_s)
 
 
 def error_code(exc: BaseException) -> str:

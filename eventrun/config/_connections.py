@@ -99,6 +99,17 @@ class KafkaConnection(ConnectionModel):
     heartbeat_interval: Annotated[Duration, Range(0.1, 60, duration=True)] | None = Field(
         None, description="Consumer heartbeat interval (< session_timeout); unset: 3s."
     )
+    request_timeout: Annotated[Duration, Range(5, 300, duration=True)] | None = Field(
+        None,
+        description=(
+            "How long a request may go unanswered before its connection is dropped and "
+            "the request retried; unset: aiokafka's 40s. It also bounds a new "
+            "connection's handshake, which is what a consumer waits for after a broker "
+            "stopped answering for longer than the session timeout. A JoinGroup is one "
+            "request that waits for the whole group to rejoin (up to 30s): keep this "
+            "above the time your group takes to rebalance."
+        ),
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -161,6 +172,8 @@ class KafkaConnection(ConnectionModel):
             kw["session_timeout_ms"] = round(self.session_timeout * 1000)
         if self.heartbeat_interval is not None:
             kw["heartbeat_interval_ms"] = round(self.heartbeat_interval * 1000)
+        if self.request_timeout is not None:
+            kw["request_timeout_ms"] = round(self.request_timeout * 1000)
         return kw
 
 
@@ -245,6 +258,19 @@ class SqsConnection(AwsConnection):
 
     Unset credentials fall back to the standard AWS chain (environment, profile, role).
     """
+
+    connect_timeout: Annotated[Duration, Range(0.5, 120, duration=True)] = Field(
+        5.0, description="How long to wait for a TCP (and TLS) connection to the endpoint."
+    )
+    read_timeout: Annotated[Duration, Range(2, 900, duration=True)] = Field(
+        6.0,
+        description=(
+            "How long a request may wait for the next bytes of its answer before it is "
+            "abandoned and retried on a new connection. It must exceed the source's 1 s "
+            "long poll (ReceiveMessage WaitTimeSeconds); a larger one only delays "
+            "recovery from an endpoint that stopped answering."
+        ),
+    )
 
 
 class KinesisConnection(AwsConnection):

@@ -568,16 +568,34 @@ class TriggerDispatcher:
     ) -> None:
         """Keep every held record invisible to other consumers (SQS visibility), the
         buffered ones as well as those in a running batch, so a long handler or a deep
-        buffer causes no duplicate delivery."""
+        buffer causes no duplicate delivery.
+
+        Each extension gives three intervals. One that hangs (a broker that accepted the
+        request and never answers) is abandoned after an interval, and a failed one is
+        retried after the poll backoff (capped at an interval) instead of a whole
+        interval later, so a broker silent for less than about two intervals costs no
+        visibility."""
+        failures = 0
         while True:
-            await anyio.sleep(interval)
+            await anyio.sleep(
+                min(interval, self._s.poll_backoff.delay(failures)) if failures else interval
+            )
             held = [p.record for p in self._unsettled if not p.done]
             if not held:
                 continue
-            try:
-                await extend(held, interval * 3)
-            except SourceError as exc:
-                self._log.warning("source.extend_failed", error=str(exc), size=len(held))
+            failures += 1
+            with anyio.move_on_after(interval) as scope:
+                try:
+                    await extend(held, interval * 3)
+                    failures = 0
+                except SourceError as exc:
+                    self._log.warning("source.extend_failed", error=str(exc), size=len(held))
+            if scope.cancelled_caught:
+                self._log.warning(
+                    "source.extend_failed",
+                    error=f"no answer within {interval:g}s: abandoned",
+                    size=len(held),
+                )
 
     async def _revoke(self, shards: frozenset[str]) -> None:
         """The broker moved ``shards`` to another consumer (Kafka rebalance): give back

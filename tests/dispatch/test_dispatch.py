@@ -795,6 +795,48 @@ async def test_a_refused_visibility_extension_is_logged_and_the_batch_still_fini
     assert refused[0]["log_level"] == "warning"
 
 
+async def test_a_hung_visibility_extension_is_abandoned_and_retried() -> None:
+    """An extend that never returns (a half-open connection) used to stop the heartbeat
+    for good: every later extension waited behind it and the visibility ran out."""
+
+    class HangingQueue(MemoryQueue):
+        heartbeat_interval_s = 0.05
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+            self.retried = anyio.Event()
+
+        async def extend(self, records: Sequence[Record], seconds: float) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                await anyio.sleep_forever()
+            self.retried.set()
+
+    queue = HangingQueue()
+    queue.send(b"q:0")
+
+    @dataclass
+    class Ok:
+        request_id: str = "r-1"
+        ok: bool = True
+        payload: bytes = b"null"
+        error_type: str | None = None
+
+    async def held_until_retried(payload: bytes) -> Ok:
+        with anyio.fail_after(5):
+            await queue.retried.wait()  # the record is held until the heartbeat recovers
+        return Ok()
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(queue, held_until_retried, poll_backoff=FAST):  # type: ignore[arg-type]
+            await until(queue, lambda: queue.depth() == 0)
+    abandoned = [e for e in logs if e["event"] == "source.extend_failed"]
+    assert abandoned, logs
+    assert "abandoned" in abandoned[0]["error"]
+    assert queue.calls >= 2
+
+
 async def test_a_refused_release_is_logged_and_the_message_returns_after_its_timeout() -> None:
     class RefusingRelease(MemoryQueue):
         async def release(self, records: Sequence[Record], delay_s: float) -> None:

@@ -30,6 +30,16 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
 * ``poll`` raises SourceUnavailable when no broker is reachable (aiokafka reconnects by
   itself; the runtime's loop backs off and polls again) and SourceAuthError on ACL or
   SASL failures.
+* Half-open connections (a broker, or something in between, that accepted requests and
+  never answers): after an empty poll, at most every ``probe_interval_s``, every open
+  connection gets a metadata round trip; one silent for ``probe_timeout_s`` is closed,
+  which fails the fetch hung on it, and aiokafka dials anew (its own request timeout,
+  40 s, would otherwise hold the partition that long). A commit cut off by
+  ``commit_timeout_s`` probes the connections the same way: the retry must not queue
+  behind the hung commit. Not covered: a connection being opened (its ApiVersions
+  handshake, under aiokafka's client-wide connect lock) is not probeable and waits out
+  the request timeout: after a silence longer than the session timeout, recovery takes
+  up to the connection's ``request_timeout`` (aiokafka's 40 s unless set).
 * ``statistics()`` (no I/O): ``offset_lag`` (sum) and ``offset_lag.SHARD`` (high
   watermark minus the acked position), ``iterator_age_s`` (Lambda's IteratorAge: age of
   the last record of the latest ack), ``partitions`` (assigned count).
@@ -110,6 +120,9 @@ class KafkaPoller:
     commit_timeout_s = 10.0
     revoke_timeout_s = 5.0
     """How long a revoke waits for in-flight records of the revoked partitions."""
+    probe_interval_s = 5.0
+    probe_timeout_s = 5.0
+    """Half-open connection detection (see the module docstring)."""
 
     def __init__(self, spec: SourceSpec) -> None:
         config = spec.config
@@ -145,6 +158,7 @@ class KafkaPoller:
         self._iterator_age_s = 0.0
         self._batch_size = int(getattr(config, "batch_size", None) or 100)
         self._turn = 0
+        self._next_probe = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -194,7 +208,22 @@ class KafkaPoller:
             return
         with anyio.move_on_after(self.commit_timeout_s + 5, shield=True):
             await self._flush(consumer)
+            await self._stop(consumer)
+
+    async def _stop(self, consumer: AIOKafkaConsumer) -> None:
+        """``consumer.stop()``, which leaks a CancelledError when a fetch that failed on a
+        broken connection is in its retry pause (aiokafka's fetcher awaits the task it
+        cancelled): inside our shielded scope no cancellation is ours unless the task is
+        being cancelled, so a leaked one is logged, not raised."""
+        try:
             await consumer.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("kafka.stop_incomplete", trigger=self.spec.name, error="CancelledError")
+        except (kafka_errors.KafkaError, OSError) as exc:
+            log.warning("kafka.stop_incomplete", trigger=self.spec.name, error=repr(exc))
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -234,6 +263,7 @@ class KafkaPoller:
                 raise SourceUnavailable(
                     f"{self.spec.name}: no Kafka broker reachable at {self.bootstrap_servers}"
                 )
+            await self._probe(consumer)
             return []
         out: list[Record] = []
         parts = self._parts
@@ -248,6 +278,27 @@ class KafkaPoller:
             part.next_fetch = messages[-1].offset + 1
             out.extend(build_records(messages, tp.topic, tp.partition, part.shard, part))
         return out
+
+    async def _probe(self, consumer: AIOKafkaConsumer) -> None:
+        """Close connections that stopped answering (at most every probe_interval_s)."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + self.probe_interval_s
+        closed = await client_util.probe(
+            consumer, self.probe_timeout_s, coordinator=not self._rebalancing
+        )
+        if closed:
+            log.warning(
+                "kafka.connection_dropped",
+                trigger=self.spec.name,
+                connections=closed,
+                reason=f"no answer within {self.probe_timeout_s:g}s",
+            )
+            raise SourceUnavailable(
+                f"{self.spec.name}: {closed} Kafka connection(s) to {self.bootstrap_servers} "
+                f"stopped answering; dialling again"
+            )
 
     async def _fetch(
         self, consumer: AIOKafkaConsumer, max_records: int
@@ -343,6 +394,13 @@ class KafkaPoller:
                 for tp, pos in offsets.items():
                     if self._pending.get(tp, -1) < pos:
                         self._pending[tp] = pos
+                if isinstance(exc, TimeoutError) and timeout_s is None:
+                    # abandoned after the full bound: a connection is half-open (the
+                    # coordinator's, or the one a coordinator lookup goes over) and a
+                    # retry would queue behind the hung request: close what is silent
+                    await client_util.probe(
+                        consumer, self.probe_timeout_s, coordinator=not self._rebalancing
+                    )
                 log.warning("source.commit_failed", trigger=self.spec.name, error=repr(exc))
             else:
                 for tp, pos in offsets.items():

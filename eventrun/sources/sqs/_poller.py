@@ -5,8 +5,11 @@ Contract with the runtime (beyond :class:`eventrun.abc.Poller`):
 * ``poll(max_records)`` issues ``ceil(max_records / 10)`` ReceiveMessage calls at once
   (at most ``maximum_concurrency``, capped at 20, default 8). The first long-polls for
   one second, the others short-poll, so a busy queue is drained in parallel and an idle
-  one costs one request per second. A poll is shielded from cancellation (for at most
-  ``LONG_POLL_S + POLL_GRACE_S``): an abandoned receive would still take messages on the
+  one costs one request per second. Each call is bounded by the connection's
+  ``connect_timeout`` and ``read_timeout`` (an endpoint that accepts and never answers
+  costs one read timeout per attempt, then the call fails and the next poll dials anew).
+  A poll is shielded from cancellation (for at most that bound plus
+  ``POLL_GRACE_S``): an abandoned receive would still take messages on the
   server and hide them for their whole visibility timeout, so a shutdown waits for it and
   releases what it returned. FIFO queues make those calls one after another (stopping at
   the first short answer) so each group's messages come back in order; records carry
@@ -52,8 +55,8 @@ MAX_RECEIVERS = 20
 """Upper bound on concurrent ReceiveMessage calls per poll, whatever maximum_concurrency."""
 STATS_INTERVAL_S = 5.0
 LONG_POLL_S = 1
-POLL_GRACE_S = 30.0
-"""How long past its long poll a (shielded) poll may run before it is cut off."""
+POLL_GRACE_S = 5.0
+"""How long past its calls' own timeouts a (shielded) poll may run before it is cut off."""
 MAX_VISIBILITY_S = 43_200
 
 log = structlog.get_logger("eventrun.sources.sqs")
@@ -92,6 +95,7 @@ class SqsPoller:
         self.heartbeat_interval_s: float = self.visibility_timeout_s / 3
         mrc = _opt(cfg, "max_receive_count")
         self.max_receive_count: int | None = int(mrc) if mrc else None
+        self._poll_bound_s = client_util.request_bound_s(spec.connection) + POLL_GRACE_S
         self._client: Any = None
         self._batch: BatchCaller | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -182,12 +186,12 @@ class SqsPoller:
         messages: list[dict[str, Any]] = []
         errors: list[BaseException] = []
         with anyio.CancelScope(shield=True) as scope:  # see the module docstring
-            scope.deadline = anyio.current_time() + LONG_POLL_S + POLL_GRACE_S
+            scope.deadline = anyio.current_time() + self._poll_bound_s
             messages, errors = await self._receive(sizes)
         if scope.cancelled_caught:
             raise SourceUnavailable(
                 f"{self.spec.name}: ReceiveMessage on {self.queue!r} took over "
-                f"{LONG_POLL_S + POLL_GRACE_S:.0f}s"
+                f"{self._poll_bound_s:.0f}s"
             )
         if errors and not messages:
             raise self._translate(errors[0], "ReceiveMessage") from errors[0]
