@@ -24,6 +24,7 @@ __all__ = [
     "ChannelClosed",
     "Exited",
     "FrameError",
+    "FrameReader",
     "FromTemplate",
     "Hello",
     "Invoke",
@@ -172,6 +173,43 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 def recv_frame_blocking(sock: socket.socket) -> bytes:
     """Read one frame body from a blocking socket (the worker side)."""
     return _recv_exactly(sock, frame_length(_recv_exactly(sock, _HEADER.size)))
+
+
+class FrameReader:
+    """Frames from a blocking socket (the worker side), read with as few ``recv`` calls
+    as the data allows: one per frame when it arrives whole, which is the rule (the
+    daemon writes each frame at once), instead of one for the header and one for the
+    body. Bytes past the frame are kept for the next one."""
+
+    __slots__ = ("_buf", "_sock")
+
+    _CHUNK = 256 * 1024
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = b""
+
+    def next(self) -> bytes:
+        """The next frame's body; ChannelClosed on EOF, FrameError on a bad header."""
+        buf = self._buf
+        while len(buf) < _HEADER.size:  # usually one recv: the header and the body
+            chunk = self._sock.recv(self._CHUNK)
+            if not chunk:
+                raise ChannelClosed("peer closed the channel")
+            buf = buf + chunk if buf else chunk
+        end = _HEADER.size + frame_length(buf[: _HEADER.size])
+        if len(buf) < end:  # a frame larger than one recv: read the rest in place
+            whole = bytearray(end)
+            whole[: len(buf)] = buf
+            got, view = len(buf), memoryview(whole)
+            while got < end:
+                k = self._sock.recv_into(view[got:])
+                if k == 0:
+                    raise ChannelClosed("peer closed the channel")
+                got += k
+            buf = bytes(whole)
+        self._buf = buf[end:]
+        return buf[_HEADER.size : end]
 
 
 def send_frame_blocking(sock: socket.socket, frame: bytes) -> None:
