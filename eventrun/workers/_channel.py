@@ -93,7 +93,7 @@ class Channel:
         """Close the socket now (the worker sees EOF). Safe to call twice."""
         self._transport.abort()
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frame: bytes | bytearray) -> None:
         """Write a whole frame; ChannelClosed if the worker is gone."""
         peer = self._peer
         if peer.closed is not None or self._transport.is_closing():
