@@ -259,13 +259,10 @@ class TriggerDispatcher:
                 # fewer would leave each lane waiting out its window with a part batch)
                 limit = max(self._s.buffer_limit, self._s.batch_size * (self._lane_loops + 1))
                 free = limit - self._held()
-                # under load, wait until half the buffer is free (at least a batch's
-                # worth): polling each few records that complete costs a poll (a fetch
-                # per partition) for each, and a poll per batch that completes doubled
-                # a process function's broker round trips (Redis: one XREADGROUP per
-                # 100 entries instead of one per 200-400), while half a buffer still
-                # holds whole batches for the lanes during the poll's round trip
-                if free <= 0 or free < limit // 2:
+                # under load, wait until a batch's worth is free: polling each few
+                # records that complete costs a poll (a fetch per partition) for each
+                # (the records held meanwhile run or complete without more polling)
+                if free <= 0 or (free < self._s.batch_size and free < limit // 2):
                     self._space = anyio.Event()
                     await self._space.wait()
                     continue
