@@ -139,16 +139,20 @@ class FunctionRunner(Protocol):
 async def acquire_slot(slots: anyio.Semaphore, *, wait: bool, name: str, concurrency: int) -> None:
     """Take one of the function's concurrency slots: wait for it (backpressure), or raise
     FunctionSaturated at once (the Invoke API's 429) when ``wait`` is False."""
-    if wait:
-        await slots.acquire()
-        return
+    # A free slot is taken without Semaphore.acquire's cancellation checkpoint: that
+    # looks up the current task, a getpid system call per invocation on Python 3.11 (the
+    # invocation suspends at once anyway, on its worker's answer or its handler)
     try:
         slots.acquire_nowait()
     except anyio.WouldBlock:
-        raise FunctionSaturated(
-            f"function {name!r}: all {concurrency} concurrency slots "
-            "are busy; retry later or raise its concurrency"
-        ) from None
+        if not wait:
+            raise FunctionSaturated(
+                f"function {name!r}: all {concurrency} concurrency slots "
+                "are busy; retry later or raise its concurrency"
+            ) from None
+    else:
+        return
+    await slots.acquire()
 
 
 def log_stream_name(worker_id: str, now: float | None = None) -> str:

@@ -30,6 +30,7 @@ class _Collector(asyncio.Protocol):
     """Buffers what the worker sends; wakes the one waiting task."""
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.buf = bytearray()
         self.closed: str | None = None  # why the connection ended
         self.waiter: asyncio.Future[None] | None = None
@@ -56,7 +57,7 @@ class _Collector(asyncio.Protocol):
         _wake(self.drained)
 
     def pause_writing(self) -> None:
-        self.drained = asyncio.get_running_loop().create_future()
+        self.drained = self.loop.create_future()
 
     def resume_writing(self) -> None:
         _wake(self.drained)
@@ -92,7 +93,7 @@ class Channel:
         """Close the socket now (the worker sees EOF). Safe to call twice."""
         self._transport.abort()
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frame: bytes | bytearray) -> None:
         """Write a whole frame; ChannelClosed if the worker is gone."""
         peer = self._peer
         if peer.closed is not None or self._transport.is_closing():
@@ -103,21 +104,31 @@ class Channel:
         if peer.closed is not None:
             raise ChannelClosed(peer.closed)
 
-    async def receive(self) -> bytes:
-        """Read one frame body. ChannelClosed on EOF, FrameError on a bad header."""
-        length = frame_length(bytes(await self._take(_HEADER_BYTES)))
-        return bytes(await self._take(length))
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the channel runs on (known once: on Python 3.11 each
+        ``asyncio.get_running_loop()`` is a ``getpid`` system call)."""
+        return self._peer.loop
 
-    async def _take(self, n: int) -> bytearray:
+    async def receive(self) -> bytes:
+        """Read one frame body. ChannelClosed on EOF, FrameError on a bad header.
+
+        A worker writes each frame with one ``send``: it usually arrives whole, in one
+        ``data_received``, and is sliced out of the buffer once."""
         peer = self._peer
-        while len(peer.buf) < n:
+        need = 0  # the frame's whole size, once its header is in
+        while True:
+            buf = peer.buf
+            if not need and len(buf) >= _HEADER_BYTES:
+                need = _HEADER_BYTES + frame_length(bytes(buf[:_HEADER_BYTES]))
+            if need and len(buf) >= need:
+                body = bytes(buf[_HEADER_BYTES:need])
+                del buf[:need]
+                return body
             if peer.closed is not None:
                 raise ChannelClosed(peer.closed)
-            peer.waiter = asyncio.get_running_loop().create_future()
+            peer.waiter = peer.loop.create_future()
             try:
                 await peer.waiter
             finally:
                 peer.waiter = None
-        taken = peer.buf[:n]
-        del peer.buf[:n]
-        return taken

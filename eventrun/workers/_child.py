@@ -46,12 +46,12 @@ from ._handler import HandlerLoadFailure, resolve_handler
 from ._protocol import (
     ChannelClosed,
     FrameError,
+    FrameReader,
     Invoke,
     Ready,
     Result,
     decode_from_daemon,
     encode,
-    recv_frame_blocking,
     send_frame_blocking,
 )
 
@@ -282,9 +282,10 @@ def serve(sock: socket.socket) -> NoReturn:
     use_batch_scheduling()
     try:
         worker = _init(sock)
+        frames = FrameReader(sock)
         while True:
             try:
-                msg = decode_from_daemon(recv_frame_blocking(sock))
+                msg = decode_from_daemon(frames.next())
             except (ChannelClosed, FrameError):
                 os._exit(0)
             result = worker.invoke(msg)

@@ -12,7 +12,6 @@ Logs follow Lambda's layout: init output, ``START``, the invocation's output, ``
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import time
@@ -113,7 +112,7 @@ async def run_invocation(
 ) -> tuple[InvokeResult, str, bool]:
     timeout = timeout_s
     init_output, worker.init_output = worker.init_output, b""
-    loop = asyncio.get_running_loop()
+    loop = worker.channel.loop  # not asyncio.get_running_loop(): a getpid call on 3.11
     started = loop.time()
     deadline = time.monotonic() + timeout
     trace = TRACE_HEADER.get()

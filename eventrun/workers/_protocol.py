@@ -24,6 +24,7 @@ __all__ = [
     "ChannelClosed",
     "Exited",
     "FrameError",
+    "FrameReader",
     "FromTemplate",
     "Hello",
     "Invoke",
@@ -132,13 +133,16 @@ _from_daemon = msgspec.msgpack.Decoder(Invoke)
 _from_worker = msgspec.msgpack.Decoder(Ready | Result)
 
 
-def encode(message: Invoke | Ready | Result) -> bytes:
-    """One complete frame (header + body) for ``message``."""
-    body = _encoder.encode(message)
-    return _HEADER.pack(len(body)) + body
+def encode(message: Invoke | Ready | Result) -> bytearray:
+    """One complete frame (header + body) for ``message``, encoded in place after room
+    for its header (no second copy of the body: a batch event is tens of KB)."""
+    frame = bytearray(_HEADER.size)
+    _encoder.encode_into(message, frame, _HEADER.size)
+    _HEADER.pack_into(frame, 0, len(frame) - _HEADER.size)
+    return frame
 
 
-def frame_length(header: bytes) -> int:
+def frame_length(header: bytes | bytearray | memoryview) -> int:
     """The body length announced by a 4-byte header; FrameError if out of bounds."""
     (length,) = _HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
@@ -146,7 +150,7 @@ def frame_length(header: bytes) -> int:
     return int(length)
 
 
-def decode_from_daemon(body: bytes) -> Invoke:
+def decode_from_daemon(body: bytes | bytearray) -> Invoke:
     try:
         return _from_daemon.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec: bad UTF-8 in a str
@@ -178,6 +182,66 @@ def recv_frame_blocking(sock: socket.socket) -> bytes:
     return _recv_exactly(sock, frame_length(_recv_exactly(sock, _HEADER.size)))
 
 
-def send_frame_blocking(sock: socket.socket, frame: bytes) -> None:
+class FrameReader:
+    """Frames from a blocking socket (the worker side), read with as few ``recv`` calls
+    as the data allows: one per frame when it arrives whole, which is the rule (the
+    daemon writes each frame at once), instead of one for the header and one for the
+    body. Bytes past the frame are kept for the next one.
+
+    It reads into one buffer allocated once: ``sock.recv(N)`` allocates N bytes per call,
+    and for N above glibc's mmap threshold that is an mmap, page faults and a munmap per
+    frame (measured: 60 us for a 300-byte frame, 190 us for 68 KB, against 8 and 33)."""
+
+    __slots__ = ("_buf", "_pending", "_sock", "_view")
+
+    _BUFFER_BYTES = 128 * 1024
+    """A batch of 100 records of a few hundred bytes fits; a larger frame takes a second
+    read (of exactly its size)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray(self._BUFFER_BYTES)
+        self._view = memoryview(self._buf)
+        self._pending = b""  # received past the last frame (the daemon never sends any)
+
+    def _recv(self) -> int:
+        n = self._sock.recv_into(self._view)
+        if n == 0:
+            raise ChannelClosed("peer closed the channel")
+        return n
+
+    def next(self) -> bytes | bytearray:
+        """The next frame's body; ChannelClosed on EOF, FrameError on a bad header."""
+        view = self._view
+        if not self._pending:  # the rule: one recv holds the whole frame
+            n = self._recv()
+            if n >= _HEADER.size:
+                end = _HEADER.size + frame_length(view[: _HEADER.size])
+                if n >= end:
+                    self._pending = bytes(view[end:n])
+                    return bytes(view[_HEADER.size : end])
+            data = bytearray(view[:n])
+        else:
+            data = bytearray(self._pending)
+        while len(data) < _HEADER.size:
+            data += view[: self._recv()]
+        end = _HEADER.size + frame_length(data[: _HEADER.size])
+        if len(data) < end:  # read the rest in place, exactly
+            got = len(data)
+            data.extend(bytes(end - got))
+            whole = memoryview(data)
+            while got < end:
+                k = self._sock.recv_into(whole[got:])
+                if k == 0:
+                    raise ChannelClosed("peer closed the channel")
+                got += k
+            whole.release()
+        self._pending = bytes(data[end:])
+        del data[end:]
+        del data[: _HEADER.size]
+        return data
+
+
+def send_frame_blocking(sock: socket.socket, frame: bytes | bytearray) -> None:
     """Write one frame produced by :func:`encode` to a blocking socket."""
     sock.sendall(frame)
