@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from bench._procs import daemon, emit, free_port, summary, write_app
-from bench.http import POST_LUA, _wrk
+from bench.http import _wrk, wrk_workdir
 
 HANDLER = """
 import time
@@ -61,11 +57,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk not found: apt-get install wrk (make bench installs it)")
-    tmp = Path(tempfile.mkdtemp(prefix="eventrun-bench-conc-"))
-    script = tmp / "post.lua"
-    script.write_text(POST_LUA)
+    tmp, script = wrk_workdir("eventrun-bench-conc-")
     config = write_app(tmp / "app", _config(args.levels), {"app.py": HANDLER})
     port = free_port()
     rps: dict[int, list[float]] = {level: [] for level in args.levels}

@@ -64,6 +64,16 @@ POST_LUA = (
 )
 
 
+def wrk_workdir(prefix: str) -> tuple[Path, Path]:
+    """A temporary directory and the wrk POST script in it; exits when wrk is missing."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk (make bench installs it)")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    script = tmp / "post.lua"
+    script.write_text(POST_LUA)
+    return tmp, script
+
+
 def _wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
     out = subprocess.run(
         [
@@ -107,11 +117,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--runtime", default="process", choices=["process", "inline"])
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk not found: apt-get install wrk (make bench installs it)")
-    tmp = Path(tempfile.mkdtemp(prefix="eventrun-bench-http-"))
-    script = tmp / "post.lua"
-    script.write_text(POST_LUA)
+    tmp, script = wrk_workdir("eventrun-bench-http-")
     (tmp / "bare").mkdir()
     (tmp / "bare" / "bare_app.py").write_text(BARE_APP)
     handler = "app.ahandler" if args.runtime == "inline" else "app.handler"
