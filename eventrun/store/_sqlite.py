@@ -56,6 +56,9 @@ SCHEMA_VERSION = 1
 """``PRAGMA user_version`` of the file's layout: a file with a higher one was written by a
 newer eventrun and is refused, never reset (files from before versioning read as 0)."""
 
+CLAIM_PURGE_EVERY = 64
+"""Expired kv claims are deleted with every 64th claim (see ``SqliteStore.kv_claim``)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -146,6 +149,7 @@ class SqliteStore:
         self.full = FullQueues()
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._claims = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -419,7 +423,15 @@ class SqliteStore:
         await self._call(kv_set, write=True)
 
     async def kv_claim(self, key: str, ttl_s: float, *, now: float) -> bool:
-        """Set ``key`` until ``now + ttl_s`` if absent or expired at ``now``; True if won."""
+        """Set ``key`` until ``now + ttl_s`` if absent or expired at ``now``; True if won.
+
+        Every :data:`CLAIM_PURGE_EVERY` claims also delete the expired ones: claim keys
+        are usually never claimed again (a cron tick's), and the table grew by one row a
+        tick for good (86,400 a day for a schedule every second), in the file and in
+        SQLite's page cache. An expired claim reads as absent, so deleting it changes
+        nothing a caller can see."""
+        self._claims += 1
+        purge = self._claims % CLAIM_PURGE_EVERY == 0
 
         def kv_claim(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -429,6 +441,11 @@ class SqliteStore:
                 " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?",
                 (key, now + ttl_s, now),
             )
-            return cursor.rowcount == 1
+            won = cursor.rowcount == 1
+            if purge:
+                conn.execute(
+                    "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+                )
+            return won
 
         return await self._call(kv_claim, write=True)
