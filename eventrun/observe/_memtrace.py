@@ -4,16 +4,19 @@ With the variable set, the daemon starts :mod:`tracemalloc` (``EVENTRUN_TRACEMAL
 frames a traceback, default 8) once it serves, takes a baseline snapshot, then one every
 ``SECONDS``, and reports each against the baseline: the Python memory traced, the
 process's RSS, and the ``EVENTRUN_TRACEMALLOC_TOP`` (default 15) tracebacks whose memory
-grew most. Each report is a ``memtrace.snapshot`` log event and, with
-``EVENTRUN_TRACEMALLOC_FILE`` set, one JSON line appended there (``bench/soak.py`` reads
-it). A leak shows as a traceback whose size keeps growing; allocator fragmentation as RSS
-growing while the traced total stays flat.
+grew most. Cyclic garbage is not a leak, so each snapshot follows a full ``gc.collect()``;
+the report also gives the memory traced just before it (``traced_before_gc_mib``: what
+was waiting for the collector) and the collector's counts (``gc``). Each report is a
+``memtrace.snapshot`` log event and, with ``EVENTRUN_TRACEMALLOC_FILE`` set, one JSON line
+appended there (``bench/soak.py`` reads it). A leak shows as a traceback whose size keeps
+growing; allocator fragmentation as RSS growing while the traced total stays flat.
 
 tracemalloc slows every allocation (about 2x with 8 frames): a diagnostic, off by default.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -71,8 +74,18 @@ class MemTrace:
             path=env.get("EVENTRUN_TRACEMALLOC_FILE") or None,
         )
 
-    def _snapshot(self) -> tracemalloc.Snapshot:
-        return tracemalloc.take_snapshot().filter_traces(_IGNORED)
+    def _snapshot(self) -> tuple[tracemalloc.Snapshot, dict[str, Any]]:
+        before = tracemalloc.get_traced_memory()[0]
+        unreachable = gc.collect()
+        info = {
+            "traced_before_gc_mib": round(before / 2**20, 3),
+            "gc": {
+                "unreachable": unreachable,
+                "collections": [g["collections"] for g in gc.get_stats()],
+                "frozen": gc.get_freeze_count(),
+            },
+        }
+        return tracemalloc.take_snapshot().filter_traces(_IGNORED), info
 
     def _growth(
         self, older: tracemalloc.Snapshot, newer: tracemalloc.Snapshot
@@ -97,6 +110,7 @@ class MemTrace:
         previous: tracemalloc.Snapshot,
         snapshot: tracemalloc.Snapshot,
         started: float,
+        info: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The growth since ``baseline`` (``top``) and since ``previous`` (``top_since_last``)
         by traceback, largest first."""
@@ -111,6 +125,7 @@ class MemTrace:
             "traced_peak_mib": round(peak / 2**20, 3),
             "tracemalloc_own_mib": round(tracemalloc.get_tracemalloc_memory() / 2**20, 3),
             "traced_diff_kib": round(total / 1024, 1),
+            **(info or {}),
             "top": growth,
             "top_since_last": recent,
         }
@@ -135,14 +150,15 @@ class MemTrace:
             tracemalloc.start(self.frames)
         started = time.monotonic()
         try:
-            baseline = previous = await anyio.to_thread.run_sync(self._snapshot)
-            self._emit(self.report(baseline, baseline, baseline, started))
+            baseline, info = await anyio.to_thread.run_sync(self._snapshot)
+            previous = baseline
+            self._emit(self.report(baseline, baseline, baseline, started, info))
             task_status.started()
             while True:
                 await anyio.sleep(self.interval_s)
-                snapshot = await anyio.to_thread.run_sync(self._snapshot)
+                snapshot, info = await anyio.to_thread.run_sync(self._snapshot)
                 line = await anyio.to_thread.run_sync(
-                    self.report, baseline, previous, snapshot, started
+                    self.report, baseline, previous, snapshot, started, info
                 )
                 previous = snapshot
                 self._emit(line)
