@@ -45,7 +45,7 @@ import structlog
 
 from eventrun.abc import Clock
 from eventrun.exceptions import QueueFull, StoreError
-from eventrun.store._base import FullQueues, QueueEntry, QueueLimits
+from eventrun.store._base import FullQueues, QueueEntry, QueueLimits, StoreFailures
 
 __all__ = ["SqliteStore"]
 
@@ -147,6 +147,7 @@ class SqliteStore:
         self._time = clock.time if clock is not None else time.time
         self.limits = limits or QueueLimits()
         self.full = FullQueues()
+        self.failures = StoreFailures()
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._claims = 0
@@ -222,13 +223,18 @@ class SqliteStore:
                 return result
             except sqlite3.Error as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    self.failures.failed("disk_full", str(exc))
                     raise StoreError(
                         f"SQLite store {self.path}: {exc}: nothing was written; free space on "
                         "that filesystem and writes resume by themselves"
                     ) from exc
+                self.failures.failed("error", str(exc))
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
+        result = await anyio.to_thread.run_sync(run, limiter=limiter)
+        if write:
+            self.failures.succeeded()
+        return result
 
     # -- queues ----------------------------------------------------------------------
 
