@@ -116,7 +116,10 @@ class MemTrace:
         by traceback, largest first."""
         total, growth = self._growth(baseline, snapshot)
         _, recent = self._growth(previous, snapshot)
-        traced, peak = tracemalloc.get_traced_memory()
+        # the snapshot's own traces (it is traced too) count in get_traced_memory(): the
+        # total is the filtered snapshot's
+        traced = sum(trace.size for trace in snapshot.traces)
+        peak = tracemalloc.get_traced_memory()[1]
         return {
             "event": "memtrace.snapshot",
             "t_s": round(time.monotonic() - started, 1),
