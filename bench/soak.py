@@ -286,7 +286,7 @@ def _memtrace_report(path: Path) -> None:
         print(
             f"t={line['t_s']:7.0f}s rss {line['rss_mib']:7.2f} MiB traced "
             f"{line['traced_mib']:7.3f} MiB ({line['traced_diff_kib']:+9.1f} KiB since first; "
-            f"{line['traced_before_gc_mib']:7.3f} before gc.collect), "
+            f"gc.collect freed {line['gc_freed_kib']:7.1f} KiB), "
             f"tracemalloc's own {line['tracemalloc_own_mib']:6.2f} MiB"
         )
     traced = slope_per_min([(line["t_s"], line["traced_mib"]) for line in lines[1:]])

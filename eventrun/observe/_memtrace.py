@@ -5,8 +5,8 @@ frames a traceback, default 8) once it serves, takes a baseline snapshot, then o
 ``SECONDS``, and reports each against the baseline: the Python memory traced, the
 process's RSS, and the ``EVENTRUN_TRACEMALLOC_TOP`` (default 15) tracebacks whose memory
 grew most. Cyclic garbage is not a leak, so each snapshot follows a full ``gc.collect()``;
-the report also gives the memory traced just before it (``traced_before_gc_mib``: what
-was waiting for the collector) and the collector's counts (``gc``). Each report is a
+the report also gives what that collection freed (``gc_freed_kib``: garbage that was
+waiting for the collector) and the collector's counts (``gc``). Each report is a
 ``memtrace.snapshot`` log event and, with ``EVENTRUN_TRACEMALLOC_FILE`` set, one JSON line
 appended there (``bench/soak.py`` reads it). A leak shows as a traceback whose size keeps
 growing; allocator fragmentation as RSS growing while the traced total stays flat.
@@ -77,8 +77,9 @@ class MemTrace:
     def _snapshot(self) -> tuple[tracemalloc.Snapshot, dict[str, Any]]:
         before = tracemalloc.get_traced_memory()[0]
         unreachable = gc.collect()
+        freed = before - tracemalloc.get_traced_memory()[0]
         info = {
-            "traced_before_gc_mib": round(before / 2**20, 3),
+            "gc_freed_kib": round(freed / 1024, 1),
             "gc": {
                 "unreachable": unreachable,
                 "collections": [g["collections"] for g in gc.get_stats()],
