@@ -3,8 +3,9 @@
 With the variable set, the daemon starts :mod:`tracemalloc` (``EVENTRUN_TRACEMALLOC_FRAMES``
 frames a traceback, default 8) once it serves, takes a baseline snapshot, then one every
 ``SECONDS``, and reports each against the baseline: the Python memory traced, the
-process's RSS, and the ``EVENTRUN_TRACEMALLOC_TOP`` (default 15) tracebacks whose memory
-grew most. Cyclic garbage is not a leak, so each snapshot follows a full ``gc.collect()``;
+process's RSS, the memory SQLite holds (``sqlite_mib``: C allocations tracemalloc cannot
+see), and the ``EVENTRUN_TRACEMALLOC_TOP`` (default 15) tracebacks whose memory grew
+most. Cyclic garbage is not a leak, so each snapshot follows a full ``gc.collect()``;
 the report also gives what that collection freed (``gc_freed_kib``: garbage that was
 waiting for the collector) and the collector's counts (``gc``). Each report is a
 ``memtrace.snapshot`` log event and, with ``EVENTRUN_TRACEMALLOC_FILE`` set, one JSON line
@@ -40,6 +41,20 @@ _IGNORED = (
     tracemalloc.Filter(False, "<unknown>"),
     tracemalloc.Filter(False, __file__),  # the reports themselves
 )
+
+
+def _sqlite_mib() -> float | None:
+    """Memory SQLite holds in this process (page caches, statements: C allocations that
+    tracemalloc cannot see), from ``sqlite3_memory_used``; None where unavailable."""
+    try:
+        import _sqlite3
+        import ctypes
+
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (ImportError, OSError, AttributeError):
+        return None
+    used.restype = ctypes.c_int64
+    return round(int(used()) / 2**20, 3)
 
 
 def _rss_mib() -> float:
@@ -125,6 +140,7 @@ class MemTrace:
             "event": "memtrace.snapshot",
             "t_s": round(time.monotonic() - started, 1),
             "rss_mib": round(_rss_mib(), 2),
+            "sqlite_mib": _sqlite_mib(),
             "traced_mib": round(traced / 2**20, 3),
             "traced_peak_mib": round(peak / 2**20, 3),
             "tracemalloc_own_mib": round(tracemalloc.get_tracemalloc_memory() / 2**20, 3),

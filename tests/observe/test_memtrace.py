@@ -51,6 +51,7 @@ async def test_snapshots_name_the_growing_traceback(tmp_path: Path) -> None:
     assert not tracemalloc.is_tracing(), "stopped when the watcher ends"
     baseline, report = lines()[:2]
     assert baseline["traced_diff_kib"] == 0
+    assert isinstance(baseline["sqlite_mib"], float)  # the stdlib module's library
     top = report["top"]
     assert isinstance(top, list)
     grower = top[0]
