@@ -7,7 +7,8 @@ process's RSS, the memory SQLite holds (``sqlite_mib``: C allocations tracemallo
 see), and the ``EVENTRUN_TRACEMALLOC_TOP`` (default 15) tracebacks whose memory grew
 most. Cyclic garbage is not a leak, so each snapshot follows a full ``gc.collect()``;
 the report also gives what that collection freed (``gc_freed_kib``: garbage that was
-waiting for the collector) and the collector's counts (``gc``). Each report is a
+waiting for the collector), the types of that garbage (``gc_garbage``) and the
+collector's counts (``gc``). Each report is a
 ``memtrace.snapshot`` log event and, with ``EVENTRUN_TRACEMALLOC_FILE`` set, one JSON line
 appended there (``bench/soak.py`` reads it). A leak shows as a traceback whose size keeps
 growing; allocator fragmentation as RSS growing while the traced total stays flat.
@@ -22,6 +23,7 @@ import json
 import os
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,12 +93,23 @@ class MemTrace:
 
     def _snapshot(self) -> tuple[tracemalloc.Snapshot, dict[str, Any]]:
         before = tracemalloc.get_traced_memory()[0]
-        unreachable = gc.collect()
+        counts = [g["collections"] for g in gc.get_stats()]
+        # what the cyclic garbage is made of: keep it for a look, then free it
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            unreachable = gc.collect()
+            kinds = Counter(type(o).__qualname__ for o in gc.garbage).most_common(8)
+            gc.garbage.clear()
+        finally:
+            gc.set_debug(0)
+        gc.collect()
         freed = before - tracemalloc.get_traced_memory()[0]
         info = {
             "gc_freed_kib": round(freed / 1024, 1),
+            "gc_garbage": dict(kinds),
             "gc": {
                 "unreachable": unreachable,
+                "collections_before": counts,
                 "collections": [g["collections"] for g in gc.get_stats()],
                 "frozen": gc.get_freeze_count(),
             },
