@@ -18,15 +18,16 @@ tracemalloc slows every allocation (about 2x with 8 frames): a diagnostic, off b
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import structlog
@@ -45,9 +46,10 @@ _IGNORED = (
 )
 
 
-def _sqlite_mib() -> float | None:
-    """Memory SQLite holds in this process (page caches, statements: C allocations that
-    tracemalloc cannot see), from ``sqlite3_memory_used``; None where unavailable."""
+@functools.cache
+def _sqlite_memory_used() -> Callable[[], int] | None:
+    """``sqlite3_memory_used`` of the library the stdlib module uses (looked up once: a
+    ctypes library is a cycle of objects, garbage the reports would count)."""
     try:
         import _sqlite3
         import ctypes
@@ -56,7 +58,14 @@ def _sqlite_mib() -> float | None:
     except (ImportError, OSError, AttributeError):
         return None
     used.restype = ctypes.c_int64
-    return round(int(used()) / 2**20, 3)
+    return cast("Callable[[], int]", used)
+
+
+def _sqlite_mib() -> float | None:
+    """Memory SQLite holds in this process (page caches, statements: C allocations that
+    tracemalloc cannot see); None where unavailable."""
+    used = _sqlite_memory_used()
+    return None if used is None else round(used() / 2**20, 3)
 
 
 def _rss_mib() -> float:
