@@ -287,7 +287,7 @@ def _memtrace_report(path: Path) -> None:
             f"t={line['t_s']:7.0f}s rss {line['rss_mib']:7.2f} MiB sqlite "
             f"{line.get('sqlite_mib') or 0:6.2f} MiB traced "
             f"{line['traced_mib']:7.3f} MiB ({line['traced_diff_kib']:+9.1f} KiB since first; "
-            f"gc.collect freed {line['gc_freed_kib']:7.1f} KiB), "
+            f"cyclic garbage {sum(line['gc_garbage'].values()):5d} objects), "
             f"tracemalloc's own {line['tracemalloc_own_mib']:6.2f} MiB"
         )
     traced = slope_per_min([(line["t_s"], line["traced_mib"]) for line in lines[1:]])

@@ -6,9 +6,8 @@ frames a traceback, default 8) once it serves, takes a baseline snapshot, then o
 process's RSS, the memory SQLite holds (``sqlite_mib``: C allocations tracemalloc cannot
 see), and the ``EVENTRUN_TRACEMALLOC_TOP`` (default 15) tracebacks whose memory grew
 most. Cyclic garbage is not a leak, so each snapshot follows a full ``gc.collect()``;
-the report also gives what that collection freed (``gc_freed_kib``: garbage that was
-waiting for the collector), the types of that garbage (``gc_garbage``) and the
-collector's counts (``gc``). Each report is a
+the report also gives the types of the garbage that collection found (``gc_garbage``:
+cycles waiting for the collector) and the collector's counts (``gc``). Each report is a
 ``memtrace.snapshot`` log event and, with ``EVENTRUN_TRACEMALLOC_FILE`` set, one JSON line
 appended there (``bench/soak.py`` reads it). A leak shows as a traceback whose size keeps
 growing; allocator fragmentation as RSS growing while the traced total stays flat.
@@ -101,7 +100,6 @@ class MemTrace:
         )
 
     def _snapshot(self) -> tuple[tracemalloc.Snapshot, dict[str, Any]]:
-        before = tracemalloc.get_traced_memory()[0]
         counts = [g["collections"] for g in gc.get_stats()]
         # what the cyclic garbage is made of: keep it for a look, then free it
         gc.set_debug(gc.DEBUG_SAVEALL)
@@ -112,9 +110,7 @@ class MemTrace:
         finally:
             gc.set_debug(0)
         gc.collect()
-        freed = before - tracemalloc.get_traced_memory()[0]
         info = {
-            "gc_freed_kib": round(freed / 1024, 1),
             "gc_garbage": dict(kinds),
             "gc": {
                 "unreachable": unreachable,
