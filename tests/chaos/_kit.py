@@ -99,9 +99,9 @@ def kill_cycle(
 ) -> KillRun:
     """Start the daemon, SIGKILL it ``kills`` times at random points of the run (after a
     random number of newly handled records), restarting it each time; return the kills
-    survived (and the in-flight work at each, see below). The last daemon is left running until the ledger holds every
-    record and ``settled()`` (if given) is true, then stopped with SIGTERM (exit status
-    must be 0). ``settled`` is for sources whose redeliveries come back after a delay:
+    survived (and the in-flight work at each, see below). The last daemon is left running
+    until the ledger holds every record and ``settled()`` (if given) is true, then stopped
+    with SIGTERM (exit status must be 0). ``settled`` is for sources whose redeliveries come back after a delay:
     a message a killed daemon handled but never deleted reappears only when its
     visibility timeout runs out, possibly after every record is in the ledger, and the
     last daemon must still be there to take it.
