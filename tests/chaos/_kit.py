@@ -101,10 +101,10 @@ def kill_cycle(
     random number of newly handled records), restarting it each time; return the kills
     survived (and the in-flight work at each, see below). The last daemon is left running
     until the ledger holds every record and ``settled()`` (if given) is true, then stopped
-    with SIGTERM (exit status must be 0). ``settled`` is for sources whose redeliveries come back after a delay:
-    a message a killed daemon handled but never deleted reappears only when its
-    visibility timeout runs out, possibly after every record is in the ledger, and the
-    last daemon must still be there to take it.
+    with SIGTERM (exit status must be 0). ``settled`` is for sources whose redeliveries
+    come back after a delay: a message a killed daemon handled but never deleted reappears
+    only when its visibility timeout runs out, possibly after every record is in the
+    ledger, and the last daemon must still be there to take it.
 
     With ``started`` (the handler's ``$STARTED`` log) and ``ack_state``, each kill's
     in-flight work is measured before the next daemon starts: the records started since
