@@ -83,8 +83,11 @@ bench: setup
 	@bash scripts/node-ric.sh >/dev/null
 	$(BIN)/python -m bench
 
+## `make soak MINUTES=60`: tracemalloc snapshots in the daemon every SOAK_TRACEMALLOC s
+MINUTES ?= 30
+SOAK_TRACEMALLOC ?= 600
 soak: setup
-	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.soak --minutes $(MINUTES) --tracemalloc $(SOAK_TRACEMALLOC)
 
 docs: setup
 	$(BIN)/python -m eventrun.config._docgen > docs/configuration.md

@@ -2,6 +2,7 @@
 descriptors of the daemon and its workers must stay flat.
 
     .venv/bin/python -m bench.soak [--minutes 30] [--sample 10] [--tolerance 25]
+                                   [--tracemalloc 600] [--memtrace-file PATH]
 
 Starts a private ``redis-server`` and the daemon (subprocess) with four functions:
 ``api`` (HTTP invokes, sync and ``Event``), ``stream`` (a Redis Streams trigger), ``tick``
@@ -13,6 +14,15 @@ RSS (MiB) and open fds of the daemon and of all its descendants (the workers), f
 of the samples is within ``--tolerance`` percent of the first third's (the first
 sample, taken during warm-up, is excluded), and every stream entry was acknowledged.
 Exit status 1 when a check fails.
+
+It also prints the slope of the daemon's RSS (MiB per minute, a least-squares line over
+the samples after the first tenth of the run) and, with ``--tracemalloc SECONDS``, the
+daemon's own tracemalloc reports (``EVENTRUN_TRACEMALLOC``, eventrun/observe/_memtrace.py):
+the Python memory traced at every snapshot, its slope, and the tracebacks that grew most
+since the first snapshot and over the last interval. RSS growing while the traced total
+stays flat is the allocator (fragmentation, arenas); a traced total growing with it is a
+leak, and the tracebacks say where. The environment passes through to the daemon, so
+``MALLOC_ARENA_MAX=2 python -m bench.soak ...`` compares allocator settings.
 """
 
 from __future__ import annotations
@@ -136,7 +146,21 @@ def flat(values: list[float], tolerance_pct: float) -> tuple[bool, float, float]
     return last <= first * (1 + tolerance_pct / 100) + 1, first, last
 
 
-def run(minutes: float, sample_s: float, tolerance_pct: float) -> int:
+def slope_per_min(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of ``(seconds, value)`` points, per minute (0 with < 2 points)."""
+    if len(points) < 2 or len({t for t, _ in points}) < 2:
+        return 0.0
+    fit = statistics.linear_regression([t for t, _ in points], [v for _, v in points])
+    return fit.slope * 60
+
+
+def run(
+    minutes: float,
+    sample_s: float,
+    tolerance_pct: float,
+    tracemalloc_s: float = 0.0,
+    memtrace_file: str | None = None,
+) -> int:
     binary = shutil.which("redis-server")
     if binary is None:
         print("redis-server not found: apt-get install redis-server", file=sys.stderr)
@@ -156,8 +180,19 @@ def run(minutes: float, sample_s: float, tolerance_pct: float) -> int:
             (root / "drop").mkdir()
             config = write_app(root, CONFIG.format(url=url), {"fns.py": FNS})
             port = free_port()
-            with daemon(config, port) as proc:
-                return _load(proc.pid, port, url, root / "drop", minutes, sample_s, tolerance_pct)
+            env: dict[str, str] = {}
+            trace_path = Path(memtrace_file) if memtrace_file else root / "memtrace.jsonl"
+            if tracemalloc_s > 0:
+                trace_path.unlink(missing_ok=True)
+                env = {
+                    "EVENTRUN_TRACEMALLOC": str(tracemalloc_s),
+                    "EVENTRUN_TRACEMALLOC_FILE": str(trace_path),
+                }
+            with daemon(config, port, env=env) as proc:
+                status = _load(proc.pid, port, url, root / "drop", minutes, sample_s, tolerance_pct)
+            if tracemalloc_s > 0:
+                _memtrace_report(trace_path)
+            return status
         finally:
             server.terminate()
             server.wait(10)
@@ -232,8 +267,41 @@ def _report(
         verdict = "flat" if good else "GROWING"
         print(f"{field:16s} first third {first:8.1f}  last third {last:8.1f}  {verdict}")
         results[field] = {"first_third": first, "last_third": last, "flat": good}
+    body = [(s.t_s, s.daemon_rss_mib) for s in samples if s.t_s >= samples[-1].t_s / 10]
+    slope = slope_per_min(body)
+    print(f"daemon RSS slope {slope:+.4f} MiB/min (after the first tenth of the run)")
+    results["daemon_rss_slope_mib_per_min"] = round(slope, 4)
     print(json.dumps({"bench": "soak", "ok": ok, **results}))
     return 0 if ok else 1
+
+
+def _memtrace_report(path: Path) -> None:
+    """Print the daemon's tracemalloc reports (one JSON line per snapshot)."""
+    if not path.exists():
+        print("no tracemalloc report (the run ended before the first snapshot?)")
+        return
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    print("\ntracemalloc snapshots (daemon):")
+    for line in lines:
+        print(
+            f"t={line['t_s']:7.0f}s rss {line['rss_mib']:7.2f} MiB sqlite "
+            f"{line.get('sqlite_mib') or 0:6.2f} MiB traced "
+            f"{line['traced_mib']:7.3f} MiB ({line['traced_diff_kib']:+9.1f} KiB since first; "
+            f"cyclic garbage {sum(line['gc_garbage'].values()):5d} objects), "
+            f"tracemalloc's own {line['tracemalloc_own_mib']:6.2f} MiB"
+        )
+    traced = slope_per_min([(line["t_s"], line["traced_mib"]) for line in lines[1:]])
+    rss = slope_per_min([(line["t_s"], line["rss_mib"]) for line in lines[1:]])
+    print(f"slopes after the first snapshot: traced {traced:+.4f}, rss {rss:+.4f} MiB/min")
+    if len(lines) < 2:
+        return
+    for key, title in (("top", "since the first snapshot"), ("top_since_last", "last interval")):
+        print(f"\ngrowth by traceback, {title}:")
+        for stat in lines[-1][key][:8]:
+            print(f"  {stat['size_diff_kib']:+9.1f} KiB {stat['count_diff']:+7d} blocks")
+            for frame in stat["traceback"][-4:]:
+                print(f"      {frame}")
+    print(json.dumps({"bench": "soak-tracemalloc", "traced_slope": traced, "rss_slope": rss}))
 
 
 def main() -> None:
@@ -241,8 +309,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--tolerance", type=float, default=25.0, help="percent")
+    parser.add_argument(
+        "--tracemalloc", type=float, default=0.0, help="seconds between daemon snapshots (0: off)"
+    )
+    parser.add_argument("--memtrace-file", help="keep the daemon's tracemalloc JSON lines here")
     args = parser.parse_args()
-    sys.exit(run(args.minutes, args.sample, args.tolerance))
+    sys.exit(run(args.minutes, args.sample, args.tolerance, args.tracemalloc, args.memtrace_file))
 
 
 if __name__ == "__main__":

@@ -94,11 +94,16 @@ def render(rows: list[dict[str, Any]]) -> str:
     out.append(
         "Lost must be 0; order violations must be 0 where the source promises order "
         "(n/a: SQS standard queues promise none); duplicates stay within the in-flight "
-        "bound (tests/chaos/_ledger.py derives it). `recovered_s`: from healing to the "
-        "last record handled. `*-proxy-*` rows: the fault-injecting proxy between the "
-        "daemon and its broker (tests/chaos/test_proxy_faults.py): `latency` 0.2-2 s per "
-        "chunk, `blackhole` connections that accept and never answer, `reset` answers cut "
-        "mid-way by a reset.\n"
+        "bound in brackets (tests/chaos/_ledger.py derives it). For the SIGKILL rows the "
+        "bound is measured, not derived: the records the handler had started in the "
+        "killed daemon's life and whose acknowledgement the broker had not received, "
+        "asked of the broker right after each kill (`in_flight_at_kills`, per kill); "
+        "each kill's must stay within two batches per lane (`structural_bound`, for all "
+        "kills). `recovered_s`: from healing to the last record handled. `*-proxy-*` "
+        "rows: the fault-injecting proxy between the daemon and its broker "
+        "(tests/chaos/test_proxy_faults.py): `latency` 0.2-2 s per chunk, `blackhole` "
+        "connections that accept and never answer, `reset` answers cut mid-way by a "
+        "reset.\n"
     )
     out.append(
         "| fault / source | produced | lost | order violations | duplicates (bound) | other |"

@@ -15,6 +15,7 @@ HYPOTHESIS_PROFILE = load_profile()
 
 pytest_plugins = [
     "tests.fixtures.redis",
+    "tests.fixtures.disk",
     "tests.fixtures.kafka",
     "tests.fixtures.moto",
     "tests.fixtures.kinesalite",

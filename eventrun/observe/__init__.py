@@ -11,7 +11,8 @@ May import: ``eventrun.store``, ``eventrun.abc``, ``eventrun.exceptions``,
 
 Exports: ``configure_logging``, ``quiet_logging``, ``RuntimeMetrics``, ``MetricsView``,
 ``render_metrics``, ``source_gauges``, ``QueueDepths``, ``History`` and ``sparkline``
-(the status page's 15-minute charts), and the tracing helpers
+(the status page's 15-minute charts), ``MemTrace`` (tracemalloc snapshots for soaks,
+``EVENTRUN_TRACEMALLOC``), and the tracing helpers
 (``configure_tracing``, ``batch_span``, ``invoke_span``, ``with_trace``...).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from eventrun.observe._depths import QueueDepths
 from eventrun.observe._history import History, sparkline
 from eventrun.observe._logging import configure_logging, quiet_logging
+from eventrun.observe._memtrace import MemTrace
 from eventrun.observe._metrics import RuntimeMetrics, render_metrics, source_gauges
 from eventrun.observe._tracing import (
     async_span,
@@ -37,6 +39,7 @@ from eventrun.observe._view import MetricsView
 
 __all__ = [
     "History",
+    "MemTrace",
     "MetricsView",
     "QueueDepths",
     "RuntimeMetrics",

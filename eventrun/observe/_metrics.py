@@ -337,6 +337,15 @@ class _Collector:
         )
         for name, n in sorted(rt.store.full.counts.items()):
             full.add_metric([name], float(n))
+        store_failures = CounterMetricFamily(
+            "eventrun_store_failures",
+            "Store operations that failed, by reason: disk_full (the SQLite file's filesystem "
+            "had no space; nothing of the write was kept) or error. An async invoke refused "
+            "this way answers 503; pollers retry.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(rt.store.failures.counts.items()):
+            store_failures.add_metric([reason], float(n))
         expired = CounterMetricFamily(
             "eventrun_dlq_expired",
             "Entries of local: queues deleted by the retention sweep (store.dlq_retention, "
@@ -354,7 +363,7 @@ class _Collector:
                     merged[label] = merged.get(label, 0) + n
                 for label, n in sorted(merged.items()):
                     family.add_metric([label], float(n))
-        yield from (queue, dlq, full, expired, sent, failures)
+        yield from (queue, dlq, full, store_failures, expired, sent, failures)
 
 
 def render_metrics(metrics: RuntimeMetrics) -> tuple[bytes, str]:

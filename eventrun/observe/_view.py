@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from eventrun.observe._depths import QueueDepths
     from eventrun.observe._metrics import RuntimeMetrics
-    from eventrun.store import DlqRetention, FullQueues
+    from eventrun.store import DlqRetention, FullQueues, StoreFailures
 
 __all__ = ["MetricsView"]
 
@@ -59,6 +59,9 @@ class _Delivered(Protocol):
 class _StoreView(Protocol):
     @property
     def full(self) -> FullQueues: ...
+
+    @property
+    def failures(self) -> StoreFailures: ...
 
 
 class MetricsView(Protocol):

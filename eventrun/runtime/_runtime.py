@@ -54,6 +54,7 @@ from eventrun.dispatch import (
 from eventrun.exceptions import FunctionSaturated, SourceError
 from eventrun.observe import (
     History,
+    MemTrace,
     QueueDepths,
     RuntimeMetrics,
     invoke_span,
@@ -362,6 +363,9 @@ class Runtime:
                     await tg.start(self._serve_http)
                 # start-up is over: what exists now lives as long as the daemon
                 stack.enter_context(tuned_gc())
+                memtrace = MemTrace.from_env()
+                if memtrace is not None:  # a soak's diagnostic, after start-up
+                    await tg.start(memtrace.run)
                 self._serving = True
                 self._check_ready()
                 log.info(

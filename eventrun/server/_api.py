@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope
 from eventrun.asgi import JSONBytesResponse, first_headers, header, read_body
 from eventrun.common import one_line
 from eventrun.config import is_loopback
-from eventrun.exceptions import ConfigError, FunctionSaturated, QueueFull
+from eventrun.exceptions import ConfigError, FunctionSaturated, QueueFull, StoreError
 from eventrun.observe import attached
 from eventrun.server._dlq_api import dlq_routes
 from eventrun.server._fastpath import FastApp, Responder
@@ -328,6 +328,14 @@ async def _invoke(runtime: ServedRuntime, scope: Scope, receive: Receive) -> Res
             rid = await runtime.enqueue(name, body or b"{}")
         except QueueFull as exc:  # the async queue is at a cap: nothing was queued
             return _error(429, "TooManyRequestsException", str(exc), headers={"Retry-After": "1"})
+        except StoreError as exc:  # e.g. a full disk: nothing was queued, nothing accepted
+            return _error(
+                503,
+                "ServiceException",
+                f"the invocation could not be queued: {exc}",
+                headers={"Retry-After": "1"},
+                Type="Service",
+            )
         return Response(status_code=202, headers={"x-amzn-RequestId": rid})
     if kind != "RequestResponse":
         return _error(

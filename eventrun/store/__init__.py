@@ -7,8 +7,8 @@ What it does: the :class:`Store` interface, its SQLite (embedded, one daemon) an
 May import: ``eventrun.abc``, ``eventrun.config``, ``eventrun.exceptions``,
 ``eventrun.common``; never the dispatcher, the server or the sources.
 
-Exports: ``Store``, ``QueueEntry``, ``QueueLimits``, ``FullQueues``, ``open_store``,
-``open_configured_store``; ``DlqRetention``; ``dlq``, the DLQ operations
+Exports: ``Store``, ``QueueEntry``, ``QueueLimits``, ``FullQueues``, ``StoreFailures``,
+``open_store``, ``open_configured_store``; ``DlqRetention``; ``dlq``, the DLQ operations
 (``dlq.list_page``, ``dlq.redrive``, ``dlq.purge``...).
 """
 
@@ -20,6 +20,7 @@ from eventrun.store._base import (
     QueueEntry,
     QueueLimits,
     Store,
+    StoreFailures,
 )
 from eventrun.store._open import open_configured_store, open_store
 from eventrun.store._retention import DlqRetention
@@ -30,6 +31,7 @@ __all__ = [
     "QueueEntry",
     "QueueLimits",
     "Store",
+    "StoreFailures",
     "dlq",
     "open_configured_store",
     "open_store",

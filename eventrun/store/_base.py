@@ -29,7 +29,7 @@ import structlog
 
 from eventrun.exceptions import QueueFull
 
-__all__ = ["FullQueues", "QueueEntry", "QueueLimits", "Store"]
+__all__ = ["FullQueues", "QueueEntry", "QueueLimits", "Store", "StoreFailures"]
 
 _log = structlog.get_logger("eventrun.store")
 
@@ -76,6 +76,30 @@ class FullQueues:
             self._full.discard(queue)
 
 
+class StoreFailures:
+    """Failed store operations per reason (``eventrun_store_failures_total``):
+    ``disk_full`` (the SQLite file's filesystem had no space: nothing was written) or
+    ``error``. Logs ``store.failing`` on the first failure after a success and
+    ``store.recovered`` on the first success after failures, not on every call."""
+
+    __slots__ = ("_failing", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._failing = False
+
+    def failed(self, reason: str, error: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if not self._failing:
+            self._failing = True
+            _log.error("store.failing", reason=reason, error=error)
+
+    def succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            _log.warning("store.recovered", failures=dict(self.counts))
+
+
 @dataclass(slots=True, frozen=True)
 class QueueEntry:
     """One entry of a store queue."""
@@ -96,6 +120,9 @@ class Store(Protocol):
 
     full: FullQueues
     """Puts refused with QueueFull, per queue."""
+
+    failures: StoreFailures
+    """Operations that failed with StoreError (not QueueFull), per reason."""
 
     async def __aenter__(self) -> Self: ...
 

@@ -43,7 +43,7 @@ import structlog
 from eventrun.abc import Clock
 from eventrun.common import public_destination
 from eventrun.exceptions import QueueFull, StoreError
-from eventrun.store._base import FullQueues, QueueEntry, QueueLimits
+from eventrun.store._base import FullQueues, QueueEntry, QueueLimits, StoreFailures
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -251,6 +251,7 @@ class RedisStore:
         self._time = clock.time if clock is not None else time.time
         self.limits = limits or QueueLimits()
         self.full = FullQueues()
+        self.failures = StoreFailures()
         self._client: Redis | None = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._scripts: dict[str, Callable[..., Awaitable[Any]]] = {}
@@ -299,9 +300,12 @@ class RedisStore:
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
         try:
-            return await awaitable
+            result = await awaitable
         except self._errors as exc:
+            self.failures.failed("error", str(exc))
             raise StoreError(f"Redis store {self._safe_url()}: {exc}") from exc
+        self.failures.succeeded()
+        return result
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         self._redis()

@@ -48,7 +48,7 @@ import structlog
 
 from eventrun.abc import Clock
 from eventrun.exceptions import QueueFull, StoreError
-from eventrun.store._base import FullQueues, QueueEntry, QueueLimits
+from eventrun.store._base import FullQueues, QueueEntry, QueueLimits, StoreFailures
 
 __all__ = ["SqliteStore"]
 
@@ -58,6 +58,9 @@ _T = TypeVar("_T")
 SCHEMA_VERSION = 1
 """``PRAGMA user_version`` of the file's layout: a file with a higher one was written by a
 newer eventrun and is refused, never reset (files from before versioning read as 0)."""
+
+CLAIM_PURGE_EVERY = 64
+"""Expired kv claims are deleted with every 64th claim (see ``SqliteStore.kv_claim``)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -151,8 +154,10 @@ class SqliteStore:
         self._time = clock.time if clock is not None else time.time
         self.limits = limits or QueueLimits()
         self.full = FullQueues()
+        self.failures = StoreFailures()
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._claims = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -233,13 +238,18 @@ class SqliteStore:
                 return result
             except sqlite3.Error as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    self.failures.failed("disk_full", str(exc))
                     raise StoreError(
                         f"SQLite store {self.path}: {exc}: nothing was written; free space on "
                         "that filesystem and writes resume by themselves"
                     ) from exc
+                self.failures.failed("error", str(exc))
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
+        result = await anyio.to_thread.run_sync(run, limiter=limiter)
+        if write:
+            self.failures.succeeded()
+        return result
 
     # -- queues ----------------------------------------------------------------------
 
@@ -442,7 +452,15 @@ class SqliteStore:
         await self._call(kv_set, write=True)
 
     async def kv_claim(self, key: str, ttl_s: float, *, now: float) -> bool:
-        """Set ``key`` until ``now + ttl_s`` if absent or expired at ``now``; True if won."""
+        """Set ``key`` until ``now + ttl_s`` if absent or expired at ``now``; True if won.
+
+        Every :data:`CLAIM_PURGE_EVERY` claims also delete the expired ones: claim keys
+        are usually never claimed again (a cron tick's), and the table grew by one row a
+        tick for good (86,400 a day for a schedule every second), in the file and in
+        SQLite's page cache. An expired claim reads as absent, so deleting it changes
+        nothing a caller can see."""
+        self._claims += 1
+        purge = self._claims % CLAIM_PURGE_EVERY == 0
 
         def kv_claim(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -452,7 +470,12 @@ class SqliteStore:
                 " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?",
                 (key, now + ttl_s, now),
             )
-            return cursor.rowcount == 1
+            won = cursor.rowcount == 1
+            if purge:
+                conn.execute(
+                    "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+                )
+            return won
 
         return await self._call(kv_claim, write=True)
 

@@ -12,20 +12,30 @@ successfully while some *earlier* record of that key had never been handled yet 
 that key, ``seq`` exceeds the contiguous prefix of handled seqs plus one.
 
 Duplicates are bounded too (a run that never acknowledged anything would otherwise pass).
-A record is handled twice only if it was written to the ledger but not acknowledged when
-the daemon was disrupted (killed, cut off from its broker, stopped past its grace). At
-that moment, per batch running in parallel, at most two batches are in that state: the
-batch just handled whose result the daemon has not settled yet, and the batch completed
-before it whose acknowledgement (an XACK, a Kafka commit, an SQS delete) has not
-returned yet (acks go out in the background, one round trip at a time; the tests' handler
-``DELAY`` keeps a batch longer than an ack round trip, so no lane completes a second batch
-while an ack is out: that is the ack interval's worth). Hence :func:`duplicate_bound`::
+A record is handled twice only if a handler started it (and wrote it to the ledger, then
+or later) but its acknowledgement had not reached the broker when the daemon was
+disrupted (killed, cut off from its broker, stopped past its grace). At that moment, per
+batch running in parallel, at most two batches are in that state: the batch being handled
+or just handled whose result the daemon has not settled yet, and the batch completed
+before it whose acknowledgement (an XACK, a Kafka commit, an SQS delete) has not returned
+yet (acks go out as soon as a batch completes, one round trip at a time; the tests'
+handler ``DELAY`` keeps a batch longer than an ack round trip, so no lane completes a
+second batch while an ack is out). Hence :func:`duplicate_bound`, the structural bound::
 
     duplicates <= disruptions x batch_size x parallel_batches x 2
     parallel_batches = min(concurrency, shards x parallelization_factor)
 
 (``shards``: streams or partitions; for SQS the dispatcher's queue lanes.) A disruption
 with nothing in flight adds nothing, so a run may well stay far below the bound.
+
+The kill tests measure the in-flight work itself: with ``$STARTED`` set the handler logs
+every record (``id`` and broker position ``pos``) when its batch starts, and right after
+each kill the test asks the broker which of the records started in that daemon's life are
+still unacknowledged (:func:`in_flight`). Every duplicate is such a record (a record
+handled n times was started and left unacknowledged by n - 1 killed daemons), so
+``duplicates <= sum of in-flight over the kills`` exactly, and each kill's in-flight count
+must itself stay within the structural bound's share (``batch_size x parallel_batches x 2``):
+that is what "the daemon acknowledges eagerly" means.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +51,8 @@ from typing import Any
 HANDLER_SOURCE = r'''
 """Chaos ledger handler (Redis Streams, Kafka and SQS events).
 
-Environment: LEDGER (required), DELAY (seconds per batch), ATTEMPTS (a directory: a record
+Environment: LEDGER (required), STARTED (records logged when their batch starts), DELAY
+(seconds per batch), ATTEMPTS (a directory: a record
 whose ``poison`` field names a failure kind fails on its first ``fails`` attempts, counted
 by appending a byte to ATTEMPTS/<id> before failing), MEMORY_MB (for the "memory" kind).
 """
@@ -60,16 +72,20 @@ def _append(path, data):
 
 
 def _records(event):
+    """(fields, broker position) per record: ``stream/entry id``, ``topic/partition/offset``
+    or the SQS message id."""
     if "Records" in event:
         for record in event["Records"]:
             if "redis" in record:
-                yield dict(record["redis"]["fields"])
+                entry = record["redis"]
+                yield dict(entry["fields"]), entry["stream"] + "/" + entry["id"]
             else:
-                yield json.loads(record["body"])
+                yield json.loads(record["body"]), record["messageId"]
     else:
         for batch in event["records"].values():
-            for record in batch:
-                yield json.loads(base64.b64decode(record["value"]))
+            for r in batch:
+                pos = f"{r['topic']}/{r['partition']}/{r['offset']}"
+                yield json.loads(base64.b64decode(r["value"])), pos
 
 
 def _fail(kind):
@@ -91,7 +107,12 @@ def _fail(kind):
 
 
 def handler(event, context):
-    docs = list(_records(event))
+    records = list(_records(event))
+    docs = [doc for doc, _ in records]
+    started = os.environ.get("STARTED")
+    if started:
+        lines = "".join(json.dumps({"id": d["id"], "pos": p}) + "\n" for d, p in records)
+        _append(started, lines.encode())
     attempts = os.environ.get("ATTEMPTS")
     for doc in docs:
         kind = doc.get("poison")
@@ -212,6 +233,21 @@ class Verdict:
         assert self.duplicates <= max_duplicates, (
             f"{self.duplicates} duplicates, more than the {max_duplicates} in flight"
         )
+
+
+def started_since(path: Path, offset: int) -> tuple[list[dict[str, str]], int]:
+    """The ``$STARTED`` lines from byte ``offset`` on (complete lines), and the new offset."""
+    if not path.exists():
+        return [], offset
+    data = path.read_bytes()[offset:]
+    data = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in data.splitlines()], offset + len(data)
+
+
+def in_flight(started: list[dict[str, str]], unacked: Callable[[str], bool]) -> int:
+    """Distinct records started in one daemon's life whose ack had not reached the broker
+    when it was killed (``unacked(pos)``, asked of the broker after the kill)."""
+    return len({line["id"] for line in started if unacked(line["pos"])})
 
 
 def duplicate_bound(

@@ -23,7 +23,7 @@ from eventrun.common._urls import public_destination
 from eventrun.observe._depths import QueueDepths
 from eventrun.observe._metrics import RuntimeMetrics, _Collector, render_metrics, source_gauges
 from eventrun.runtime._runtime import Runtime
-from eventrun.store import FullQueues
+from eventrun.store import FullQueues, StoreFailures
 from tests._runtime_kit import running_app, write_app
 from tests.fixtures.redis import RedisServer
 
@@ -281,7 +281,7 @@ class _Stub:
         self.sources: dict[str, object] = {}
         self.depths = QueueDepths()
         self.router = None
-        self.store = SimpleNamespace(full=FullQueues())
+        self.store = SimpleNamespace(full=FullQueues(), failures=StoreFailures())
         self.retention = SimpleNamespace(expired={})
 
 
@@ -400,7 +400,12 @@ def exposed_metrics(text: str) -> dict[str, tuple[str, frozenset[str] | None]]:
     return out
 
 
-NO_SERIES_HERE = {"eventrun_source_gauge", "eventrun_queue_full", "eventrun_dlq_expired"}
+NO_SERIES_HERE = {
+    "eventrun_source_gauge",
+    "eventrun_queue_full",
+    "eventrun_dlq_expired",
+    "eventrun_store_failures",  # tests/chaos/test_disk_full.py fills a disk for them
+}
 
 
 @pytest.mark.redis
