@@ -3,11 +3,13 @@ and the brokers' own state, and the kill-and-restart cycle."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -71,6 +73,27 @@ def gone(pid: int) -> bool:
 def unique(ledger: Path) -> int:
     """Distinct records in the ledger."""
     return len({line["id"] for line in read_ledger(ledger)})
+
+
+def sqs_send(sqs: Any, queue_url: str, docs: list[dict[str, str]]) -> None:
+    """Send ``docs`` as JSON message bodies, ten to a batch (SQS's most)."""
+    for start in range(0, len(docs), 10):
+        chunk = docs[start : start + 10]
+        entries = [{"Id": doc["id"], "MessageBody": json.dumps(doc)} for doc in chunk]
+        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def sqs_remaining(sqs: Any, queue_url: str) -> int:
+    """Messages not deleted: waiting, in flight or delayed (moto's counts are exact)."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return sum(int(v) for v in attrs.values())
 
 
 def write_chaos_app(root: Path, yaml_text: str) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.chaos._kit import KillRun, kill_cycle, write_chaos_app
+from tests.chaos._kit import KillRun, kill_cycle, sqs_remaining, sqs_send, write_chaos_app
 from tests.chaos._ledger import Verdict, app_yaml, duplicate_bound, in_flight, plan, verdict
 from tests.fixtures.kafka import KafkaBroker, create_topic, produce
 from tests.fixtures.moto import MotoServer
@@ -169,10 +169,7 @@ def test_sqs_survives_three_sigkills(tmp_path: Path, moto: MotoServer) -> None:
     records = plan(80, keys=4, prefix="q")
     queue = moto.create_queue()
     sqs = moto.boto3_client()
-    for start in range(0, len(records), 10):
-        chunk = records[start : start + 10]
-        entries = [{"Id": doc["id"], "MessageBody": json.dumps(doc)} for doc in chunk]
-        sqs.send_message_batch(QueueUrl=queue.url, Entries=entries)
+    sqs_send(sqs, queue.url, records)
     ledger, started = tmp_path / "ledger.jsonl", tmp_path / "started.jsonl"
     connections = {"sqs": {"main": {"endpoint_url": moto.endpoint_url}}}
     trigger = (
@@ -192,16 +189,7 @@ def test_sqs_survives_three_sigkills(tmp_path: Path, moto: MotoServer) -> None:
     )
 
     def remaining() -> int:
-        """Messages not deleted (moto's counts are exact)."""
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=queue.url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )["Attributes"]
-        return sum(int(v) for v in attrs.values())
+        return sqs_remaining(sqs, queue.url)
 
     def queue_empty() -> bool:
         return remaining() == 0

@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from tests._daemon import Daemon
-from tests.chaos._kit import unique, wait, write_chaos_app
+from tests.chaos._kit import sqs_remaining, sqs_send, unique, wait, write_chaos_app
 from tests.chaos._ledger import app_yaml, duplicate_bound, plan, verdict
 from tests.fixtures._ports import free_port
 from tests.fixtures.faultproxy import FaultProxy
@@ -289,20 +289,10 @@ def sqs_rig(tmp_path: Path, fault_proxy: type[FaultProxy]) -> Iterator[Rig]:
         sqs = moto.boto3_client()
 
         def send(docs: list[dict[str, str]]) -> None:
-            for start in range(0, len(docs), 10):
-                chunk = docs[start : start + 10]
-                entries = [{"Id": doc["id"], "MessageBody": json.dumps(doc)} for doc in chunk]
-                sqs.send_message_batch(QueueUrl=queue.url, Entries=entries)
+            sqs_send(sqs, queue.url, docs)
 
         def settled() -> bool:
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=queue.url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            return all(v == "0" for v in attrs.values())
+            return sqs_remaining(sqs, queue.url) == 0
 
         ledger = tmp_path / "ledger.jsonl"
         connections = {

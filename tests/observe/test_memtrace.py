@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -32,9 +33,22 @@ def _grow() -> None:
     _hoard.extend(b"%d" % i * 200 for i in range(2000))  # ~400 KiB
 
 
+@pytest.fixture
+def tracemalloc_off() -> Iterator[None]:
+    """The watcher starts and stops tracemalloc itself: one started by PYTHONTRACEMALLOC
+    is stopped for the test and started again after it."""
+    frames = tracemalloc.get_traceback_limit()
+    was = tracemalloc.is_tracing()
+    tracemalloc.stop()
+    try:
+        yield
+    finally:
+        if was:
+            tracemalloc.start(frames)
+
+
+@pytest.mark.usefixtures("tracemalloc_off")
 async def test_snapshots_name_the_growing_traceback(tmp_path: Path) -> None:
-    if tracemalloc.is_tracing():
-        pytest.skip("tracemalloc already on (PYTHONTRACEMALLOC)")
     path = tmp_path / "memtrace.jsonl"
     trace = MemTrace(interval_s=0.2, frames=4, top=5, path=str(path))
 
